@@ -1,0 +1,145 @@
+"""Every setting of the app, read once from the environment (and `.env`) in `create_app`.
+
+The names are the tutorial's (`DATABASE_URL`, `MEMCACHIER_*`, `SECRET_KEY`) so that a PaaS
+add-on configures the app without any glue.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SQLITE_PATH = PROJECT_ROOT / "instance" / "tasklist.sqlite3"
+DEVELOPMENT_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"
+
+AuthMode = Literal["auto", "memcachier", "memcached"]
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it and says how to fix it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    env: Literal["production", "development"] = "production"
+    secret_key: str = DEVELOPMENT_SECRET_KEY
+    database_url: str = f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}"
+    db_pool_size: int = 5
+    db_max_overflow: int = 5
+    db_pool_timeout: float = 5.0
+    db_connect_timeout: float = 5.0
+    max_body_bytes: int = 64 * 1024
+
+    memcache_servers: tuple[str, ...] = ()
+    memcache_username: str | None = field(default=None, repr=False)
+    memcache_password: str | None = field(default=None, repr=False)
+    memcache_auth_mode: AuthMode = "auto"
+    cache_key_prefix: str = "tasklist"
+    cache_connect_timeout: float = 2.0
+    cache_op_timeout: float = 0.75
+    cache_pool_size: int = 8
+    cache_retry_timeout: float = 2.0
+    cache_dead_timeout: float = 30.0
+    cache_failure_limit: int = 3
+    cache_max_item_size: int = 1024 * 1024
+    cache_memory_max_items: int = 10_000
+    cache_enabled: bool = True
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings from `environ` (default: `os.environ`).
+
+        Raises `SettingsError` for a malformed value, or for a production app without
+        `SECRET_KEY`.
+        """
+        env = os.environ if environ is None else environ
+        app_env = env.get("APP_ENV", "production").strip().lower() or "production"
+        if app_env not in ("production", "development"):
+            raise SettingsError(f"APP_ENV must be 'production' or 'development', not {app_env!r}")
+        secret_key = env.get("SECRET_KEY", "").strip()
+        if not secret_key:
+            if app_env == "production":
+                raise SettingsError(
+                    "SECRET_KEY is not set. Set it to a long random string "
+                    "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
+                    "or set APP_ENV=development for a local run."
+                )
+            secret_key = DEVELOPMENT_SECRET_KEY
+        auth_mode = env.get("MEMCACHIER_AUTH_MODE", "auto").strip().lower() or "auto"
+        if auth_mode not in ("auto", "memcachier", "memcached"):
+            raise SettingsError(
+                f"MEMCACHIER_AUTH_MODE must be auto, memcachier or memcached, not {auth_mode!r}"
+            )
+        return cls(
+            env=app_env,  # type: ignore[arg-type]
+            secret_key=secret_key,
+            database_url=normalise_database_url(env.get("DATABASE_URL", "")),
+            db_pool_size=_int(env, "DB_POOL_SIZE", 5),
+            db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 5),
+            db_pool_timeout=_float(env, "DB_POOL_TIMEOUT", 5.0),
+            memcache_servers=parse_servers(env.get("MEMCACHIER_SERVERS", "")),
+            memcache_username=env.get("MEMCACHIER_USERNAME") or None,
+            memcache_password=env.get("MEMCACHIER_PASSWORD") or None,
+            memcache_auth_mode=auth_mode,  # type: ignore[arg-type]
+            cache_key_prefix=env.get("CACHE_KEY_PREFIX", "tasklist").strip() or "tasklist",
+            cache_pool_size=_int(env, "CACHE_POOL_SIZE", 8),
+            cache_enabled=env.get("CACHE_ENABLED", "1").strip().lower() not in ("0", "false", "no"),
+        )
+
+
+def normalise_database_url(url: str) -> str:
+    """Map the URLs a PaaS hands out onto the async drivers; empty means the SQLite default."""
+    url = url.strip()
+    if not url:
+        DEFAULT_SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}"
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+asyncpg://" + url.removeprefix(scheme)
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url.removeprefix("sqlite://")
+    return url
+
+
+def parse_servers(value: str) -> tuple[str, ...]:
+    """`"a:11211, b:11211"` -> `("a:11211", "b:11211")`; a bare host gets port 11211."""
+    servers = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        if not host:
+            host, port = item, "11211"
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"MEMCACHIER_SERVERS: {item!r} is not host:port")
+        servers.append(f"{host}:{port}")
+    return tuple(servers)
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
