@@ -1,0 +1,191 @@
+"""The memcached backend: several servers on a ketama-compatible ring, over aiomcache.
+
+Keys of a retrying or dead server are misses (its writes are dropped); they are never
+remapped to another server. See `server.py` for the failover rules and `pool.py` for the
+deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from uhashring import HashRing
+
+from ..keys import validate_key
+from .auth import AuthMode, Credentials
+from .base import PartialResult, ServerStatus
+from .pool import ConnectionPool
+from .protocol import Codec
+from .server import Server
+
+
+class MemcachedBackend:
+    """memcached over aiomcache's codec with our own pools, deadlines and failover.
+
+    `servers` are ``"host:port"`` strings. Nothing connects until the first operation.
+    """
+
+    name = "memcached"
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        auth_mode: AuthMode = "auto",
+        connect_timeout: float = 2.0,
+        op_timeout: float = 0.75,
+        pool_size: int = 8,
+        retry_timeout: float = 2.0,
+        dead_timeout: float = 30.0,
+        failure_limit: int = 3,
+    ) -> None:
+        if not servers:
+            raise ValueError("MemcachedBackend needs at least one server")
+        if auth_mode not in ("auto", "memcachier", "memcached"):
+            raise ValueError(f"auth_mode must be auto, memcachier or memcached: {auth_mode!r}")
+        credentials = Credentials(username, password) if username and password else None
+        self._codec = Codec()
+        self.servers: dict[str, Server] = {}
+        for address in dict.fromkeys(servers):
+            host, _, port = address.rpartition(":")
+            pool = ConnectionPool(
+                host,
+                int(port),
+                size=pool_size,
+                connect_timeout=connect_timeout,
+                credentials=credentials,
+                auth_mode=auth_mode,
+            )
+            self.servers[pool.address] = Server(
+                pool,
+                self._codec,
+                op_timeout=op_timeout,
+                retry_timeout=retry_timeout,
+                dead_timeout=dead_timeout,
+                failure_limit=failure_limit,
+            )
+        addresses = list(self.servers)
+        self._only = addresses[0] if len(addresses) == 1 else None
+        self._ring = None if self._only else HashRing(addresses, hash_fn="ketama")
+
+    def server_for(self, key: str) -> str:
+        return self._only or self._ring.get_node(key)  # type: ignore[union-attr]
+
+    def _server(self, key: str) -> Server:
+        return self.servers[self._only or self._ring.get_node(key)]  # type: ignore[union-attr]
+
+    async def get(self, key: str) -> bytes | None:
+        raw = validate_key(key)
+        found = await self._server(key).call(
+            lambda conn: self._codec.get_many(conn, [raw]), write=False
+        )
+        return found.get(raw)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """One ``get`` per server, the servers concurrently; raises `PartialResult` if any
+        server failed (with what the others returned)."""
+        groups: dict[str, list[bytes]] = {}
+        for key in dict.fromkeys(keys):
+            groups.setdefault(self.server_for(key), []).append(validate_key(key))
+        if not groups:
+            return {}
+        if len(groups) == 1:
+            [(address, raws)] = groups.items()
+            return _decode_keys(await self._get_group(address, raws))
+        results = await asyncio.gather(
+            *(self._get_group(address, raws) for address, raws in groups.items()),
+            return_exceptions=True,
+        )
+        found: dict[str, bytes] = {}
+        errors: dict[str, BaseException] = {}
+        for address, result in zip(groups, results, strict=True):
+            if isinstance(result, BaseException):
+                errors[address] = result
+            else:
+                found.update(_decode_keys(result))
+        if errors:
+            raise PartialResult(found, errors)
+        return found
+
+    async def _get_group(self, address: str, raws: list[bytes]) -> dict[bytes, bytes]:
+        return await self.servers[address].call(
+            lambda conn: self._codec.get_many(conn, raws), write=False
+        )
+
+    async def set(self, key: str, value: bytes, ttl: int) -> bool:
+        return await self._store(b"set", key, value, ttl)
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool:
+        return await self._store(b"add", key, value, ttl)
+
+    async def _store(self, command: bytes, key: str, value: bytes, ttl: int) -> bool:
+        raw = validate_key(key)
+        return await self._server(key).call(
+            lambda conn: self._codec.store(conn, command, raw, value, ttl), write=True
+        )
+
+    async def delete(self, key: str) -> bool:
+        raw = validate_key(key)
+        return await self._server(key).call(
+            lambda conn: self._codec.delete_key(conn, raw), write=True
+        )
+
+    async def incr(self, key: str, delta: int = 1) -> int | None:
+        raw = validate_key(key)
+        return await self._server(key).call(
+            lambda conn: self._codec.incr_key(conn, raw, delta), write=True
+        )
+
+    async def touch(self, key: str, ttl: int) -> bool:
+        raw = validate_key(key)
+        return await self._server(key).call(
+            lambda conn: self._codec.touch_key(conn, raw, ttl), write=True
+        )
+
+    async def flush(self) -> bool:
+        """Flush every server; False if any could not be flushed (it is flushed on rejoin)."""
+        results = await asyncio.gather(
+            *(server.call(self._codec.flush, write=True) for server in self.servers.values()),
+            return_exceptions=True,
+        )
+        return not any(isinstance(result, BaseException) for result in results)
+
+    async def server_stats(self) -> list[ServerStatus]:
+        """Each server's state and ``stats``; an unreachable server has empty stats."""
+        results = await asyncio.gather(
+            *(server.call(self._codec.server_stats, write=False) for server in self.servers.values()),
+            return_exceptions=True,
+        )
+        statuses = []
+        for server, result in zip(self.servers.values(), results, strict=True):
+            stats = {} if isinstance(result, BaseException) else _parse_stats(result)
+            statuses.append(ServerStatus(server.address, server.state, stats))
+        return statuses
+
+    def healthy(self) -> bool:
+        return all(server.state == "up" for server in self.servers.values())
+
+    async def close(self) -> None:
+        for server in self.servers.values():
+            server.pool.clear()
+
+
+def _decode_keys(found: dict[bytes, bytes]) -> dict[str, bytes]:
+    return {key.decode("ascii"): value for key, value in found.items()}
+
+
+def _parse_stats(raw: dict[bytes, bytes | None]) -> dict[str, str | int | float]:
+    stats: dict[str, str | int | float] = {}
+    for name, value in raw.items():
+        text = (value or b"").decode("ascii", "replace")
+        try:
+            stats[name.decode("ascii", "replace")] = int(text)
+        except ValueError:
+            try:
+                stats[name.decode("ascii", "replace")] = float(text)
+            except ValueError:
+                stats[name.decode("ascii", "replace")] = text
+    return stats

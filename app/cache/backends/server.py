@@ -1,0 +1,132 @@
+"""One memcached server's failover state, with the tutorial's semantics (pylibmc's
+``retry_timeout``, ``dead_timeout``, ``server_failure_limit``), minus its key remapping.
+
+- ``up``: operations run.
+- A failure (connect error or timeout, operation timeout, EOF, unexpected reply, rejected
+  credentials) makes it ``retrying``: every operation is skipped (a miss, writes dropped,
+  no connection attempt) for `retry_timeout`; then one caller probes it.
+- `failure_limit` consecutive failures make it ``dead``: skipped for `dead_timeout` between
+  probes.
+- A server that was dead, or that dropped or failed a write while it was not ``up``, is
+  flushed by the probe before it serves again, so entries from before the outage (which
+  may have missed invalidations) are never read.
+
+The caller's own cancellation is not the server's fault: it closes the connection only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiomcache.exceptions import ValidationException
+
+from ..keys import InvalidKey
+from .base import ServerState, ServerUnavailable, ValueTooLarge
+from .pool import ConnectionPool, PoolTimeout
+from .protocol import Codec, CommandRejected, Connection
+
+logger = logging.getLogger("app.cache")
+T = TypeVar("T")
+# Errors that say nothing about the server's health.
+_NOT_THE_SERVERS_FAULT = (PoolTimeout, ValidationException, InvalidKey, CommandRejected, ValueTooLarge)
+
+
+class Server:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        codec: Codec,
+        *,
+        op_timeout: float,
+        retry_timeout: float,
+        dead_timeout: float,
+        failure_limit: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pool = pool
+        self.address = pool.address
+        self.op_timeout = op_timeout
+        self.retry_timeout = retry_timeout
+        self.dead_timeout = dead_timeout
+        self.failure_limit = max(1, failure_limit)
+        self.state: ServerState = "up"
+        self.failures = 0
+        self.flushes = 0
+        self._codec = codec
+        self._clock = clock
+        self._retry_at = 0.0
+        self._probing = False
+        self._stale = False
+
+    async def call(self, op: Callable[[Connection], Awaitable[T]], *, write: bool) -> T:
+        """Run `op` on a connection within the deadlines.
+
+        Raises `ServerUnavailable` (skipped), `PoolTimeout`, or the operation's error.
+        """
+        if self.state != "up":
+            return await self._probe(op, write)
+        return await self._run(op, write, probing=False)
+
+    async def _probe(self, op: Callable[[Connection], Awaitable[T]], write: bool) -> T:
+        if self._probing or self._clock() < self._retry_at:
+            if write:
+                self._stale = True
+            raise ServerUnavailable(self.address)
+        self._probing = True
+        try:
+            if self.state == "dead" or self._stale:
+                await self._run(self._codec.flush, True, probing=True)
+                self.flushes += 1
+                self._recover("flushed")
+                return await self._run(op, write, probing=False)
+            result = await self._run(op, write, probing=True)
+            self._recover("reachable")
+            return result
+        finally:
+            self._probing = False
+
+    async def _run(
+        self, op: Callable[[Connection], Awaitable[T]], write: bool, *, probing: bool
+    ) -> T:
+        try:
+            conn = await self.pool.acquire(self.op_timeout)
+            clean = False
+            try:
+                async with asyncio.timeout(self.op_timeout):
+                    result = await op(conn)
+                clean = True
+            finally:
+                self.pool.release(conn, reusable=clean)
+        except _NOT_THE_SERVERS_FAULT:
+            raise
+        except Exception:
+            self._fail(write, probing)
+            raise
+        if self.failures and self.state == "up":
+            self.failures = 0
+        return result
+
+    def _fail(self, write: bool, probing: bool) -> None:
+        if write:
+            self._stale = True
+        if self.state != "up" and not probing:
+            return  # an operation already in flight when the server failed: counted once
+        self.failures += 1
+        self.pool.clear()
+        if self.failures >= self.failure_limit:
+            self.state, wait = "dead", self.dead_timeout
+        else:
+            self.state, wait = "retrying", self.retry_timeout
+        self._retry_at = self._clock() + wait
+        logger.warning(
+            "cache server %s is %s after %d failure(s); next probe in %.1fs",
+            self.address, self.state, self.failures, wait,
+        )
+
+    def _recover(self, how: str) -> None:
+        logger.info("cache server %s is up again (%s)", self.address, how)
+        self.state, self.failures, self._stale = "up", 0, False

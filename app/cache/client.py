@@ -1,0 +1,208 @@
+"""`CacheClient`: the fail-open cache facade the rest of the app uses.
+
+No method raises because of the cache: a backend error, timeout or unavailable server
+becomes a miss (reads) or ``False``/``None`` (writes), and is counted. Only the caller's
+own cancellation propagates. Programming errors do raise: a key that is not a string, a
+non-positive TTL, or a value JSON cannot hold (`TypeError`/`ValueError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from .backends.base import MAX_TTL, CacheBackend, PartialResult, ServerUnavailable, ValueTooLarge
+from .entry import DEFAULT_COMPRESS_THRESHOLD, Entry, decode, encode
+from .keys import KeyBuilder, namespace_of
+from .stats import CacheCounters
+
+logger = logging.getLogger("app.cache")
+
+
+class CacheClient:
+    def __init__(
+        self,
+        backend: CacheBackend,
+        *,
+        keys: KeyBuilder,
+        max_item_size: int = 1_048_576,
+        compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self.keys = keys
+        self.counters = CacheCounters()
+        self.max_item_size = max_item_size
+        self.compress_threshold = compress_threshold
+        self._clock = clock
+
+    async def get(self, key: str) -> Entry | None:
+        """The entry under `key`, or ``None`` on a miss or any cache failure."""
+        try:
+            raw = await self.backend.get(key)
+        except Exception as exc:
+            self._failed(key, exc, read=True)
+            return None
+        return self._read(key, raw)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        """The entries found among `keys` (one backend call); failed servers' keys are misses."""
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        try:
+            found = await self.backend.get_many(keys)
+        except PartialResult as partial:
+            found = partial.found
+            for server, exc in partial.errors.items():
+                failed = [key for key in keys if self.backend.server_for(key) == server]
+                for key in failed:
+                    self._failed(key, exc, read=True)
+                keys = [key for key in keys if key not in set(failed)]
+        except Exception as exc:
+            for key in keys:
+                self._failed(key, exc, read=True)
+            return {}
+        entries = {}
+        for key in keys:
+            entry = self._read(key, found.get(key))
+            if entry is not None:
+                entries[key] = entry
+        return entries
+
+    async def set(self, key: str, value: Any, ttl: int, *, soft_ttl: float | None = None) -> bool:
+        """Store `value` for `ttl` seconds; `soft_ttl` marks it stale earlier. False if not stored."""
+        return await self._store("set", key, value, ttl, soft_ttl)
+
+    async def add(self, key: str, value: Any, ttl: int, *, soft_ttl: float | None = None) -> bool:
+        """Store only if `key` is absent; False if present or on failure."""
+        return await self._store("add", key, value, ttl, soft_ttl)
+
+    async def _store(
+        self, command: str, key: str, value: Any, ttl: int, soft_ttl: float | None
+    ) -> bool:
+        seconds = _ttl(ttl)
+        now = self._clock()
+        soft = None if soft_ttl is None else now + soft_ttl
+        data = encode(Entry(value, now, soft), compress_threshold=self.compress_threshold)
+        if len(data) + len(key) > self.max_item_size:
+            self._count("too_large", key)
+            return False
+        try:
+            stored = await getattr(self.backend, command)(key, data, seconds)
+        except Exception as exc:
+            self._failed(key, exc, read=False)
+            return False
+        if stored:
+            self._count("sets", key)
+        return stored
+
+    async def delete(self, key: str) -> bool:
+        """True if the key existed; False if absent or on failure."""
+        try:
+            deleted = await self.backend.delete(key)
+        except Exception as exc:
+            self._failed(key, exc, read=False)
+            return False
+        self._count("deletes", key)
+        return deleted
+
+    async def incr(self, key: str, delta: int = 1, *, ttl: int | None = None) -> int | None:
+        """Add `delta` (may be negative; memcached stops at 0) to a decimal counter.
+
+        A missing counter gives ``None``, unless `ttl` is given: then it is created with the
+        value `delta`. ``None`` on failure. `get` reads a counter as an `Entry` holding an int.
+        """
+        try:
+            value = await self.backend.incr(key, delta)
+            if value is None and ttl is not None:
+                initial = max(delta, 0)
+                if await self.backend.add(key, str(initial).encode(), _ttl(ttl)):
+                    return initial
+                value = await self.backend.incr(key, delta)
+        except Exception as exc:
+            self._failed(key, exc, read=False)
+            return None
+        return value
+
+    async def touch(self, key: str, ttl: int) -> bool:
+        """Give `key` a new TTL; False if absent or on failure."""
+        seconds = _ttl(ttl)
+        try:
+            return await self.backend.touch(key, seconds)
+        except Exception as exc:
+            self._failed(key, exc, read=False)
+            return False
+
+    async def flush(self) -> bool:
+        """Empty the whole cache (every app sharing it); False if a server could not be flushed."""
+        try:
+            return await self.backend.flush()
+        except Exception as exc:
+            self._failed("", exc, read=False)
+            return False
+
+    def healthy(self) -> bool:
+        """True when every configured server is up (always for the memory backend)."""
+        return self.backend.healthy()
+
+    async def stats(self) -> dict[str, Any]:
+        """Counters plus each server's state and memcached ``stats`` (JSON-able)."""
+        try:
+            servers = [asdict(status) for status in await self.backend.server_stats()]
+        except Exception as exc:
+            self._failed("", exc, read=False)
+            servers = []
+        return {"backend": self.backend.name, "counters": self.counters.snapshot(), "servers": servers}
+
+    async def close(self) -> None:
+        try:
+            await self.backend.close()
+        except Exception:
+            logger.exception("closing the cache backend failed")
+
+    def _read(self, key: str, raw: bytes | None) -> Entry | None:
+        if raw is None:
+            self._count("misses", key)
+            return None
+        entry = decode(raw)
+        if entry is None:
+            self._count("errors", key)
+            self._count("misses", key)
+            return None
+        self._count("hits", key)
+        return entry
+
+    def _count(self, metric: str, key: str, server: str | None = None) -> None:
+        if server is None:
+            server = self.backend.server_for(key) if key else "-"
+        self.counters.add(metric, namespace_of(key) if key else "-", server)
+
+    def _failed(self, key: str, exc: Exception, *, read: bool) -> None:
+        if isinstance(exc, ServerUnavailable):
+            metric = "unavailable"
+        elif isinstance(exc, ValueTooLarge):
+            metric = "too_large"
+        elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
+            metric = "timeouts"
+        else:
+            metric = "errors"
+        server = getattr(exc, "server", None)
+        self._count(metric, key, server)
+        if read:
+            self._count("misses", key, server)
+        if metric in ("errors", "timeouts"):
+            logger.warning("cache %s on key namespace %s: %s", metric, namespace_of(key),
+                           type(exc).__name__)
+
+
+def _ttl(ttl: float) -> int:
+    """Whole seconds in 1..30 days: a longer memcached TTL would be read as a Unix time."""
+    if not ttl > 0 or not math.isfinite(ttl):
+        raise ValueError(f"cache TTLs must be finite and positive, not {ttl!r}")
+    return min(math.ceil(ttl), MAX_TTL)
