@@ -26,7 +26,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     env: Literal["production", "development"] = "production"
-    secret_key: str = DEVELOPMENT_SECRET_KEY
+    secret_key: str = field(default=DEVELOPMENT_SECRET_KEY, repr=False)
     database_url: str = f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}"
     db_pool_size: int = 5
     db_max_overflow: int = 5

@@ -1,0 +1,49 @@
+# The two commands of the README: `make run` and `make test`. Both build .venv first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PORT ?= 5000
+VENV := .venv
+BIN := $(VENV)/bin
+# Quart 0.23 needs Python 3.13: python3.13 on PATH if it really runs, else pyenv's newest 3.13.
+PYTHON313 := $(shell (python3.13 -c 'import sys' >/dev/null 2>&1 && command -v python3.13) \
+	|| ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | sort -V | tail -n 1)
+# Debian packages the tests drive as real processes.
+TEST_SYSTEM_PACKAGES := memcached:/usr/bin/memcached chromium:/usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help run test migrate lint bench system-packages clean
+
+help:
+	@echo "make run    serve the app on http://127.0.0.1:$(PORT) (SQLite, in-process cache)"
+	@echo "make test   run the whole test suite (installs what it needs)"
+
+$(BIN)/.installed: pyproject.toml
+	@if [ -z "$(PYTHON313)" ]; then \
+		echo "error: Python 3.13 is required (Quart 0.23 needs it) and none was found." >&2; \
+		echo "Install it (e.g. 'pyenv install 3.13') or put python3.13 on PATH." >&2; exit 1; fi
+	@[ -x $(BIN)/python ] || $(PYTHON313) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+migrate: $(BIN)/.installed
+	$(BIN)/alembic upgrade head
+
+run: $(BIN)/.installed
+	APP_ENV=$${APP_ENV:-development} $(BIN)/alembic upgrade head
+	APP_ENV=$${APP_ENV:-development} $(BIN)/hypercorn --bind 127.0.0.1:$(PORT) 'app:create_app()'
+
+system-packages:
+	@missing=""; for entry in $(TEST_SYSTEM_PACKAGES); do \
+		[ -x "$${entry#*:}" ] || missing="$$missing $${entry%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages for the tests:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test: $(BIN)/.installed system-packages
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) node_modules instance test-output

@@ -1,0 +1,51 @@
+"""tasklist: the MemCachier Flask task list, rebuilt async on Quart."""
+
+from __future__ import annotations
+
+from dotenv import load_dotenv
+from quart import Quart
+from quart_schema import QuartSchema
+
+from app import errors, state
+from app.settings import PROJECT_ROOT, Settings
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    """Build the app. Without `settings`, read them from the environment and `.env`
+    (which never overrides a variable that is already set). Opens nothing: the database
+    and cache connections are made when the app starts serving."""
+    if settings is None:
+        load_dotenv(PROJECT_ROOT / ".env", override=False)
+        settings = Settings.from_env()
+
+    app = Quart(
+        __name__,
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=not settings.development,
+        JSON_SORT_KEYS=False,
+    )
+    QuartSchema(
+        app,
+        info={"title": "tasklist API", "version": "1"},
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+    )
+
+    from app.api import bp as api_bp
+    from app.health import bp as health_bp
+    from app.web import bp as web_bp
+
+    app.register_blueprint(web_bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(health_bp)
+    errors.init_app(app)
+    state.init_app(app, settings)
+    return app

@@ -1,0 +1,82 @@
+"""`/api/tasks`: list, create, get, update and delete tasks."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from quart import url_for
+from quart_schema import validate_querystring, validate_response
+from werkzeug.exceptions import NotFound, UnprocessableEntity
+
+from app.api import bp
+from app.api.body import json_body
+from app.state import get_tasks
+from app.tasks.schemas import Task, TaskCreate, TaskUpdate
+
+TASK_ID = "<int:task_id>"
+
+
+class PageQuery(BaseModel):
+    limit: int = Field(50, ge=1, le=100)
+    offset: int = Field(0, ge=0)
+
+
+class TaskList(BaseModel):
+    items: list[Task]
+    total: int
+    limit: int
+    offset: int
+
+
+@bp.get("/tasks")
+@validate_querystring(PageQuery)
+@validate_response(TaskList)
+async def list_tasks(query_args: PageQuery) -> tuple[TaskList, int, dict[str, str]]:
+    """List tasks in creation order, a page at a time."""
+    page = await get_tasks().page(limit=query_args.limit, offset=query_args.offset)
+    headers = {}
+    if page.offset + page.limit < page.total:
+        next_url = url_for("api.list_tasks", limit=page.limit, offset=page.offset + page.limit)
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    body = TaskList(items=page.items, total=page.total, limit=page.limit, offset=page.offset)
+    return body, 200, headers
+
+
+@bp.post("/tasks")
+@json_body(TaskCreate)
+@validate_response(Task, 201)
+async def create_task(data: TaskCreate) -> tuple[Task, int, dict[str, str]]:
+    """Create a task."""
+    task = await get_tasks().create(data.name)
+    return task, 201, {"Location": url_for("api.get_task", task_id=task.id)}
+
+
+@bp.get(f"/tasks/{TASK_ID}")
+@validate_response(Task)
+async def get_task(task_id: int) -> Task:
+    """Get one task."""
+    return _found(await get_tasks().get(task_id), task_id)
+
+
+@bp.patch(f"/tasks/{TASK_ID}")
+@json_body(TaskUpdate)
+@validate_response(Task)
+async def update_task(task_id: int, data: TaskUpdate) -> Task:
+    """Rename a task and/or mark it done or not done."""
+    if data.name is None and data.done is None:
+        raise UnprocessableEntity("Nothing to change: send name and/or done.")
+    task = await get_tasks().update(task_id, name=data.name, done=data.done)
+    return _found(task, task_id)
+
+
+@bp.delete(f"/tasks/{TASK_ID}")
+async def delete_task(task_id: int) -> tuple[str, int]:
+    """Delete a task."""
+    if not await get_tasks().delete(task_id):
+        raise NotFound(f"Task {task_id} does not exist.")
+    return "", 204
+
+
+def _found(task: Task | None, task_id: int) -> Task:
+    if task is None:
+        raise NotFound(f"Task {task_id} does not exist.")
+    return task

@@ -1,0 +1,83 @@
+"""Error responses: RFC 9457 problem+json under `/api`, pages in the site's layout elsewhere."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from pydantic import ValidationError
+from quart import Quart, Response, current_app, render_template, request
+from quart_schema import RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException
+
+from app.db import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+DATABASE_DOWN = "The database is unavailable; please try again in a moment."
+
+
+def wants_problem() -> bool:
+    return request.path == "/api" or request.path.startswith("/api/")
+
+
+def problem(status: int, detail: str | None = None, **extra: Any) -> Response:
+    """An RFC 9457 problem document with the standard members plus `extra`."""
+    body: dict[str, Any] = {"type": "about:blank", "title": HTTPStatus(status).phrase}
+    body["status"] = status
+    if detail:
+        body["detail"] = detail
+    body["instance"] = request.path
+    body.update(extra)
+    response = current_app.json.response(body)
+    response.status_code = status
+    response.mimetype = PROBLEM_JSON
+    return response
+
+
+def validation_errors(error: Exception) -> list[dict[str, Any]]:
+    """Field errors as `[{"loc": [...], "msg": ..., "type": ...}]`, whatever raised them."""
+    if isinstance(error, ValidationError):
+        return [
+            {"loc": list(item["loc"]), "msg": item["msg"], "type": item["type"]}
+            for item in error.errors(include_url=False, include_context=False, include_input=False)
+        ]
+    return [{"loc": [], "msg": str(error), "type": "invalid"}]
+
+
+async def error_page(status: int, detail: str | None = None) -> Response:
+    if wants_problem():
+        return problem(status, detail)
+    body = await render_template(
+        "errors/error.html", status=status, title=HTTPStatus(status).phrase, detail=detail
+    )
+    return Response(body, status=status, mimetype="text/html")
+
+
+def init_app(app: Quart) -> None:
+    @app.errorhandler(RequestSchemaValidationError)
+    async def invalid_request(error: RequestSchemaValidationError) -> Response:
+        errors = validation_errors(error.validation_error)
+        detail = errors[0]["msg"] if len(errors) == 1 else "The request is not valid."
+        return problem(422, detail, errors=errors)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        response = await error_page(error.code or 500, error.description)
+        if error.code == 405 and (allowed := getattr(error, "valid_methods", None)):
+            response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
+
+    @app.errorhandler(DatabaseUnavailable)
+    async def database_unavailable(error: DatabaseUnavailable) -> Response:
+        log.warning("database unavailable: %s", error)
+        response = await error_page(503, DATABASE_DOWN)
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.errorhandler(Exception)
+    async def unexpected_error(error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return await error_page(500, "Something went wrong on our side.")

@@ -1,0 +1,7 @@
+"""The HTML task list (HTTP only: parse the form, call the tasks service, render)."""
+
+from quart import Blueprint
+
+bp = Blueprint("web", __name__)
+
+from app.web import views  # noqa: E402,F401  (registers the routes)

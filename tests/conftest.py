@@ -1,0 +1,54 @@
+"""Fixtures shared by every test: databases (SQLite and PostgreSQL), the app and its client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite("tests.support")
+
+from quart import Quart  # noqa: E402
+from quart.typing import TestClientProtocol  # noqa: E402
+
+from app import create_app  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from tests.support.databases import (  # noqa: E402
+    BACKENDS,
+    empty_tables,
+    run_alembic,
+    sqlite_url,
+)
+
+pytest_plugins = ["tests.support.databases"]
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database: a SQLite file, or the run's PostgreSQL database."""
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path)
+        run_alembic(url, ("upgrade", "head"))
+        return url
+    url = request.getfixturevalue("postgres_url")
+    asyncio.run(empty_tables(url))
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(env="development", database_url=database_url)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Quart]:
+    app = create_app(settings)
+    async with app.test_app():
+        yield app
+
+
+@pytest.fixture
+def client(app: Quart) -> TestClientProtocol:
+    return app.test_client()

@@ -1,0 +1,187 @@
+"""The JSON API's contract: shapes, status codes and problem+json errors, on both databases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from quart.typing import TestClientProtocol as Client
+
+PROBLEM = "application/problem+json"
+
+
+async def create(client: Client, name: str) -> dict[str, Any]:
+    response = await client.post("/api/tasks", json={"name": name})
+    assert response.status_code == 201
+    return await response.get_json()
+
+
+async def assert_problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status
+    assert response.mimetype == PROBLEM
+    body = await response.get_json()
+    assert body["status"] == status
+    assert body["title"] and body["type"] == "about:blank"
+    return body
+
+
+async def test_create_returns_201_with_location(client: Client) -> None:
+    response = await client.post("/api/tasks", json={"name": "  Buy milk  "})
+    assert response.status_code == 201
+    task = await response.get_json()
+    assert response.headers["Location"] == f"/api/tasks/{task['id']}"
+    assert task["name"] == "Buy milk"
+    assert task["done"] is False
+    assert set(task) == {"id", "name", "done", "created_at", "updated_at"}
+    fetched = await client.get(response.headers["Location"])
+    assert await fetched.get_json() == task
+
+
+async def test_list_pages_in_id_order_with_link_to_next(client: Client) -> None:
+    ids = [(await create(client, f"task {n}"))["id"] for n in range(5)]
+    response = await client.get("/api/tasks?limit=2&offset=2")
+    assert response.status_code == 200
+    body = await response.get_json()
+    assert [t["id"] for t in body["items"]] == ids[2:4]
+    assert (body["total"], body["limit"], body["offset"]) == (5, 2, 2)
+    assert response.headers["Link"] == '</api/tasks?limit=2&offset=4>; rel="next"'
+    last = await client.get("/api/tasks?limit=2&offset=4")
+    assert "Link" not in last.headers
+    assert [t["id"] for t in (await last.get_json())["items"]] == ids[4:]
+
+
+async def test_list_defaults_to_50(client: Client) -> None:
+    body = await (await client.get("/api/tasks")).get_json()
+    assert body == {"items": [], "total": 0, "limit": 50, "offset": 0}
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=101", "offset=-1", "limit=abc", "offset=1.5", "limit=-5"]
+)
+async def test_bad_paging_is_422_naming_the_field(client: Client, query: str) -> None:
+    body = await assert_problem(await client.get(f"/api/tasks?{query}"), 422)
+    assert body["errors"][0]["loc"] == [query.split("=")[0]]
+
+
+async def test_patch_renames_and_completes(client: Client) -> None:
+    task = await create(client, "draft")
+    response = await client.patch(f"/api/tasks/{task['id']}", json={"name": "final", "done": True})
+    assert response.status_code == 200
+    body = await response.get_json()
+    assert (body["name"], body["done"]) == ("final", True)
+    body = await (await client.patch(f"/api/tasks/{task['id']}", json={"done": False})).get_json()
+    assert (body["name"], body["done"]) == ("final", False)
+
+
+async def test_patch_with_nothing_to_change_is_422(client: Client) -> None:
+    task = await create(client, "x")
+    await assert_problem(await client.patch(f"/api/tasks/{task['id']}", json={}), 422)
+
+
+async def test_delete_returns_204_then_404(client: Client) -> None:
+    task = await create(client, "x")
+    response = await client.delete(f"/api/tasks/{task['id']}")
+    assert response.status_code == 204
+    assert await response.get_data() == b""
+    await assert_problem(await client.get(f"/api/tasks/{task['id']}"), 404)
+    await assert_problem(await client.delete(f"/api/tasks/{task['id']}"), 404)
+
+
+@pytest.mark.parametrize("method", ["get", "patch", "delete"])
+async def test_unknown_id_is_404(client: Client, method: str) -> None:
+    kwargs = {"json": {"done": True}} if method == "patch" else {}
+    response = await getattr(client, method)("/api/tasks/4242", **kwargs)
+    body = await assert_problem(response, 404)
+    assert "4242" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "task_id", ["abc", "-1", "1.5", "99999999999999999999", str(2**63), "%00", "0x10"]
+)
+async def test_malformed_ids_are_404_not_500(client: Client, task_id: str) -> None:
+    await assert_problem(await client.get(f"/api/tasks/{task_id}"), 404)
+    response = await client.patch(f"/api/tasks/{task_id}", json={"done": True})
+    await assert_problem(response, 404)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "   \t\n"}, "name"),
+        ({"name": "x" * 501}, "name"),
+        ({"name": 42}, "name"),
+        ({"name": None}, "name"),
+        ({"name": ["a"]}, "name"),
+        ({}, "name"),
+        ({"name": "ok", "priority": 1}, "priority"),
+    ],
+)
+async def test_invalid_create_is_422_with_field_errors(
+    client: Client, payload: dict[str, Any], field: str
+) -> None:
+    body = await assert_problem(await client.post("/api/tasks", json=payload), 422)
+    assert [field] in [error["loc"] for error in body["errors"]]
+    assert (await (await client.get("/api/tasks")).get_json())["total"] == 0
+
+
+async def test_blank_name_says_task_name_is_required(client: Client) -> None:
+    body = await assert_problem(await client.post("/api/tasks", json={"name": "  "}), 422)
+    assert body["detail"] == "Task name is required."
+
+
+async def test_500_character_name_is_accepted(client: Client) -> None:
+    task = await create(client, "é" * 500)
+    assert task["name"] == "é" * 500
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b'{"name": ', "application/json", 400),
+        (b"not json", "application/json", 400),
+        (b'{"name": "\xff\xfe"}', "application/json", 400),
+        (b'["a", "b"]', "application/json", 422),
+        (b'"just a string"', "application/json", 422),
+        (b"name=x", "application/x-www-form-urlencoded", 415),
+        (b'{"name": "x"}', "text/plain", 415),
+        (b'{"name": "x"}', "", 415),
+    ],
+)
+async def test_bad_bodies_are_problems_and_store_nothing(
+    client: Client, body: bytes, content_type: str, status: int
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    await assert_problem(await client.post("/api/tasks", data=body, headers=headers), status)
+    task = await create(client, "existing")
+    patch = await client.patch(f"/api/tasks/{task['id']}", data=body, headers=headers)
+    await assert_problem(patch, status)
+    listing = await (await client.get("/api/tasks")).get_json()
+    assert [t["name"] for t in listing["items"]] == ["existing"]
+
+
+async def test_body_over_the_limit_is_413(client: Client) -> None:
+    body = b'{"name": "' + b"a" * 100_000 + b'"}'
+    headers = {"Content-Type": "application/json"}
+    await assert_problem(await client.post("/api/tasks", data=body, headers=headers), 413)
+
+
+async def test_unknown_route_is_404_problem(client: Client) -> None:
+    await assert_problem(await client.get("/api/nothing-here"), 404)
+    await assert_problem(await client.get("/api"), 404)
+
+
+async def test_wrong_method_is_405_problem_with_allow(client: Client) -> None:
+    response = await client.put("/api/tasks", json={"name": "x"})
+    await assert_problem(response, 405)
+    assert set(response.headers["Allow"].split(", ")) >= {"GET", "POST"}
+
+
+async def test_openapi_describes_the_api(client: Client) -> None:
+    spec = await (await client.get("/openapi.json")).get_json()
+    paths = spec["paths"]
+    assert set(paths["/api/tasks"]) >= {"get", "post"}
+    assert set(paths["/api/tasks/{task_id}"]) >= {"get", "patch", "delete"}
+    assert "201" in paths["/api/tasks"]["post"]["responses"]
+    assert "requestBody" in paths["/api/tasks"]["post"]
+    assert not any(path.startswith("/{task_id}") for path in paths), "HTML routes are not API"

@@ -1,0 +1,78 @@
+"""The repository's SQL on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+from app.db import make_sessionmaker
+from app.tasks.repository import TaskRepository
+
+
+@pytest.fixture
+async def session(database_url: str) -> AsyncIterator[AsyncSession]:
+    engine = create_async_engine(database_url)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            yield session
+    finally:
+        await engine.dispose()
+
+
+async def test_add_returns_the_stored_task(session: AsyncSession) -> None:
+    tasks = TaskRepository(session)
+    task = await tasks.add("Buy milk")
+    assert task.id > 0
+    assert task.name == "Buy milk"
+    assert task.done is False
+    assert task.created_at.tzinfo is not None
+    assert await tasks.get(task.id) == task
+
+
+async def test_list_is_in_creation_order_with_limit_and_offset(session: AsyncSession) -> None:
+    tasks = TaskRepository(session)
+    added = [await tasks.add(f"task {n}") for n in range(5)]
+    assert [t.id for t in await tasks.list()] == [t.id for t in added]
+    assert [t.name for t in await tasks.list(limit=2, offset=1)] == ["task 1", "task 2"]
+    assert await tasks.count() == 5
+
+
+async def test_update_changes_only_the_given_fields(session: AsyncSession) -> None:
+    tasks = TaskRepository(session)
+    task = await tasks.add("draft")
+    renamed = await tasks.update(task.id, name="final")
+    assert renamed is not None and renamed.name == "final" and renamed.done is False
+    done = await tasks.update(task.id, done=True)
+    assert done is not None and done.name == "final" and done.done is True
+    assert done.updated_at >= task.updated_at
+
+
+async def test_update_and_delete_of_a_missing_task(session: AsyncSession) -> None:
+    tasks = TaskRepository(session)
+    assert await tasks.update(12345, name="x") is None
+    assert await tasks.delete(12345) is False
+    assert await tasks.get(12345) is None
+
+
+async def test_delete_removes_exactly_one_task(session: AsyncSession) -> None:
+    tasks = TaskRepository(session)
+    keep, drop = await tasks.add("keep"), await tasks.add("drop")
+    assert await tasks.delete(drop.id) is True
+    assert [t.id for t in await tasks.list()] == [keep.id]
+
+
+async def test_names_round_trip_unicode_and_markup(session: AsyncSession) -> None:
+    tasks = TaskRepository(session)
+    name = "Ünïcødé 🚀 <b>bold</b> ' \" ; DROP TABLE task; --"
+    task = await tasks.add(name)
+    assert (await tasks.get(task.id)).name == name
+
+
+@pytest.mark.parametrize("task_id", [0, -1, 2**63, 2**70])
+async def test_ids_outside_bigint_name_no_task(session: AsyncSession, task_id: int) -> None:
+    tasks = TaskRepository(session)
+    assert await tasks.get(task_id) is None
+    assert await tasks.update(task_id, done=True) is None
+    assert await tasks.delete(task_id) is False

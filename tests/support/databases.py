@@ -1,0 +1,109 @@
+"""Real databases for the tests: a SQLite file per test, and one PostgreSQL database per run.
+
+PostgreSQL is found at `TASKLIST_TEST_POSTGRES_URL` (default: the CI machine's
+`postgresql://postgres@127.0.0.1:5432/postgres`). If it cannot be reached the run fails,
+unless a person sets `TASKLIST_TEST_SKIP_POSTGRES=1` on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.settings import PROJECT_ROOT, normalise_database_url
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TASKLIST_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+SKIP_POSTGRES = os.environ.get("TASKLIST_TEST_SKIP_POSTGRES") == "1"
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def alembic_config() -> Config:
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def run_alembic(url: str, *commands: tuple[str, str]) -> None:
+    """Run alembic commands (e.g. `("upgrade", "head")`) on `url` over one connection."""
+
+    def run(connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        for name, revision in commands:
+            getattr(command, name)(config, revision)
+
+    async def main() -> None:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(run)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+
+
+def sqlite_url(directory: Path) -> str:
+    return f"sqlite+aiosqlite:///{directory / 'tasklist.sqlite3'}"
+
+
+async def _admin(statement: str) -> None:
+    engine = create_async_engine(
+        normalise_database_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def create_postgres_database() -> str:
+    """Create an empty database with a unique name and return its async URL."""
+    if SKIP_POSTGRES:
+        pytest.skip("TASKLIST_TEST_SKIP_POSTGRES=1: PostgreSQL tests skipped on purpose")
+    name = f"tasklist_test_{uuid.uuid4().hex[:10]}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except Exception as error:  # noqa: BLE001 - any failure here means "cannot reach it"
+        pytest.fail(
+            f"PostgreSQL is not reachable at {make_url(POSTGRES_ADMIN_URL).render_as_string()} "
+            f"({error.__class__.__name__}: {error}). Start it, point TASKLIST_TEST_POSTGRES_URL "
+            "at one, or set TASKLIST_TEST_SKIP_POSTGRES=1 to skip those tests on purpose.",
+            pytrace=False,
+        )
+    return normalise_database_url(str(make_url(POSTGRES_ADMIN_URL).set(database=name)))
+
+
+def drop_postgres_database(url: str) -> None:
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A migrated PostgreSQL database for this test run, dropped at the end."""
+    url = create_postgres_database()
+    run_alembic(url, ("upgrade", "head"))
+    yield url
+    drop_postgres_database(url)
+
+
+async def empty_tables(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("TRUNCATE task RESTART IDENTITY"))
+    finally:
+        await engine.dispose()

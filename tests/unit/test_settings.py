@@ -1,0 +1,78 @@
+"""Settings come from the environment, as DESIGN.md section 2 describes."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.settings import DEFAULT_SQLITE_PATH, Settings, SettingsError
+
+DEV = {"APP_ENV": "development"}
+
+
+def test_defaults_run_on_sqlite_without_a_cache_server() -> None:
+    settings = Settings.from_env(DEV)
+    assert settings.database_url == f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}"
+    assert settings.memcache_servers == ()
+    assert settings.cache_key_prefix == "tasklist"
+    assert settings.development
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@db:5432/app", "postgresql+asyncpg://u:p@db:5432/app"),
+        ("postgresql://u@db/app", "postgresql+asyncpg://u@db/app"),
+        ("postgresql+asyncpg://u@db/app", "postgresql+asyncpg://u@db/app"),
+        ("sqlite:///tmp/x.db", "sqlite+aiosqlite:///tmp/x.db"),
+        ("sqlite+aiosqlite:///tmp/x.db", "sqlite+aiosqlite:///tmp/x.db"),
+    ],
+)
+def test_database_url_is_rewritten_for_the_async_drivers(given: str, expected: str) -> None:
+    assert Settings.from_env({**DEV, "DATABASE_URL": given}).database_url == expected
+
+
+def test_production_refuses_to_start_without_a_secret_key() -> None:
+    with pytest.raises(SettingsError, match="SECRET_KEY"):
+        Settings.from_env({})
+    assert Settings.from_env({"SECRET_KEY": "s3cret"}).secret_key == "s3cret"
+
+
+def test_development_has_a_fixed_key_and_production_keeps_the_given_one() -> None:
+    assert Settings.from_env(DEV).secret_key
+    assert not Settings.from_env({"SECRET_KEY": "k"}).development
+
+
+def test_memcachier_settings_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            **DEV,
+            "MEMCACHIER_SERVERS": "mc1.example:11211, mc2.example:11212,mc3.example",
+            "MEMCACHIER_USERNAME": "user",
+            "MEMCACHIER_PASSWORD": "pass",
+            "CACHE_KEY_PREFIX": "shop",
+        }
+    )
+    assert settings.memcache_servers == ("mc1.example:11211", "mc2.example:11212", "mc3.example:11211")
+    assert (settings.memcache_username, settings.memcache_password) == ("user", "pass")
+    assert settings.cache_key_prefix == "shop"
+
+
+def test_credentials_never_show_in_the_repr() -> None:
+    settings = Settings.from_env({**DEV, "MEMCACHIER_PASSWORD": "hunter2", "SECRET_KEY": "k3y"})
+    assert "hunter2" not in repr(settings)
+    assert "k3y" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("APP_ENV", "staging"),
+        ("MEMCACHIER_SERVERS", "host:notaport"),
+        ("MEMCACHIER_SERVERS", "host:70000"),
+        ("DB_POOL_SIZE", "many"),
+        ("MEMCACHIER_AUTH_MODE", "sasl"),
+    ],
+)
+def test_malformed_values_name_the_setting(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({**DEV, name: value})
