@@ -1,0 +1,17 @@
+import json
+
+from app.cache.stats import METRICS, CacheCounters
+
+
+def test_counts_per_namespace_and_server():
+    counters = CacheCounters()
+    counters.add("hits", "tasks", "a:1")
+    counters.add("hits", "tasks", "b:1", 2)
+    counters.add("misses", "views", "a:1")
+    snap = counters.snapshot()
+    assert json.loads(json.dumps(snap)) == snap
+    assert snap["total"]["hits"] == 3 and snap["total"]["misses"] == 1
+    assert snap["namespaces"]["tasks"]["hits"] == 3
+    assert snap["servers"]["a:1"] == {**dict.fromkeys(METRICS, 0), "hits": 1, "misses": 1}
+    counters.reset()
+    assert counters.snapshot()["total"]["hits"] == 0
