@@ -1,0 +1,237 @@
+"""Transport faults against fake loopback servers and real memcached processes.
+
+The raw-aiomcache tests reproduce the two defects our layer fixes, so the checks used on
+our client are shown able to fail.
+"""
+
+import asyncio
+import contextlib
+import signal
+import time
+
+import aiomcache
+import pytest
+
+from app.cache import CacheClient, KeyBuilder
+from tests.support.fake_servers import Blackhole, FakeMemcached
+
+from .conftest import FAST
+
+OP = FAST["op_timeout"]
+KEYS = KeyBuilder("test")
+
+
+class LoopBlocked(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def loop_watchdog(seconds: float = 3.0):
+    """Raise `LoopBlocked` inside whatever runs if the test is still going after `seconds`.
+
+    A SIGALRM handler runs between Python bytecodes, so it also interrupts a coroutine that
+    spins without ever yielding to the event loop.
+    """
+
+    def fire(signum, frame):
+        raise LoopBlocked(f"the event loop made no progress for {seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.asynccontextmanager
+async def ticker():
+    """Counts 5 ms ticks: a ticking counter proves the loop ran other tasks meanwhile."""
+    ticks = [0]
+
+    async def tick():
+        while True:
+            await asyncio.sleep(0.005)
+            ticks[0] += 1
+
+    task = asyncio.create_task(tick())
+    try:
+        yield ticks
+    finally:
+        task.cancel()
+
+
+@pytest.fixture
+async def fake_factory():
+    fakes = []
+
+    async def make(*args, **kwargs):
+        fake = await FakeMemcached(*args, **kwargs).start()
+        fakes.append(fake)
+        return fake
+
+    yield make
+    for fake in fakes:
+        await fake.stop()
+
+
+async def test_raw_aiomcache_blocks_the_loop_on_eof(fake_factory):
+    fake = await fake_factory("close_after_command")
+    raw = aiomcache.Client("127.0.0.1", fake.port, pool_size=1)
+    with pytest.raises(LoopBlocked), loop_watchdog(1.0):
+        await asyncio.wait_for(raw.delete(b"k"), 0.5)  # wait_for never fires: no yield
+    await raw.close()
+
+
+@pytest.mark.parametrize("op", ["get", "set", "add", "delete", "incr", "touch"])
+async def test_server_closing_after_the_command_never_blocks(fake_factory, make_backend, op):
+    fake = await fake_factory("close_after_command")
+    client = CacheClient(make_backend([fake.address]), keys=KEYS)
+    key = KEYS.key("ns", "k")
+    calls = {
+        "get": lambda: client.get(key),
+        "set": lambda: client.set(key, 1, 60),
+        "add": lambda: client.add(key, 1, 60),
+        "delete": lambda: client.delete(key),
+        "incr": lambda: client.incr(key),
+        "touch": lambda: client.touch(key, 60),
+    }
+    async with ticker() as ticks:
+        with loop_watchdog(3.0):
+            started_at = time.monotonic()
+            assert await calls[op]() in (None, False)
+            assert time.monotonic() - started_at < OP + 0.5
+            before = ticks[0]
+            await asyncio.sleep(0.05)
+            assert ticks[0] > before
+    assert fake.commands and client.counters.total("errors") == 1
+    assert client.backend.servers[fake.address].state == "retrying"
+
+
+async def test_raw_aiomcache_hands_a_late_reply_to_the_next_caller(fake_factory):
+    fake = await fake_factory("delay_first", delay=0.6)
+    raw = aiomcache.Client("127.0.0.1", fake.port, pool_size=1)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(raw.get(b"a"), OP)
+    assert await raw.get(b"b") is None  # it read a's late reply: desynced
+    await raw.close()
+
+
+async def test_timed_out_command_closes_its_connection(fake_factory, make_backend):
+    fake = await fake_factory("delay_first", delay=0.6)
+    backend = make_backend([fake.address], pool_size=1, retry_timeout=0.01, failure_limit=5)
+    client = CacheClient(backend, keys=KEYS)
+    started_at = time.monotonic()
+    assert await client.get("a") is None
+    assert time.monotonic() - started_at < OP + 0.5
+    assert client.counters.total("timeouts") == 1
+    await asyncio.sleep(0.02)  # past retry_timeout: the next call probes
+    assert await backend.get("b") == b"value-of-b"
+    await asyncio.sleep(0.7)  # a's late reply has been sent by now, on the old connection
+    assert await backend.get("c") == b"value-of-c"
+    assert fake.connections == 2
+
+
+async def test_cancelled_command_closes_its_connection(fake_factory, make_backend):
+    fake = await fake_factory("delay_first", delay=0.6)
+    backend = make_backend([fake.address], pool_size=1)
+    task = asyncio.create_task(backend.get("a"))
+    while not fake.commands:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert backend.servers[fake.address].state == "up"  # the caller's cancellation, not a fault
+    assert await backend.get("b") == b"value-of-b"
+    await asyncio.sleep(0.7)
+    assert await backend.get("c") == b"value-of-c"
+    assert fake.connections == 2
+
+
+async def test_garbage_reply_is_an_error_and_closes_the_connection(fake_factory, make_backend):
+    fake = await fake_factory("garbage")
+    client = CacheClient(make_backend([fake.address], retry_timeout=0.01), keys=KEYS)
+    assert await client.get("k") is None
+    await asyncio.sleep(0.02)
+    assert await client.set("k", 1, 60) is False
+    assert client.counters.total("errors") == 2
+    assert fake.connections == 2
+
+
+async def test_connect_deadline_on_a_server_that_never_accepts(make_backend):
+    hole = Blackhole()
+    try:
+        backend = make_backend([hole.address], connect_timeout=0.5)
+        client = CacheClient(backend, keys=KEYS)
+        async with ticker() as ticks:
+            started_at = time.monotonic()
+            assert await client.get("k") is None
+            assert time.monotonic() - started_at < 0.5 + 0.5
+            assert ticks[0] > 0
+        assert client.counters.total("timeouts") == 1
+        assert backend.servers[hole.address].state == "retrying"
+    finally:
+        hole.close()
+
+
+async def test_waiting_for_a_pooled_connection_is_bounded(memcached, make_backend):
+    backend = make_backend([memcached.address], pool_size=1)
+    client = CacheClient(backend, keys=KEYS)
+    pool = backend.servers[memcached.address].pool
+    held = await pool.acquire(1.0)
+    started_at = time.monotonic()
+    assert await client.get("k") is None
+    assert time.monotonic() - started_at < OP + 0.5
+    assert client.counters.total("timeouts") == 1
+    assert client.healthy()  # a saturated pool says nothing about the server
+    pool.release(held, reusable=True)
+    assert await client.set("k", 1, 60)
+
+
+async def test_pool_hands_out_connections_first_come_first_served(memcached, make_backend):
+    backend = make_backend([memcached.address], pool_size=1)
+    pool = backend.servers[memcached.address].pool
+    held = await pool.acquire(1.0)
+    order = []
+
+    async def waiter(i):
+        conn = await pool.acquire(5.0)
+        order.append(i)
+        await asyncio.sleep(0)
+        pool.release(conn, reusable=True)
+
+    tasks = []
+    for i in range(6):
+        tasks.append(asyncio.create_task(waiter(i)))
+        await asyncio.sleep(0)
+    pool.release(held, reusable=True)
+    await asyncio.gather(*tasks)
+    assert order == list(range(6))
+    assert pool.connect_attempts == 1
+
+
+async def test_killing_the_server_mid_run_fails_open(memcached_factory, make_backend):
+    server = memcached_factory()
+    client = CacheClient(make_backend([server.address], pool_size=8), keys=KEYS)
+    keys = [KEYS.key("ns", i) for i in range(50)]
+    for key in keys:
+        assert await client.set(key, key, 60)
+
+    async def reader(i):
+        worst = 0.0
+        for _ in range(40):
+            started_at = time.monotonic()
+            await client.get(keys[i])
+            worst = max(worst, time.monotonic() - started_at)
+            await asyncio.sleep(0.005)
+        return worst
+
+    tasks = [asyncio.create_task(reader(i)) for i in range(16)]
+    await asyncio.sleep(0.05)
+    server.kill()
+    worst = max(await asyncio.gather(*tasks))
+    assert worst < FAST["connect_timeout"] + OP + 0.5
+    counts = client.counters.snapshot()["total"]
+    assert counts["hits"] > 0 and counts["errors"] + counts["unavailable"] > 0
+    assert not client.healthy()
