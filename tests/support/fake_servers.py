@@ -72,10 +72,12 @@ class FakeMemcached(_LoopbackServer):
         self.fault = fault
         self.delay = delay
         self.commands: list[bytes] = []
+        self.received_at: list[float] = []  # loop.time() of each command
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while line := await reader.readline():
             self.commands.append(line)
+            self.received_at.append(asyncio.get_running_loop().time())
             verb, *args = line.split()
             if verb in (b"set", b"add"):
                 await reader.readexactly(int(args[3]) + 2)

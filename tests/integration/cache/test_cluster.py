@@ -1,0 +1,174 @@
+"""Three servers on the ring: spreading, grouping, and failover without remapping."""
+
+import asyncio
+import time
+
+import pytest
+
+from app.cache import CacheClient, KeyBuilder
+from tests.support.fake_servers import CutProxy, FakeMemcached
+
+from .conftest import FAST
+
+KEYS = KeyBuilder("test")
+DEADLINE = FAST["connect_timeout"] + FAST["op_timeout"] + 0.5
+
+
+@pytest.fixture
+def three(memcached_factory):
+    return [memcached_factory() for _ in range(3)]
+
+
+def owned(backend, keys):
+    by_server = {address: [] for address in backend.servers}
+    for key in keys:
+        by_server[backend.server_for(key)].append(key)
+    return by_server
+
+
+async def test_keys_spread_over_all_servers_and_live_only_on_their_owner(three, make_backend):
+    backend = make_backend([s.address for s in three])
+    client = CacheClient(backend, keys=KEYS)
+    keys = [KEYS.key("ns", i) for i in range(300)]
+    for key in keys:
+        assert await client.set(key, key, 60)
+    by_server = owned(backend, keys)
+    assert all(len(mine) > 30 for mine in by_server.values())
+    for process in three:
+        for key in by_server[process.address][:10]:
+            assert process.command(b"get %b\r\n" % key.encode()).startswith(b"VALUE")
+        other = next(k for a, ks in by_server.items() if a != process.address for k in ks)
+        assert process.command(b"get %b\r\n" % other.encode()) == b"END\r\n"
+    found = await client.get_many(keys)
+    assert {k: e.value for k, e in found.items()} == {k: k for k in keys}
+
+
+async def test_get_many_sends_one_get_per_server_concurrently(make_backend):
+    fakes = [await FakeMemcached("delay_first", delay=0.3).start() for _ in range(3)]
+    try:
+        backend = make_backend([f.address for f in fakes], op_timeout=2.0)
+        keys = [f"k{i}" for i in range(60)]
+        found = await backend.get_many(keys)
+        assert found == {k: b"value-of-" + k.encode() for k in keys}
+        assert [len(f.commands) for f in fakes] == [1, 1, 1]
+        received = [f.received_at[0] for f in fakes]
+        # every server had its command before the first (delayed) reply could exist
+        assert max(received) < min(received) + 0.3
+    finally:
+        for fake in fakes:
+            await fake.stop()
+
+
+async def test_a_dead_server_is_skipped_not_remapped_then_rejoins_empty(three, make_backend):
+    backend = make_backend([s.address for s in three])
+    client = CacheClient(backend, keys=KEYS)
+    keys = [KEYS.key("ns", i) for i in range(120)]
+    for key in keys:
+        await client.set(key, key, 60)
+    victim = three[0]
+    lost, kept = owned(backend, keys)[victim.address], [
+        k for k in keys if backend.server_for(k) != victim.address
+    ]
+    server = backend.servers[victim.address]
+    victim.kill()
+
+    started_at = time.monotonic()
+    found = await client.get_many(keys)
+    assert time.monotonic() - started_at < DEADLINE
+    assert set(found) == set(kept)
+    assert server.state == "retrying"
+
+    # during retry_timeout: misses and dropped writes, with no connection attempt
+    attempts = server.pool.connect_attempts
+    for key in lost[:20]:
+        started_at = time.monotonic()
+        assert await client.get(key) is None
+        assert await client.set(key, "new", 60) is False
+        assert time.monotonic() - started_at < DEADLINE
+    assert server.pool.connect_attempts == attempts
+    for process in three[1:]:  # never remapped onto a survivor
+        assert process.command(b"get %b\r\n" % lost[0].encode()) == b"END\r\n"
+
+    # repeated failed probes make it dead; the survivors keep serving
+    for _ in range(FAST["failure_limit"]):
+        await asyncio.sleep(FAST["retry_timeout"] + 0.05)
+        await client.get(lost[0])
+    assert server.state == "dead"
+    assert not client.healthy()
+    attempts = server.pool.connect_attempts
+    assert await client.get(lost[1]) is None
+    assert server.pool.connect_attempts == attempts
+    assert (await client.get(kept[0])).value == kept[0]
+
+    victim.start()  # same port, empty
+    await asyncio.sleep(FAST["dead_timeout"] + 0.05)
+    assert await client.get(lost[0]) is None  # the probe: flush, then serve
+    assert server.state == "up" and server.flushes == 1
+    assert await client.set(lost[0], "fresh", 60)
+    assert (await client.get(lost[0])).value == "fresh"
+    assert client.healthy()
+
+
+async def test_an_unreachable_server_never_serves_entries_from_before(memcached, make_backend):
+    proxy = await CutProxy(memcached.address).start()
+    try:
+        backend = make_backend([proxy.address])
+        client = CacheClient(backend, keys=KEYS)
+        server = backend.servers[proxy.address]
+        key = KEYS.key("ns", "old")
+        assert await client.set(key, "before the outage", 60)
+
+        await proxy.cut()
+        assert await client.get(key) is None
+        for _ in range(FAST["failure_limit"] - 1):
+            await asyncio.sleep(FAST["retry_timeout"] + 0.05)
+            await client.get(key)
+        assert server.state == "dead"
+        assert memcached.command(b"get %b\r\n" % key.encode()).startswith(b"VALUE")
+
+        await proxy.restore()  # same port; the server behind still holds the old entry
+        assert await client.get(key) is None  # still within dead_timeout: skipped
+        await asyncio.sleep(FAST["dead_timeout"] + 0.05)
+        assert await client.get(key) is None  # rejoined: flushed before serving
+        assert server.state == "up" and server.flushes == 1
+        assert memcached.command(b"get %b\r\n" % key.encode()) == b"END\r\n"
+    finally:
+        await proxy.stop()
+
+
+async def test_a_brief_outage_without_lost_writes_keeps_the_entries(memcached, make_backend):
+    proxy = await CutProxy(memcached.address).start()
+    try:
+        backend = make_backend([proxy.address], failure_limit=3)
+        client = CacheClient(backend, keys=KEYS)
+        server = backend.servers[proxy.address]
+        key = KEYS.key("ns", "k")
+        assert await client.set(key, "v", 60)
+        await proxy.cut()
+        assert await client.get(key) is None
+        assert server.state == "retrying"
+        await proxy.restore()
+        await asyncio.sleep(FAST["retry_timeout"] + 0.05)
+        assert (await client.get(key)).value == "v"
+        assert server.state == "up" and server.flushes == 0
+    finally:
+        await proxy.stop()
+
+
+async def test_a_write_dropped_while_retrying_forces_a_flush(memcached, make_backend):
+    proxy = await CutProxy(memcached.address).start()
+    try:
+        backend = make_backend([proxy.address], failure_limit=3)
+        client = CacheClient(backend, keys=KEYS)
+        server = backend.servers[proxy.address]
+        key = KEYS.key("ns", "k")
+        assert await client.set(key, "v1", 60)
+        await proxy.cut()
+        assert await client.get(key) is None
+        assert not await client.delete(key)  # dropped: the server would keep serving v1
+        await proxy.restore()
+        await asyncio.sleep(FAST["retry_timeout"] + 0.05)
+        assert await client.get(key) is None
+        assert server.state == "up" and server.flushes == 1
+    finally:
+        await proxy.stop()
