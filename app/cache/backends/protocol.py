@@ -52,8 +52,7 @@ class Codec(aiomcache.Client):
         except ConnectionClosed:
             raise
         except ClientException as exc:
-            reply = exc.args[1] if len(exc.args) > 1 else b""
-            if isinstance(reply, bytes | bytearray) and b"too large" in reply:
+            if "SERVER_ERROR object too large" in str(exc):
                 raise ValueTooLarge("the server refused the value: too large") from None
             raise
 
