@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from quart import Quart, current_app
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.cache import CacheClient, make_cache_client
 from app.db import make_engine, make_sessionmaker
 from app.settings import Settings
 from app.tasks.service import TaskService
@@ -21,6 +22,7 @@ class AppState:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     tasks: TaskService
+    cache: CacheClient
 
 
 def init_app(app: Quart, settings: Settings) -> None:
@@ -33,6 +35,7 @@ def init_app(app: Quart, settings: Settings) -> None:
             engine=engine,
             sessions=sessions,
             tasks=TaskService(sessions),
+            cache=make_cache_client(settings),
         )
 
     @app.after_serving
@@ -40,6 +43,7 @@ def init_app(app: Quart, settings: Settings) -> None:
         state: AppState | None = app.extensions.pop(EXTENSION_KEY, None)
         if state is not None:
             await state.engine.dispose()
+            await state.cache.close()
 
 
 def get_state() -> AppState:
