@@ -12,7 +12,7 @@ PYTHON313 := $(shell (python3.13 -c 'import sys' >/dev/null 2>&1 && command -v p
 TEST_SYSTEM_PACKAGES := memcached:/usr/bin/memcached chromium:/usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help run test migrate lint bench system-packages clean
+.PHONY: help run test assets migrate lint bench system-packages clean
 
 help:
 	@echo "make run    serve the app on http://127.0.0.1:$(PORT) (SQLite, in-process cache)"
@@ -26,10 +26,22 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
+# htmx comes from npm (pinned by package-lock.json) and is served from static/, never a CDN.
+VENDOR := static/vendor
+ASSETS := $(VENDOR)/htmx.min.js
+
+$(ASSETS): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm (Node.js) is required to install htmx." >&2; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDOR)
+	cp node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/
+
+assets: $(ASSETS)
+
 migrate: $(BIN)/.installed
 	$(BIN)/alembic upgrade head
 
-run: $(BIN)/.installed
+run: $(BIN)/.installed $(ASSETS)
 	APP_ENV=$${APP_ENV:-development} $(BIN)/alembic upgrade head
 	APP_ENV=$${APP_ENV:-development} $(BIN)/hypercorn --bind 127.0.0.1:$(PORT) 'app:create_app()'
 
@@ -42,8 +54,8 @@ system-packages:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-test: $(BIN)/.installed system-packages
+test: $(BIN)/.installed $(ASSETS) system-packages
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) node_modules instance test-output
+	rm -rf $(VENV) node_modules instance test-output $(VENDOR)

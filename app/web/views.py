@@ -1,11 +1,16 @@
-"""The task list page and its forms, post/redirect/get with flash messages."""
+"""The task list page and its forms.
+
+Every action answers two ways from the same URL: a browser without JavaScript gets
+post/redirect/get with a flash message; htmx gets the fragment that changed, with the
+message out of band (never through the session, so a cached list page never holds a flash).
+"""
 
 from __future__ import annotations
 
-from quart import flash, redirect, render_template, request, url_for
+from quart import Response, flash, redirect, render_template, request, url_for
 from quart_schema import hide
-from werkzeug.wrappers.response import Response
 
+from app.htmx import add_vary, wants_partial
 from app.state import get_tasks
 from app.tasks.schemas import InvalidTaskName
 from app.web import bp
@@ -16,60 +21,75 @@ TASK_GONE = "That task no longer exists."
 
 @bp.get("/")
 @hide
-async def index() -> str:
+async def index() -> Response:
     tasks = await get_tasks().all_tasks()
-    return await render_template("tasks/index.html", tasks=tasks)
+    template = "tasks/_list.html" if wants_partial(request.headers) else "tasks/index.html"
+    return add_vary(Response(await render_template(template, tasks=tasks)))
 
 
 @bp.post("/")
 @hide
 async def create_task() -> Response:
-    form = await request.form
+    name = (await request.form).get("name", "")
     try:
-        task = await get_tasks().create(form.get("name", ""))
+        task = await get_tasks().create(name)
     except InvalidTaskName as error:
-        await flash(str(error), "error")
-    else:
-        await flash(f"Added “{task.name}”.", "success")
-    return _back_to_list()
+        return await _reply(str(error), "error", "tasks/_form.html", 422, error=error, name=name)
+    return await _reply(
+        f"Added “{task.name}”.", "success", "tasks/_created.html", task=task, total=await _total()
+    )
 
 
 @bp.post(f"/{TASK_ID}/rename")
 @hide
 async def rename_task(task_id: int) -> Response:
-    form = await request.form
     try:
-        task = await get_tasks().update(task_id, name=form.get("name", ""))
+        task = await get_tasks().update(task_id, name=(await request.form).get("name", ""))
     except InvalidTaskName as error:
-        await flash(str(error), "error")
-    else:
-        await flash(f"Renamed to “{task.name}”." if task else TASK_GONE, _category(task))
-    return _back_to_list()
+        task = await get_tasks().get(task_id)
+        if task is not None:
+            return await _reply(str(error), "error", "tasks/_changed.html", 422, task=task, error=error)
+    if task is None:
+        return await _gone()
+    return await _reply(f"Renamed to “{task.name}”.", "success", "tasks/_changed.html", task=task)
 
 
 @bp.post(f"/{TASK_ID}/complete")
 @hide
 async def complete_task(task_id: int) -> Response:
-    form = await request.form
-    done = form.get("done", "1") != "0"
+    done = (await request.form).get("done", "1") != "0"
     task = await get_tasks().update(task_id, done=done)
     if task is None:
-        await flash(TASK_GONE, "error")
-    return _back_to_list()
+        return await _gone()
+    return await _reply(None, "success", "tasks/_changed.html", task=task)
 
 
 @bp.post(f"/{TASK_ID}/delete")
 @hide
 async def delete_task(task_id: int) -> Response:
-    deleted = await get_tasks().delete(task_id)
-    await flash("Task deleted." if deleted else TASK_GONE, "success" if deleted else "error")
-    return _back_to_list()
+    if not await get_tasks().delete(task_id):
+        return await _gone()
+    return await _reply("Task deleted.", "success", "tasks/_removed.html", total=await _total())
 
 
-def _category(task: object | None) -> str:
-    return "success" if task is not None else "error"
+async def _gone() -> Response:
+    return await _reply(TASK_GONE, "error", "tasks/_removed.html", 404, total=await _total())
 
 
-def _back_to_list() -> Response:
+async def _reply(
+    message: str | None, category: str, fragment: str, status: int = 200, **context: object
+) -> Response:
+    """The fragment for htmx (its template decides whether the message goes out of band);
+    otherwise flash the message and redirect to the list."""
+    if wants_partial(request.headers):
+        flashes = [(category, message)] if message else []
+        body = await render_template(fragment, flashes=flashes, **context)
+        return add_vary(Response(body, status=status))
+    if message:
+        await flash(message, category)
     # 303: the browser follows with a GET, so a reload never re-submits the form.
-    return redirect(url_for("web.index"), 303)
+    return add_vary(redirect(url_for("web.index"), 303))
+
+
+async def _total() -> int:
+    return (await get_tasks().page(limit=1, offset=0)).total
