@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from http.cookies import SimpleCookie
+
 from dotenv import load_dotenv
 from quart import Quart
 from quart_schema import QuartSchema
 
-from app import errors, state
+from app import errors, security, state
+from app.cache.service import CacheService
+from app.cache.views import ViewCacheMiddleware
+from app.htmx import wants_partial
 from app.settings import PROJECT_ROOT, Settings
 
 
@@ -48,4 +54,33 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.register_blueprint(health_bp)
     errors.init_app(app)
     state.init_app(app, settings)
+    install_view_cache(app)
+    security.init_app(app)  # outermost: cached responses get the security headers too
     return app
+
+
+def install_view_cache(app: Quart) -> None:
+    """Serve `@cached` views from the cache in front of Quart (see `app.cache.views`)."""
+
+    def get_service() -> CacheService | None:
+        found = state.find_state(app)
+        return found.cache_service if found is not None else None
+
+    def has_session(headers: Mapping[str, str]) -> bool:
+        return has_session_cookie(headers.get("cookie"), app.config["SESSION_COOKIE_NAME"])
+
+    app.asgi_app = ViewCacheMiddleware(  # type: ignore[method-assign]
+        app,
+        app.asgi_app,
+        get_service=get_service,
+        variant=lambda headers: "partial" if wants_partial(headers) else "full",
+        has_session=has_session,
+    )
+
+
+def has_session_cookie(cookie_header: str | None, cookie_name: str) -> bool:
+    if not cookie_header:
+        return False
+    cookies: SimpleCookie = SimpleCookie()
+    cookies.load(cookie_header)
+    return cookie_name in cookies

@@ -4,4 +4,4 @@ from quart import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-from app.api import tasks  # noqa: E402,F401  (registers the routes)
+from app.api import stats, tasks  # noqa: E402,F401  (registers the routes)

@@ -4,4 +4,4 @@ from quart import Blueprint
 
 bp = Blueprint("web", __name__)
 
-from app.web import views  # noqa: E402,F401  (registers the routes)
+from app.web import stats, views  # noqa: E402,F401  (registers the routes)

@@ -1,0 +1,116 @@
+"""Cross-origin protection without tokens, and the security headers."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from quart.typing import TestClientProtocol as Client
+
+from app.security import is_cross_origin
+
+HOST = "localhost"  # what Quart's test client sends as Host
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "refused"),
+    [
+        ("POST", {"sec-fetch-site": "cross-site"}, True),
+        ("POST", {"sec-fetch-site": "same-site"}, True),
+        ("POST", {"sec-fetch-site": "same-origin", "origin": "https://evil.example"}, False),
+        ("POST", {"sec-fetch-site": "none"}, False),
+        ("POST", {"origin": "https://evil.example"}, True),
+        ("POST", {"origin": "null"}, True),
+        ("POST", {"origin": f"http://{HOST}"}, False),
+        ("POST", {}, False),
+        ("DELETE", {"sec-fetch-site": "cross-site"}, True),
+        ("GET", {"sec-fetch-site": "cross-site", "origin": "https://evil.example"}, False),
+    ],
+)
+def test_cross_origin_rules(method: str, headers: dict[str, str], refused: bool) -> None:
+    assert is_cross_origin(method, headers, HOST) is refused
+
+
+async def tasks_on_page(client: Client) -> list[str]:
+    html = await (await client.get("/")).get_data(as_text=True)
+    return re.findall(r'<li id="task-(\d+)"', html)
+
+
+async def test_cross_site_form_post_is_refused_and_stores_nothing(client: Client) -> None:
+    response = await client.post(
+        "/", form={"name": "forged"}, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert response.status_code == 403
+    assert response.mimetype == "text/html"
+    assert "Cross-origin requests are not allowed." in await response.get_data(as_text=True)
+    assert await tasks_on_page(client) == []
+
+
+async def test_foreign_origin_without_fetch_metadata_is_refused(client: Client) -> None:
+    response = await client.post(
+        "/", form={"name": "forged"}, headers={"Origin": "https://evil.example"}
+    )
+    assert response.status_code == 403
+    assert await tasks_on_page(client) == []
+
+
+async def test_same_origin_form_post_is_allowed(client: Client) -> None:
+    response = await client.post(
+        "/",
+        form={"name": "mine"},
+        headers={"Sec-Fetch-Site": "same-origin", "Origin": f"http://{HOST}"},
+    )
+    assert response.status_code == 303
+    assert len(await tasks_on_page(client)) == 1
+
+
+async def test_cross_site_api_write_is_refused_with_problem_json(client: Client) -> None:
+    response = await client.post(
+        "/api/tasks", json={"name": "forged"}, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert response.status_code == 403
+    assert response.mimetype == "application/problem+json"
+    body = await response.get_json()
+    assert body["status"] == 403 and body["instance"] == "/api/tasks"
+    listing = await (await client.get("/api/tasks")).get_json()
+    assert listing["total"] == 0
+
+
+async def test_api_client_without_browser_headers_is_allowed(client: Client) -> None:
+    response = await client.post("/api/tasks", json={"name": "from curl"})
+    assert response.status_code == 201
+
+
+async def test_api_client_from_the_same_origin_is_allowed(client: Client) -> None:
+    response = await client.post(
+        "/api/tasks", json={"name": "from the page"}, headers={"Origin": f"http://{HOST}"}
+    )
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize("path", ["/", "/stats", "/api/tasks", "/no/such/page", "/healthz"])
+async def test_every_response_has_the_security_headers(client: Client, path: str) -> None:
+    response = await client.get(path)
+    csp = response.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+
+
+async def test_static_files_have_the_security_headers_too(client: Client) -> None:
+    response = await client.get("/static/css/app.css")
+    assert response.status_code == 200
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize("path", ["/", "/stats", "/no/such/page"])
+async def test_pages_load_nothing_from_another_origin(client: Client, path: str) -> None:
+    html = await (await client.get(path)).get_data(as_text=True)
+    urls = re.findall(r'(?:src|href|action|hx-get|hx-post)="([^"]*)"', html)
+    assert urls, "the page links its own resources"
+    foreign = [url for url in urls if not re.match(r"(/(?!/)|#)", url)]
+    assert foreign == []
+    assert "<script>" not in html and " style=" not in html and "<style" not in html
+    assert '/static/vendor/htmx.min.js' in html
