@@ -1,0 +1,326 @@
+"""Fragment caching for async Jinja: the ``{% cache %}`` tag and the `cached_rows` global.
+
+Tag (Flask-Caching's syntax)::
+
+    {% cache timeout[, name][, vary...] %} ... {% endcache %}
+
+`timeout` is seconds, ``None`` for `DEFAULT_TIMEOUT` (every data entry has a finite TTL),
+or ``'del'``: delete the entry and render the block fresh without storing it. `name`
+defaults to ``"<template name>:<line>"``. Vary values that are ``str`` or ``int`` are key
+parts as they are; any other value is used as its ``str()``.
+
+Collection caching (Rails' ``render collection:, cached: true``)::
+
+    {{ cached_rows("tasks/_task.html", tasks, as_="task", version="updated_at") }}
+
+renders one row template per item with ONE `CacheClient.get_many` for all rows, renders
+only the missing ones (each with the caller's context plus the item under `as_`), stores
+those concurrently and returns the rows joined, in order, as `Markup`.
+
+Keys and digests (Rails' recyclable keys): a key is built by the client's `KeyBuilder` in
+the ``fragment`` namespace from the name and the vary values (for a row: the row's `key`
+after `vary`), never from the template digest, so `FragmentCache.make_template_fragment_key`
+names the exact key of a fragment for a delete. The entry holds
+``{"t": template digest, "v": row version or None, "h": html}``; a stored digest or version
+that differs from the current one is a miss (counted as one on the dashboard), and the
+fresh rendering overwrites the same key. Editing a template therefore retires its
+fragments without leaving copies behind, and changing one item re-renders that row only.
+The digest covers the template's own source (the row template's, for rows), not what it
+includes or imports.
+
+Nesting works: a ``{% cache %}`` block around `cached_rows` re-reads the rows when the
+outer block is rebuilt, so unchanged rows are reused (Russian doll).
+
+Wiring: `init_fragment_cache` installs the tag and the global on an environment and
+attaches a `FragmentCache` (or ``None``: everything renders uncached). Fail open: the client
+never raises, so a cache failure renders uncached.
+
+Per-user state: a tag whose body names ``get_flashed_messages``, or ``session`` without
+``session`` in its vary values, would serve one visitor's data to another (and a flash
+would be consumed only on a miss). With the app's ``config["DEBUG"]`` true it raises
+`FragmentCacheMisuse`; otherwise the block renders uncached and a warning is logged once.
+Only the block's own source is checked, not the templates or rows it renders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from jinja2 import Environment, TemplateRuntimeError, Undefined, nodes, pass_context
+from jinja2.ext import Extension
+from jinja2.parser import Parser
+from jinja2.runtime import Context
+from markupsafe import Markup
+
+from .client import CacheClient
+from .keys import digest
+
+DEFAULT_TIMEOUT = 86_400
+NAMESPACE = "fragment"
+
+logger = logging.getLogger("app.cache.fragments")
+
+# How an item gives its key parts or version: an attribute (or mapping key) name, or a callable.
+ItemField = str | Callable[[Any], Any]
+
+
+class FragmentCacheMisuse(TemplateRuntimeError):
+    """A cached block reads per-visitor state (session, flashed messages)."""
+
+
+class FragmentCache:
+    """Reads and writes rendered fragments through a `CacheClient` (see the module docstring)."""
+
+    def __init__(self, client: CacheClient) -> None:
+        self.client = client
+
+    def make_template_fragment_key(self, name: str, vary_on: Iterable[Any] = ()) -> str:
+        """The key the tag (or a row: `vary` then the row's key parts) uses for `name`/`vary_on`."""
+        return self.client.keys.key(NAMESPACE, name, *map(_key_part, vary_on))
+
+    async def fetch(
+        self, keys: Sequence[str], template_digest: str, versions: Sequence[str | None]
+    ) -> dict[str, str]:
+        """The html of each key whose entry matches the digest and its version (one get_many)."""
+        entries = await self.client.get_many(keys)
+        found = {}
+        for key, version in zip(keys, versions, strict=True):
+            entry = entries.get(key)
+            if entry is None:
+                continue
+            value = entry.value
+            if (
+                isinstance(value, dict)
+                and value.get("t") == template_digest
+                and value.get("v") == version
+                and isinstance(value.get("h"), str)
+            ):
+                found[key] = value["h"]
+            else:
+                self._recount_as_miss(key)
+        return found
+
+    async def store(
+        self, rows: Mapping[str, tuple[str, str | None]], template_digest: str, ttl: int | float
+    ) -> None:
+        """Store ``{key: (html, version)}`` concurrently; failures are left to the client."""
+        await asyncio.gather(*(
+            self.client.set(key, {"t": template_digest, "v": version, "h": html}, ttl)
+            for key, (html, version) in rows.items()
+        ))
+
+    async def delete(self, key: str) -> None:
+        await self.client.delete(key)
+
+    def _recount_as_miss(self, key: str) -> None:
+        # The client saw a hit; for the dashboard an outdated fragment is a miss. No await
+        # separates the two counts, so no snapshot sees the hit.
+        server = self.client.backend.server_for(key)
+        self.client.counters.add("hits", NAMESPACE, server, -1)
+        self.client.counters.add("misses", NAMESPACE, server)
+
+
+class CacheExtension(Extension):
+    """The ``{% cache %}`` tag; needs an async environment (Quart's always is)."""
+
+    tags = {"cache"}
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        if not environment.is_async:
+            raise RuntimeError("CacheExtension needs an environment with enable_async=True")
+        environment.extend(fragment_cache=None)
+        self.digests: dict[str, str] = {}
+        self._parsing = threading.local()
+        self._warned: set[str] = set()
+
+    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
+        # Called with the whole source right before this template is parsed (and only
+        # then), so the digest matches the compiled code exactly.
+        self._parsing.digest = digest(source)
+        if name is not None:
+            self.digests[name] = self._parsing.digest
+        return source
+
+    def template_digest(self, name: str) -> str:
+        """The digest of template `name` as compiled (as on disk if it came from a bytecode cache)."""
+        found = self.digests.get(name)
+        if found is None:
+            loader = self.environment.loader
+            if loader is None:
+                raise RuntimeError("the environment has no loader to read templates from")
+            source, _, _ = loader.get_source(self.environment, name)
+            found = self.digests[name] = digest(source)
+        return found
+
+    def parse(self, parser: Parser) -> nodes.Node:
+        lineno = next(parser.stream).lineno
+        timeout = parser.parse_expression()
+        if parser.stream.skip_if("comma"):
+            name = parser.parse_expression()
+        else:
+            name = nodes.Const(f"{parser.name or '<string>'}:{lineno}")
+        vary: list[nodes.Expr] = []
+        while parser.stream.skip_if("comma"):
+            vary.append(parser.parse_expression())
+        body = parser.parse_statements(("name:endcache",), drop_needle=True)
+        args = [
+            timeout,
+            name,
+            nodes.List(vary),
+            nodes.Const(self._parsing.digest),
+            nodes.Const(_reads_user_state(body, vary)),
+        ]
+        return nodes.CallBlock(self.call_method("_render", args), [], [], body).set_lineno(lineno)
+
+    async def _render(
+        self,
+        timeout: Any,
+        name: str,
+        vary: list[Any],
+        template_digest: str,
+        reads_user_state: bool,
+        caller: Callable[[], Any],
+    ) -> str:
+        fragments: FragmentCache | None = getattr(self.environment, "fragment_cache", None)
+        if reads_user_state and not self._allow_user_state(name):
+            fragments = None
+        if fragments is None:
+            return await caller()
+        key = fragments.make_template_fragment_key(name, vary)
+        if timeout == "del":
+            await fragments.delete(key)
+            return await caller()
+        ttl = _ttl(timeout)
+        found = await fragments.fetch([key], template_digest, [None])
+        if key in found:
+            return Markup(found[key])
+        html = await caller()
+        await fragments.store({key: (html, None)}, template_digest, ttl)
+        return html
+
+    def _allow_user_state(self, name: str) -> bool:
+        """Raise in debug; otherwise False (render uncached) and warn once per name."""
+        config = self.environment.globals.get("config") or {}
+        message = (
+            f"{{% cache %}} block {name!r} reads session or get_flashed_messages: its cached "
+            "copy would be served to other visitors (vary on the session, or move it out)"
+        )
+        if config.get("DEBUG"):
+            raise FragmentCacheMisuse(message)
+        if name not in self._warned:
+            self._warned.add(name)
+            logger.warning("%s; rendering it uncached", message)
+        return False
+
+
+@pass_context
+async def cached_rows(
+    context: Context,
+    template_name: str,
+    items: Iterable[Any],
+    *,
+    name: str | None = None,
+    as_: str = "item",
+    key: ItemField = "id",
+    version: ItemField | None = "cache_version",
+    vary: Sequence[Any] = (),
+    timeout: int | float | None = None,
+) -> Markup:
+    """Render `template_name` once per item, reading all rows with one `get_many`.
+
+    Each row's key is `name` (default: the template name), then `vary`, then `key(item)`
+    (a tuple gives several parts); `version(item)` (compared as ``str``; ``None``: no
+    version) is stored in the entry, so a changed item re-renders its row in place.
+    `key`/`version` are callables or attribute names (mapping keys also work, as in Jinja).
+    """
+    env = context.environment
+    template = env.get_template(template_name, parent=context.name)
+    rows = list(items)
+    outer = context.get_all()
+    fragments: FragmentCache | None = getattr(env, "fragment_cache", None)
+    if fragments is None or not rows:
+        return Markup("".join([await template.render_async({**outer, as_: item}) for item in rows]))
+
+    ttl = _ttl(timeout)
+    template_digest = _extension(env).template_digest(template_name)
+    prefix = template_name if name is None else name
+    keys, versions = [], []
+    for item in rows:
+        parts = _field(env, item, key, "key")
+        parts = parts if isinstance(parts, tuple) else (parts,)
+        keys.append(fragments.make_template_fragment_key(prefix, (*vary, *parts)))
+        row_version = None if version is None else _field(env, item, version, "version")
+        versions.append(None if row_version is None else str(row_version))
+
+    found = await fragments.fetch(keys, template_digest, versions)
+    rendered: dict[str, tuple[str, str | None]] = {}
+    html = []
+    for item, row_key, row_version in zip(rows, keys, versions, strict=True):
+        if row_key in found:
+            html.append(found[row_key])
+            continue
+        if row_key not in rendered:
+            rendered[row_key] = (await template.render_async({**outer, as_: item}), row_version)
+        html.append(rendered[row_key][0])
+    await fragments.store(rendered, template_digest, ttl)
+    return Markup("".join(html))
+
+
+def init_fragment_cache(env: Environment, fragments: FragmentCache | None) -> None:
+    """Install the tag and `cached_rows` on `env` (once) and make them use `fragments`.
+
+    ``None`` renders every block and row uncached (cache disabled, or the app stopped).
+    Install it before the first template using ``{% cache %}`` is compiled.
+    """
+    if CacheExtension.identifier not in env.extensions:
+        env.add_extension(CacheExtension)
+    env.globals["cached_rows"] = cached_rows
+    env.fragment_cache = fragments  # type: ignore[attr-defined]
+
+
+def _extension(env: Environment) -> CacheExtension:
+    try:
+        return env.extensions[CacheExtension.identifier]  # type: ignore[return-value]
+    except KeyError:
+        raise RuntimeError("cached_rows needs init_fragment_cache(env, ...) first") from None
+
+
+def _field(env: Environment, item: Any, field: ItemField, what: str) -> Any:
+    if callable(field):
+        return field(item)
+    value = env.getattr(item, field)
+    if isinstance(value, Undefined):
+        raise TemplateRuntimeError(
+            f"cached_rows: {type(item).__name__} item has no {field!r} for its {what}; "
+            f"pass {what}=<attribute name or callable>"
+        )
+    return value
+
+
+def _key_part(value: Any) -> str | int:
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return str(value)
+
+
+def _ttl(timeout: Any) -> int | float:
+    if timeout is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise TemplateRuntimeError(
+            f"cache timeout must be positive seconds, None or 'del', not {timeout!r}"
+        )
+    return timeout
+
+
+def _reads_user_state(body: list[nodes.Node], vary: list[nodes.Expr]) -> bool:
+    def names(found_in: Iterable[nodes.Node]) -> set[str]:
+        return {node.name for tree in found_in for node in tree.find_all(nodes.Name)}
+
+    used = names(body)
+    return "get_flashed_messages" in used or ("session" in used and "session" not in names(vary))
