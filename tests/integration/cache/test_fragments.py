@@ -1,0 +1,303 @@
+"""Fragment caching in Quart's async Jinja, on the in-process cache and a real memcached."""
+
+from collections import defaultdict
+from dataclasses import dataclass, replace
+
+import pytest
+from jinja2 import DictLoader
+from quart import Quart, render_template
+
+from app.cache import CacheClient, KeyBuilder
+from app.cache.fragments import (
+    DEFAULT_TIMEOUT,
+    FragmentCache,
+    FragmentCacheMisuse,
+    init_fragment_cache,
+)
+
+
+@dataclass(frozen=True)
+class Item:
+    id: int
+    name: str
+    cache_version: int = 1
+
+
+class Spy:
+    """Records the calls made to a real client (the client still does the work)."""
+
+    def __init__(self, client: CacheClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: defaultdict[str, list[tuple]] = defaultdict(list)
+        for method in ("get", "get_many", "set", "delete"):
+            real = getattr(client, method)
+
+            async def wrapper(*args, _real=real, _method=method, **kwargs):
+                self.calls[_method].append(args)
+                return await _real(*args, **kwargs)
+
+            monkeypatch.setattr(client, method, wrapper)
+
+    def count(self, method: str) -> int:
+        return len(self.calls[method])
+
+    def reset(self) -> None:
+        self.calls.clear()
+
+
+class Site:
+    """A tiny Quart app whose templates live in an editable dict."""
+
+    def __init__(self, client: CacheClient | None, templates: dict[str, str]) -> None:
+        self.templates = templates
+        self.app = Quart(__name__)
+        self.app.config.update(TEMPLATES_AUTO_RELOAD=True, SECRET_KEY="test")
+        self.app.jinja_loader = DictLoader(templates)
+        init_fragment_cache(
+            self.app.jinja_env, FragmentCache(client) if client is not None else None
+        )
+
+    async def render(self, template: str, /, **context) -> str:
+        async with self.app.test_request_context("/"):
+            return await render_template(template, **context)
+
+
+def fragment_counts(client: CacheClient) -> dict[str, int]:
+    return client.counters.snapshot()["namespaces"].get("fragment", defaultdict(int))
+
+
+@pytest.fixture
+def spy(client, monkeypatch):
+    return Spy(client, monkeypatch)
+
+
+ROW = "<li>{{ task.name }}</li>"
+LIST = "<ul>{{ cached_rows('row.html', items, as_='task') }}</ul>"
+
+
+def items(n: int) -> list[Item]:
+    return [Item(i, f"task {i}") for i in range(1, n + 1)]
+
+
+async def test_block_is_rendered_once_then_served_from_the_cache(client):
+    site = Site(client, {"box.html": "{% cache 60, 'box' %}<b>{{ value }}</b>{% endcache %}"})
+
+    assert await site.render("box.html", value=1) == "<b>1</b>"
+    assert await site.render("box.html", value=2) == "<b>1</b>"
+
+    counts = fragment_counts(client)
+    assert (counts["misses"], counts["hits"], counts["sets"]) == (1, 1, 1)
+
+
+async def test_none_timeout_stores_with_the_finite_default_ttl(client, spy):
+    site = Site(client, {"box.html": "{% cache None, 'box' %}{{ value }}{% endcache %}"})
+
+    assert await site.render("box.html", value=1) == "1"
+    assert await site.render("box.html", value=2) == "1"
+
+    [(key, _value, ttl)] = spy.calls["set"]
+    assert ttl == DEFAULT_TIMEOUT
+    assert key == FragmentCache(client).make_template_fragment_key("box")
+
+
+async def test_del_deletes_the_entry_and_renders_fresh(client, spy):
+    site = Site(client, {
+        "box.html": "{% cache 60, 'box' %}{{ value }}{% endcache %}",
+        "drop.html": "{% cache 'del', 'box' %}{{ value }}{% endcache %}",
+    })
+    assert await site.render("box.html", value=1) == "1"
+
+    assert await site.render("drop.html", value=2) == "2"
+    assert spy.count("delete") == 1
+    assert spy.count("set") == 1  # 'del' does not store
+
+    assert await site.render("box.html", value=3) == "3"
+
+
+async def test_edited_template_does_not_serve_its_old_fragment(client, spy):
+    site = Site(client, {"box.html": "{% cache 60, 'box' %}<b>{{ value }}</b>{% endcache %}"})
+    assert await site.render("box.html", value=1) == "<b>1</b>"
+
+    site.templates["box.html"] = "{% cache 60, 'box' %}<i>{{ value }}</i>{% endcache %}"
+    assert await site.render("box.html", value=2) == "<i>2</i>"
+    assert await site.render("box.html", value=3) == "<i>2</i>"
+
+    first, second = (call[0] for call in spy.calls["set"])
+    assert first == second  # the fresh rendering overwrote the same key
+    counts = fragment_counts(client)
+    assert (counts["misses"], counts["hits"]) == (2, 1)
+
+
+async def test_fragment_key_deletes_exactly_that_fragment(client):
+    site = Site(client, {"row.html": "{% cache None, 'task', id %}{{ name }}{% endcache %}"})
+    assert await site.render("row.html", id=1, name="a") == "a"
+    assert await site.render("row.html", id=2, name="b") == "b"
+
+    key = FragmentCache(client).make_template_fragment_key("task", vary_on=["1"])
+    assert await client.delete(key) is True
+
+    assert await site.render("row.html", id=1, name="A") == "A"
+    assert await site.render("row.html", id=2, name="B") == "b"
+
+
+async def test_fifty_rows_cost_one_get_many(client, spy):
+    site = Site(client, {"list.html": LIST, "row.html": ROW})
+    rows = items(50)
+
+    first = await site.render("list.html", items=rows)
+    assert (spy.count("get_many"), spy.count("get"), spy.count("set")) == (1, 0, 50)
+    assert len(spy.calls["get_many"][0][0]) == 50
+
+    spy.reset()
+    assert await site.render("list.html", items=rows) == first
+    assert (spy.count("get_many"), spy.count("get"), spy.count("set")) == (1, 0, 0)
+    assert fragment_counts(client)["hits"] == 50
+    assert first == "<ul>" + "".join(f"<li>task {i}</li>" for i in range(1, 51)) + "</ul>"
+
+
+async def test_changed_item_rerenders_only_its_row(client, spy):
+    site = Site(client, {"list.html": LIST, "row.html": ROW})
+    rows = items(5)
+    await site.render("list.html", items=rows)
+    spy.reset()
+
+    rows[2] = replace(rows[2], name="renamed", cache_version=2)
+    rows[0] = replace(rows[0], name="same version")  # a cached row is not re-rendered
+    html = await site.render("list.html", items=rows)
+
+    assert "<li>renamed</li>" in html
+    assert "<li>task 1</li>" in html and "same version" not in html
+    assert spy.count("set") == 1
+    assert fragment_counts(client)["misses"] == 5 + 1
+
+
+async def test_deleted_row_key_rerenders_only_that_row(client, spy):
+    site = Site(client, {"list.html": LIST, "row.html": ROW})
+    rows = items(3)
+    await site.render("list.html", items=rows)
+    spy.reset()
+
+    await client.delete(FragmentCache(client).make_template_fragment_key("row.html", [2]))
+    rows = [replace(row, name=f"new {row.id}") for row in rows]
+    html = await site.render("list.html", items=rows)
+
+    assert html == "<ul><li>task 1</li><li>new 2</li><li>task 3</li></ul>"
+    assert spy.count("set") == 1
+
+
+async def test_removed_item_renders_nothing_new(client, spy):
+    site = Site(client, {"list.html": LIST, "row.html": ROW})
+    rows = items(4)
+    await site.render("list.html", items=rows)
+    spy.reset()
+
+    html = await site.render("list.html", items=[row for row in rows if row.id != 3])
+
+    assert html == "<ul><li>task 1</li><li>task 2</li><li>task 4</li></ul>"
+    assert spy.count("set") == 0
+
+
+async def test_outer_block_rebuild_reuses_inner_rows(client, spy):
+    site = Site(client, {
+        "page.html": "{% cache None, 'list', generation %}<ul>"
+                     "{{ cached_rows('row.html', items, as_='task') }}</ul>{% endcache %}",
+        "row.html": ROW,
+    })
+    rows = items(10)
+    await site.render("page.html", items=rows, generation=1)
+    spy.reset()
+
+    assert await site.render("page.html", items=rows, generation=1) == (
+        "<ul>" + "".join(f"<li>task {i}</li>" for i in range(1, 11)) + "</ul>"
+    )
+    assert (spy.count("get_many"), spy.count("set")) == (1, 0)  # only the outer block read
+
+    spy.reset()
+    rows[4] = replace(rows[4], name="changed", cache_version=2)
+    html = await site.render("page.html", items=rows, generation=2)
+    assert "<li>changed</li>" in html
+    assert spy.count("get_many") == 2  # outer block, then all rows at once
+    assert spy.count("set") == 2  # outer block and the one changed row
+
+
+async def test_autoescape_applies_on_miss_and_hit(client):
+    site = Site(client, {
+        "box.html": "{% cache 60, 'box' %}<b>{{ value }}</b>{% endcache %}",
+        "list.html": LIST,
+        "row.html": ROW,
+    })
+    script = "<script>alert(1)</script>"
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+    for _ in range(2):
+        assert await site.render("box.html", value=script) == f"<b>{escaped}</b>"
+        assert await site.render("list.html", items=[Item(1, script)]) == (
+            f"<ul><li>{escaped}</li></ul>"
+        )
+    assert fragment_counts(client)["hits"] == 2
+
+
+FLASHES = "{% cache 60, 'flashes' %}{{ get_flashed_messages()|length }}{{ v }}{% endcache %}"
+
+
+async def test_flashes_in_a_cached_block_raise_in_debug(client):
+    site = Site(client, {"box.html": FLASHES})
+    site.app.config["DEBUG"] = True
+
+    with pytest.raises(FragmentCacheMisuse, match="flashes"):
+        await site.render("box.html", v=1)
+
+
+async def test_user_state_in_a_cached_block_renders_uncached_outside_debug(client, spy):
+    site = Site(client, {"box.html": FLASHES})
+
+    assert await site.render("box.html", v=1) == "01"
+    assert await site.render("box.html", v=2) == "02"
+    assert spy.count("get_many") == spy.count("set") == 0
+
+
+async def test_session_in_the_vary_values_may_be_read_in_the_block(client):
+    site = Site(client, {
+        "box.html": "{% cache 60, 'hello', session.get('user', '-') %}"
+                    "{{ session.get('user', '-') }}{{ v }}{% endcache %}"
+    })
+    site.app.config["DEBUG"] = True
+
+    assert await site.render("box.html", v=1) == "-1"
+    assert await site.render("box.html", v=2) == "-1"
+
+
+async def test_without_a_fragment_cache_everything_renders_uncached():
+    site = Site(None, {
+        "box.html": "{% cache 60, 'box' %}{{ v }}{% endcache %}",
+        "list.html": LIST,
+        "row.html": ROW,
+    })
+
+    assert await site.render("box.html", v=1) == "1"
+    assert await site.render("box.html", v=2) == "2"
+    assert await site.render("list.html", items=items(2)) == "<ul><li>task 1</li><li>task 2</li></ul>"
+
+
+async def test_item_without_a_version_is_a_clear_error(client):
+    site = Site(client, {
+        "list.html": "{{ cached_rows('row.html', items, as_='task') }}",
+        "row.html": ROW,
+    })
+    with pytest.raises(Exception, match="version"):
+        await site.render("list.html", items=[{"id": 1, "name": "a"}])
+
+
+async def test_cache_down_renders_uncached(memcached, make_backend):
+    client = CacheClient(make_backend([memcached.address]), keys=KeyBuilder("test"))
+    site = Site(client, {
+        "page.html": "{% cache 60, 'list' %}{{ v }}{{ cached_rows('row.html', items, "
+                     "as_='task', version=None) }}{% endcache %}",
+        "row.html": ROW,
+    })
+    assert await site.render("page.html", v=1, items=items(1)) == "1<li>task 1</li>"
+
+    memcached.kill()
+    for v in (2, 3):
+        html = await site.render("page.html", v=v, items=[Item(1, "fresh")])
+        assert html == f"{v}<li>fresh</li>"
+    await client.close()
