@@ -1,0 +1,184 @@
+"""Server-side sessions in the cache (DESIGN rule 10): `CacheSessionInterface`.
+
+The cookie holds only a random session id (32 bytes, base64url) signed with itsdangerous
+under the app's ``SECRET_KEY`` (``SECRET_KEY_FALLBACKS`` still verify) and timed out after
+``PERMANENT_SESSION_LIFETIME``. The data lives in the cache, in the ``session`` namespace,
+under a hash of the id (someone who can list the cache's keys learns no usable id), as
+Flask's tagged JSON (flash tuples, `Markup`, datetimes survive) with
+``PERMANENT_SESSION_LIFETIME`` as TTL. Cookie flags come from Quart's config:
+``SESSION_COOKIE_NAME``, ``_HTTPONLY``, ``_SAMESITE``, ``_SECURE``, ``_DOMAIN``, ``_PATH``,
+``_PARTITIONED``.
+
+Lifecycle:
+- A request that does not write to the session gets none: nothing is written to the cache
+  and no cookie is set (only a session that exists is read).
+- The first write mints a new id, stores the data and sets the cookie. Ids are minted only
+  here: a cookie whose id has no stored data is never adopted.
+- A session that ends the request empty (say a flash was shown) is deleted from the cache
+  and its cookie deleted; so is a cookie naming no stored data (forged, garbled, expired,
+  or unreadable because the cache was down): an empty session, never an error.
+- Fail open: without a client (`get_client` returns ``None``) or when the cache fails, the
+  session is empty and a write that cannot be stored sets no cookie; at worst a flash is
+  lost, the request never fails.
+
+`has_session_cookie` lets a shared (view) cache bypass requests that carry a session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from itsdangerous import BadSignature, TimestampSigner
+from quart.sessions import SecureCookieSession, SessionInterface, SessionMixin
+from quart.sessions import session_json_serializer as _serializer
+from werkzeug.http import parse_cookie
+
+from .client import CacheClient
+from .keys import digest
+
+if TYPE_CHECKING:
+    from quart import Quart
+    from quart.wrappers import BaseRequestWebsocket, Response
+    from werkzeug.wrappers import Response as WerkzeugResponse
+
+NAMESPACE = "session"
+
+
+class CacheSession(SecureCookieSession):
+    """A session whose data is in the cache.
+
+    `sid` is the id of the stored data (``None`` until the first write stores some);
+    `had_cookie` says the request carried a session cookie, valid or not.
+    """
+
+    def __init__(
+        self,
+        initial: Mapping[str, Any] | None = None,
+        *,
+        sid: str | None = None,
+        had_cookie: bool = False,
+    ) -> None:
+        super().__init__(initial)
+        self.sid = sid
+        self.had_cookie = had_cookie
+
+
+class CacheSessionInterface(SessionInterface):
+    """Quart session interface storing the data through a `CacheClient`.
+
+    `get_client(app)` is called at request time and returns the app's client, or ``None``
+    before it exists (it is made in ``before_serving``) or when caching is off.
+    """
+
+    session_class = CacheSession
+    salt = "tasklist-session-id"
+
+    def __init__(self, get_client: Callable[[Quart], CacheClient | None]) -> None:
+        self.get_client = get_client
+
+    async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> CacheSession | None:
+        signer = self._signer(app)
+        if signer is None:
+            return None  # no SECRET_KEY: Quart's null session refuses writes with a clear error
+        cookie = request.cookies.get(self.get_cookie_name(app))
+        if not cookie:
+            return CacheSession()
+        client = self.get_client(app)
+        sid = self._unsign(app, signer, cookie)
+        if client is None or sid is None:
+            return CacheSession(had_cookie=True)
+        entry = await client.get(_key(client, sid))
+        data = _load(entry.value) if entry is not None else None
+        if data is None:
+            return CacheSession(had_cookie=True)
+        return CacheSession(data, sid=sid, had_cookie=True)
+
+    async def save_session(
+        self, app: Quart, session: SessionMixin, response: Response | WerkzeugResponse | None
+    ) -> None:
+        assert isinstance(session, CacheSession)
+        client = self.get_client(app)
+        if session.accessed and response is not None:
+            response.vary.add("Cookie")
+
+        if not session:
+            if session.sid is not None and client is not None:
+                await client.delete(_key(client, session.sid))
+            if session.had_cookie and response is not None:
+                self._delete_cookie(app, response)
+            return
+
+        if not self.should_set_cookie(app, session) or client is None:
+            return
+        if response is None and session.sid is None:
+            return  # a websocket cannot set the cookie that would name new data
+        sid = session.sid or secrets.token_urlsafe(32)
+        ttl = max(1, int(app.permanent_session_lifetime.total_seconds()))
+        stored = await client.set(_key(client, sid), _serializer.dumps(dict(session)), ttl)
+        if not stored or response is None:
+            return
+        signer = self._signer(app)
+        assert signer is not None  # open_session returned a CacheSession, so there is a key
+        response.set_cookie(
+            self.get_cookie_name(app),
+            signer.sign(sid).decode("ascii"),
+            expires=self.get_expiration_time(app, session),
+            httponly=self.get_cookie_httponly(app),
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app),
+            samesite=self.get_cookie_samesite(app),
+            partitioned=self.get_cookie_partitioned(app),
+        )
+        response.vary.add("Cookie")
+
+    def _signer(self, app: Quart) -> TimestampSigner | None:
+        if not app.secret_key:
+            return None
+        keys = [*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key]
+        return TimestampSigner(
+            keys, salt=self.salt, key_derivation="hmac", digest_method=hashlib.sha256
+        )
+
+    def _unsign(self, app: Quart, signer: TimestampSigner, cookie: str) -> str | None:
+        max_age = int(app.permanent_session_lifetime.total_seconds())
+        try:
+            return signer.unsign(cookie, max_age=max_age).decode("ascii")
+        except (BadSignature, UnicodeError):
+            return None
+
+    def _delete_cookie(self, app: Quart, response: Response | WerkzeugResponse) -> None:
+        response.delete_cookie(
+            self.get_cookie_name(app),
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app),
+            samesite=self.get_cookie_samesite(app),
+            httponly=self.get_cookie_httponly(app),
+            partitioned=self.get_cookie_partitioned(app),
+        )
+        response.vary.add("Cookie")
+
+
+def has_session_cookie(cookie_header: str | None, cookie_name: str) -> bool:
+    """True if the ``Cookie`` header has a non-empty `cookie_name` (its signature is not checked)."""
+    if not cookie_header or cookie_name not in cookie_header:
+        return False
+    return bool(parse_cookie(cookie_header).get(cookie_name))
+
+
+def _key(client: CacheClient, sid: str) -> str:
+    return client.keys.key(NAMESPACE, digest(sid))
+
+
+def _load(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        data = _serializer.loads(value)
+    except (ValueError, TypeError, KeyError):
+        return None
+    return data if isinstance(data, dict) else None
