@@ -147,7 +147,7 @@ class CacheExtension(Extension):
         return source
 
     def template_digest(self, name: str) -> str:
-        """The digest of template `name` as compiled (as on disk if it came from a bytecode cache)."""
+        """The digest of template `name` as compiled (read from the loader if it was not)."""
         found = self.digests.get(name)
         if found is None:
             loader = self.environment.loader
@@ -159,7 +159,7 @@ class CacheExtension(Extension):
 
     def parse(self, parser: Parser) -> nodes.Node:
         lineno = next(parser.stream).lineno
-        timeout = parser.parse_expression()
+        expiry = parser.parse_expression()
         if parser.stream.skip_if("comma"):
             name = parser.parse_expression()
         else:
@@ -169,7 +169,7 @@ class CacheExtension(Extension):
             vary.append(parser.parse_expression())
         body = parser.parse_statements(("name:endcache",), drop_needle=True)
         args = [
-            timeout,
+            expiry,
             name,
             nodes.List(vary),
             nodes.Const(self._parsing.digest),
@@ -179,7 +179,7 @@ class CacheExtension(Extension):
 
     async def _render(
         self,
-        timeout: Any,
+        expiry: Any,
         name: str,
         vary: list[Any],
         template_digest: str,
@@ -192,10 +192,10 @@ class CacheExtension(Extension):
         if fragments is None:
             return await caller()
         key = fragments.make_template_fragment_key(name, vary)
-        if timeout == "del":
+        if expiry == "del":
             await fragments.delete(key)
             return await caller()
-        ttl = _ttl(timeout)
+        ttl = _ttl(expiry)
         found = await fragments.fetch([key], template_digest, [None])
         if key in found:
             return Markup(found[key])
@@ -229,7 +229,7 @@ async def cached_rows(
     key: ItemField = "id",
     version: ItemField | None = "cache_version",
     vary: Sequence[Any] = (),
-    timeout: int | float | None = None,
+    timeout: int | float | None = None,  # noqa: ASYNC109 (a cache TTL, as in the tag)
 ) -> Markup:
     """Render `template_name` once per item, reading all rows with one `get_many`.
 

@@ -164,7 +164,7 @@ class CacheSessionInterface(SessionInterface):
 
 
 def has_session_cookie(cookie_header: str | None, cookie_name: str) -> bool:
-    """True if the ``Cookie`` header has a non-empty `cookie_name` (its signature is not checked)."""
+    """True if the ``Cookie`` header has a non-empty `cookie_name` (signature not checked)."""
     if not cookie_header or cookie_name not in cookie_header:
         return False
     return bool(parse_cookie(cookie_header).get(cookie_name))

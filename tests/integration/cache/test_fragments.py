@@ -275,7 +275,8 @@ async def test_without_a_fragment_cache_everything_renders_uncached():
 
     assert await site.render("box.html", v=1) == "1"
     assert await site.render("box.html", v=2) == "2"
-    assert await site.render("list.html", items=items(2)) == "<ul><li>task 1</li><li>task 2</li></ul>"
+    html = await site.render("list.html", items=items(2))
+    assert html == "<ul><li>task 1</li><li>task 2</li></ul>"
 
 
 async def test_item_without_a_version_is_a_clear_error(client):

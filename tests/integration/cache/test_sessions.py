@@ -5,7 +5,7 @@ from http.cookies import SimpleCookie
 
 import pytest
 from itsdangerous import TimestampSigner
-from quart import Quart, flash, get_flashed_messages, redirect, render_template_string, session
+from quart import Quart, flash, redirect, render_template_string, session
 
 from app.cache import CacheClient, KeyBuilder
 from app.cache.sessions import CacheSessionInterface, has_session_cookie
