@@ -187,7 +187,8 @@ class CacheExtension(Extension):
         caller: Callable[[], Any],
     ) -> str:
         fragments: FragmentCache | None = getattr(self.environment, "fragment_cache", None)
-        if reads_user_state and not self._allow_user_state(name):
+        if reads_user_state:
+            self._refuse_user_state(name)
             fragments = None
         if fragments is None:
             return await caller()
@@ -203,8 +204,8 @@ class CacheExtension(Extension):
         await fragments.store({key: (html, None)}, template_digest, ttl)
         return html
 
-    def _allow_user_state(self, name: str) -> bool:
-        """Raise in debug; otherwise False (render uncached) and warn once per name."""
+    def _refuse_user_state(self, name: str) -> None:
+        """Raise in debug; otherwise warn once per name (the block then renders uncached)."""
         config = self.environment.globals.get("config") or {}
         message = (
             f"{{% cache %}} block {name!r} reads session or get_flashed_messages: its cached "
@@ -215,7 +216,6 @@ class CacheExtension(Extension):
         if name not in self._warned:
             self._warned.add(name)
             logger.warning("%s; rendering it uncached", message)
-        return False
 
 
 @pass_context
