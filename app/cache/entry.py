@@ -18,7 +18,7 @@ COMPRESSED = b"Z"
 DEFAULT_COMPRESS_THRESHOLD = 1024
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-_loads = json.JSONDecoder().decode
+_scan = json.JSONDecoder().scan_once  # the C scanner: decode() minus its whitespace regexes
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,17 +48,21 @@ def encode(entry: Entry, *, compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD
 def decode(data: bytes) -> Entry | None:
     """The entry in `data`, or ``None`` if `data` is not a valid envelope (never raises)."""
     try:
-        header, payload = data[:1], data[1:]
-        if header == COMPRESSED:
-            payload = zlib.decompress(payload)
-        elif header != PLAIN:
-            if data.isdigit():
-                return Entry(int(data), 0.0)
+        header = data[:1]
+        if header == PLAIN:
+            text = data[1:].decode()
+        elif header == COMPRESSED:
+            text = zlib.decompress(data[1:]).decode()
+        elif data.isdigit():
+            return Entry(int(data), 0.0)
+        else:
             return None
-        doc = _loads(payload.decode())
+        doc, end = _scan(text, 0)
         created, soft = doc["t"], doc["x"]
-        if not isinstance(created, (int, float)) or not isinstance(soft, (int, float, type(None))):
+        if end != len(text) or not isinstance(created, int | float):
             return None
-        return Entry(doc["d"], float(created), None if soft is None else float(soft))
-    except (ValueError, TypeError, KeyError, zlib.error):
+        if soft is not None and not isinstance(soft, int | float):
+            return None
+        return Entry(doc["d"], created, soft)
+    except (ValueError, TypeError, KeyError, IndexError, StopIteration, zlib.error):
         return None

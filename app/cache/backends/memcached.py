@@ -8,6 +8,7 @@ deadlines.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 
 from uhashring import HashRing
@@ -69,13 +70,16 @@ class MemcachedBackend:
             )
         addresses = list(self.servers)
         self._only = addresses[0] if len(addresses) == 1 else None
-        self._ring = None if self._only else HashRing(addresses, hash_fn="ketama")
+        if self._only is None:
+            ring = HashRing(addresses, hash_fn="ketama")
+            # the ring never changes (dead servers are skipped, not removed): memoise lookups
+            self._lookup = functools.lru_cache(maxsize=65_536)(ring.get_node)
 
     def server_for(self, key: str) -> str:
-        return self._only or self._ring.get_node(key)  # type: ignore[union-attr]
+        return self._only or self._lookup(key)
 
     def _server(self, key: str) -> Server:
-        return self.servers[self._only or self._ring.get_node(key)]  # type: ignore[union-attr]
+        return self.servers[self._only or self._lookup(key)]
 
     async def get(self, key: str) -> bytes | None:
         raw = validate_key(key)

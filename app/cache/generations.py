@@ -1,0 +1,74 @@
+"""Generation tokens: key-based invalidation for namespaces of cached data.
+
+Readers fetch the tokens of the namespaces they depend on *before* they query the
+database and put them in their data keys; writers replace the tokens *after* commit. A
+reader that raced a writer therefore stores under a token nobody reads any more. Tokens
+are random, never counters: a token lost to eviction, flush or restart is re-created with
+a fresh value (via `add`, so concurrent readers agree), and old entries cannot come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterable
+
+from .backends.base import MAX_TTL
+from .client import CacheClient
+
+NAMESPACE = "gen"
+# Tokens outlive every data entry (all data TTLs are shorter), as Flask-Caching #531 requires.
+TOKEN_TTL = MAX_TTL
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(9)
+
+
+class Generations:
+    def __init__(self, client: CacheClient) -> None:
+        self.client = client
+
+    def key(self, namespace: str) -> str:
+        return self.client.keys.key(NAMESPACE, namespace)
+
+    async def current(self, namespaces: Iterable[str]) -> dict[str, str]:
+        """The token of each namespace, in one `get_many`; missing ones are created.
+
+        With the cache unreachable every token is a fresh random one, so nothing that
+        depends on it can hit: a failing cache means misses, never stale data.
+        """
+        keys = {namespace: self.key(namespace) for namespace in namespaces}
+        found = await self.client.get_many(list(keys.values()))
+        tokens: dict[str, str] = {}
+        missing: list[str] = []
+        for namespace, key in keys.items():
+            entry = found.get(key)
+            if entry is not None and isinstance(entry.value, str):
+                tokens[namespace] = entry.value
+            else:
+                missing.append(namespace)
+        if missing:
+            created = await asyncio.gather(*(self._create(keys[ns]) for ns in missing))
+            tokens.update(zip(missing, created, strict=True))
+        return tokens
+
+    async def bump(self, *namespaces: str) -> None:
+        """Replace the tokens of `namespaces`: everything cached under the old ones is dead.
+
+        Call it after the transaction commits, never inside it: a reader could otherwise
+        read the new token, then the old rows, and cache them under the new token.
+        """
+        await asyncio.gather(
+            *(self.client.set(self.key(ns), new_token(), TOKEN_TTL) for ns in namespaces)
+        )
+
+    async def _create(self, key: str) -> str:
+        token = new_token()
+        if await self.client.add(key, token, TOKEN_TTL):
+            return token
+        # Another reader created it first (or the cache is down: then `get` misses too).
+        entry = await self.client.get(key)
+        if entry is not None and isinstance(entry.value, str):
+            return entry.value
+        return token

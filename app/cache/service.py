@@ -1,0 +1,236 @@
+"""The cache-aside service: generations, stampede-safe reads and `memoize`.
+
+It knows nothing of tasks or HTTP. Callers name the namespaces their data depends on;
+whoever changes that data bumps those namespaces after committing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any
+
+from .client import CacheClient
+from .generations import Generations
+from .singleflight import SingleFlight
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Leases:
+    """Cross-process stampede control: one process recomputes a key while the others
+    wait up to `wait` seconds (polling every `poll`) for its value."""
+
+    ttl: int = 10
+    wait: float = 0.5
+    poll: float = 0.02
+
+
+class CacheService:
+    def __init__(
+        self,
+        client: CacheClient,
+        *,
+        leases: Leases | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.keys = client.keys
+        self.generations = Generations(client)
+        self.leases = leases or Leases()
+        self._clock = clock
+        self._flights = SingleFlight()
+        self._refreshes: set[asyncio.Task[None]] = set()
+
+    async def bump(self, *namespaces: str) -> None:
+        """Invalidate everything that depends on `namespaces` (call after commit)."""
+        await self.generations.bump(*namespaces)
+
+    async def fetch(
+        self, key: str, load: Loader, *, ttl: int, soft_ttl: float | None = None
+    ) -> Any:
+        """Cache-aside read of `key`, loading and storing it on a miss.
+
+        A fresh hit is returned as it is. Past its `soft_ttl` the stale value is returned
+        at once while one refresh runs in the background (one per process, and one across
+        processes thanks to an `add` lease). Concurrent misses in this process share one
+        load; across processes the lease holder loads and the others wait briefly for its
+        value before loading themselves. `ttl` is the hard expiry in seconds.
+        """
+        entry = await self.client.get(key)
+        if entry is not None:
+            if entry.is_stale(self._clock()):
+                self._refresh_in_background(key, load, ttl, soft_ttl)
+            return entry.value
+        return await self._flights.run(key, lambda: self._load(key, load, ttl, soft_ttl))
+
+    async def _load(self, key: str, load: Loader, ttl: int, soft_ttl: float | None) -> Any:
+        lease = await self._take_lease(key)
+        if lease is None:
+            entry = await self._wait_for(key)
+            if entry is not None:
+                return entry.value
+        try:
+            value = await load()
+            await self.client.set(key, value, ttl, soft_ttl=soft_ttl)
+            return value
+        finally:
+            if lease is not None:
+                await self._release_lease(key, lease)
+
+    def _refresh_in_background(
+        self, key: str, load: Loader, ttl: int, soft_ttl: float | None
+    ) -> None:
+        flight = ("refresh", key)
+        if self._flights.in_flight(flight):
+            return
+
+        async def refresh() -> None:
+            lease = await self._take_lease(key)
+            if lease is None:
+                return  # another process is refreshing it
+            try:
+                await self.client.set(key, await load(), ttl, soft_ttl=soft_ttl)
+            except Exception:
+                log.exception("background refresh of a cache entry failed")
+            finally:
+                await self._release_lease(key, lease)
+
+        task = asyncio.ensure_future(self._flights.run(flight, refresh))
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
+    async def _take_lease(self, key: str) -> str | None:
+        """A lease token if this process may compute `key`; `None` if another holds it.
+
+        With the cache failing there is nobody to coordinate with: compute (a lease `add`
+        cannot tell "taken" from "server down").
+        """
+        token = secrets.token_hex(8)
+        if await self.client.add(self._lease_key(key), token, self.leases.ttl):
+            return token
+        return None if self.client.healthy() else token
+
+    async def _release_lease(self, key: str, token: str) -> None:
+        entry = await self.client.get(self._lease_key(key))
+        if entry is not None and entry.value == token:
+            await self.client.delete(self._lease_key(key))
+
+    async def _wait_for(self, key: str) -> Any:
+        deadline = self._clock() + self.leases.wait
+        while self._clock() < deadline:
+            await asyncio.sleep(self.leases.poll)
+            entry = await self.client.get(key)
+            if entry is not None:
+                return entry
+        return None
+
+    def _lease_key(self, key: str) -> str:
+        return self.keys.key("lease", key)
+
+    def memoize(
+        self,
+        timeout: int = 300,
+        *,
+        soft_timeout: float | None = None,
+        namespaces: Sequence[str] = (),
+        unless: Callable[[], bool] | None = None,
+        args_to_ignore: Iterable[str] = (),
+        make_name: Callable[[Callable[..., Any]], str] | None = None,
+    ) -> Callable[[Callable[..., Awaitable[Any]]], Memoized]:
+        """Cache an async function's results, keyed by its normalised arguments.
+
+        Arguments are bound to the signature with defaults applied, so `f(1, b=2)` and
+        `f(a=1, b=2)` share an entry; `self` and `cls` and `args_to_ignore` are left out.
+        `namespaces` are generation namespaces the result depends on, and may name
+        arguments (`"task-{task_id}"`). A result of `None` is cached like any other. A hit
+        costs two round trips: one `get_many` of the generations, one `get` of the value.
+        `unless()` returning exactly `True` bypasses the cache (Flask-Caching's rule).
+        """
+
+        def decorator(function: Callable[..., Awaitable[Any]]) -> Memoized:
+            name = make_name(function) if make_name else _qualified_name(function)
+            return Memoized(
+                self, function, name, timeout, soft_timeout, tuple(namespaces), unless,
+                frozenset(args_to_ignore),
+            )
+
+        return decorator
+
+    async def delete_memoized(self, function: Memoized, *args: Any, **kwargs: Any) -> None:
+        """Without arguments: drop every cached result of `function` in O(1) (a generation
+        bump). With arguments: drop exactly that call's result."""
+        if not args and not kwargs:
+            await self.bump(function.generation)
+            return
+        await self.client.delete(await function.make_cache_key(*args, **kwargs))
+
+    async def close(self) -> None:
+        """Wait for background refreshes to finish (bounded), then close the client."""
+        if self._refreshes:
+            await asyncio.wait(self._refreshes, timeout=5)
+        await self.client.close()
+
+
+class Memoized:
+    """An async function wrapped by `CacheService.memoize`; call it like the function."""
+
+    def __init__(
+        self,
+        service: CacheService,
+        function: Callable[..., Awaitable[Any]],
+        name: str,
+        timeout: int,
+        soft_timeout: float | None,
+        namespaces: tuple[str, ...],
+        unless: Callable[[], bool] | None,
+        ignored: frozenset[str],
+    ) -> None:
+        wraps(function)(self)
+        self.service = service
+        self.uncached = function
+        self.name = name
+        self.cache_timeout = timeout
+        self.soft_timeout = soft_timeout
+        self.namespaces = namespaces
+        self.unless = unless
+        self.generation = f"memoize.{name}"
+        self._signature = inspect.signature(function)
+        self._ignored = ignored | {"self", "cls"}
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.unless is not None and self.unless() is True:
+            return await self.uncached(*args, **kwargs)
+        key = await self.make_cache_key(*args, **kwargs)
+        return await self.service.fetch(
+            key,
+            lambda: self.uncached(*args, **kwargs),
+            ttl=self.cache_timeout,
+            soft_ttl=self.soft_timeout,
+        )
+
+    async def make_cache_key(self, *args: Any, **kwargs: Any) -> str:
+        """The data key of this call under the current generations (reads them)."""
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = {k: v for k, v in bound.arguments.items() if k not in self._ignored}
+        namespaces = [self.generation, *(ns.format(**bound.arguments) for ns in self.namespaces)]
+        tokens = await self.service.generations.current(namespaces)
+        normalised = json.dumps(arguments, sort_keys=True, default=repr, separators=(",", ":"))
+        return self.service.keys.key(
+            "memoize", self.name, *(tokens[ns] for ns in namespaces), normalised
+        )
+
+
+def _qualified_name(function: Callable[..., Any]) -> str:
+    return f"{function.__module__}.{function.__qualname__}"

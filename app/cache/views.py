@@ -1,0 +1,284 @@
+"""Whole-view caching, served in front of the framework (as Django serves its page cache
+from middleware).
+
+A view opts in with `@cached(...)`, naming the generation namespaces its response depends
+on. `ViewCacheMiddleware` wraps the ASGI app. For a GET or HEAD of a cached route it reads
+those generations and the stored entry in one `get_many`; the entry sits under a stable
+key (path, sorted query, variant) with the generations it was built from stored inside it
+(Rails' cache versioning), so a write anywhere in a namespace makes it a miss. A hit sends
+the stored bytes without touching Quart; `If-None-Match` with the current ETag (derived
+from the generations) gets a 304 without touching the database.
+
+On a miss the request runs through the app and the response is stored only if it is
+shareable: status 200, no `Set-Cookie`, not `private`/`no-store`, no `Vary: *`, and the
+request carried no session cookie (a request with a session may hold a pending flash: it
+bypasses the cache entirely). Concurrent misses of one entry in one process render once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from quart import Quart
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, MapAdapter, Rule
+
+from .keys import digest
+from .service import CacheService
+from .singleflight import SingleFlight
+
+log = logging.getLogger(__name__)
+
+ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+VIEW_CACHE_ATTRIBUTE = "view_cache"
+# Never replayed from the cache: per-connection or per-user, or recomputed on the way out.
+UNSTORED_HEADERS = {b"set-cookie", b"date", b"server", b"etag", b"x-cache"}
+
+
+@dataclass(frozen=True)
+class ViewCacheSpec:
+    timeout: int
+    namespaces: tuple[str, ...]
+    vary: tuple[str, ...]
+
+
+def cached(
+    timeout: int = 300, *, depends_on: Sequence[str] = (), vary: Sequence[str] = ()
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a GET view as cacheable for `timeout` seconds.
+
+    `depends_on` names generation namespaces and may use the view's arguments
+    (`"task-{task_id}"`). `vary` names the request headers that select a variant of the
+    response (they also go into the response's `Vary`).
+    """
+    spec = ViewCacheSpec(timeout, tuple(depends_on), tuple(vary))
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(view, VIEW_CACHE_ATTRIBUTE, spec)
+        return view
+
+    return decorator
+
+
+@dataclass
+class CapturedResponse:
+    status: int = 0
+    headers: Headers = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+
+
+class ViewCacheMiddleware:
+    def __init__(
+        self,
+        app: Quart,
+        asgi_app: ASGIApp,
+        *,
+        get_service: Callable[[], CacheService | None],
+        variant: Callable[[Mapping[str, str]], str],
+        has_session: Callable[[Mapping[str, str]], bool],
+    ) -> None:
+        self.app = app
+        self.asgi_app = asgi_app
+        self.get_service = get_service
+        self.variant = variant
+        self.has_session = has_session
+        self._routes: MapAdapter | None = None
+        self._flights = SingleFlight()
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            return await self.asgi_app(scope, receive, send)
+        route = self._match(scope["path"])
+        service = self.get_service()
+        if route is None or service is None:
+            return await self.asgi_app(scope, receive, send)
+        spec, view_args = route
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.has_session(headers):
+            return await self.asgi_app(scope, receive, _adding(send, _cache_headers(spec, "bypass")))
+        await self._serve(service, spec, view_args, scope, headers, receive, send)
+
+    async def _serve(
+        self,
+        service: CacheService,
+        spec: ViewCacheSpec,
+        view_args: dict[str, Any],
+        scope: dict,
+        headers: Mapping[str, str],
+        receive: Callable,
+        send: Callable,
+    ) -> None:
+        variant = self.variant(headers) if spec.vary else "-"
+        key = service.keys.key("view", scope["path"], _sorted_query(scope), variant)
+        namespaces = [ns.format(**view_args) for ns in spec.namespaces]
+        gen_keys = [service.generations.key(ns) for ns in namespaces]
+        found = await service.client.get_many([*gen_keys, key])
+        if all(gen_key in found for gen_key in gen_keys):
+            tokens = [found[gen_key].value for gen_key in gen_keys]
+        else:
+            current = await service.generations.current(namespaces)
+            tokens = [current[ns] for ns in namespaces]
+        etag = f'W/"{digest(key + ":" + ":".join(map(str, tokens)))}"'
+
+        if _etag_matches(headers.get("if-none-match"), etag):
+            return await _send_not_modified(send, spec, etag)
+        entry = found.get(key)
+        if entry is not None and isinstance(entry.value, dict) and entry.value.get("g") == tokens:
+            return await _send_stored(send, scope, spec, etag, entry.value)
+
+        flight = (scope["method"], key, tuple(tokens))
+        leader = not self._flights.in_flight(flight)
+        captured = await self._flights.run(flight, lambda: self._render(scope, receive))
+        shareable = _shareable(captured)
+        if not shareable and not leader:
+            # Someone else's response that is not for sharing: render our own.
+            captured = await self._render(scope, receive)
+        shareable = shareable and scope["method"] == "GET"
+        if shareable:
+            await self._store(service, key, spec, tokens, captured)
+        extra = _cache_headers(spec, "miss")
+        if captured.status == 200 and shareable:
+            extra.append((b"etag", etag.encode()))
+        await _send_captured(send, scope, captured, extra)
+
+    async def _render(self, scope: dict, receive: Callable) -> CapturedResponse:
+        captured = CapturedResponse()
+
+        async def capture(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                captured.status = message["status"]
+                captured.headers = list(message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                captured.body += message.get("body", b"")
+
+        await self.asgi_app(scope, receive, capture)
+        return captured
+
+    async def _store(
+        self,
+        service: CacheService,
+        key: str,
+        spec: ViewCacheSpec,
+        tokens: list[Any],
+        captured: CapturedResponse,
+    ) -> None:
+        try:
+            body = captured.body.decode()
+        except UnicodeDecodeError:
+            return
+        stored_headers = [
+            [name.decode("latin-1"), value.decode("latin-1")]
+            for name, value in captured.headers
+            if name.lower() not in UNSTORED_HEADERS
+        ]
+        value = {"g": tokens, "h": stored_headers, "b": body}
+        await service.client.set(key, value, spec.timeout)
+
+    def _match(self, path: str) -> tuple[ViewCacheSpec, dict[str, Any]] | None:
+        if self._routes is None:
+            self._routes = self._cached_routes()
+        try:
+            endpoint, view_args = self._routes.match(path, method="GET")
+        except HTTPException:
+            return None
+        return endpoint, view_args
+
+    def _cached_routes(self) -> MapAdapter:
+        """A small map holding only the cached GET routes; the 'endpoint' is the spec."""
+        rules = []
+        for rule in self.app.url_map.iter_rules():
+            view = self.app.view_functions.get(rule.endpoint)
+            spec = getattr(view, VIEW_CACHE_ATTRIBUTE, None)
+            if spec is not None and "GET" in (rule.methods or ()):
+                rules.append(Rule(rule.rule, endpoint=spec, methods=["GET"]))
+        return Map(rules, converters=self.app.url_map.converters).bind("cache.invalid")
+
+
+def _sorted_query(scope: dict) -> str:
+    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    return urlencode(sorted(pairs))
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    weak = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == weak for tag in header.split(","))
+
+
+def _shareable(captured: CapturedResponse) -> bool:
+    if captured.status != 200:
+        return False
+    for name, value in captured.headers:
+        name = name.lower()
+        if name == b"set-cookie":
+            return False
+        if name == b"cache-control" and (b"private" in value or b"no-store" in value):
+            return False
+        if name == b"vary" and value.strip() == b"*":
+            return False
+    return True
+
+
+def _cache_headers(spec: ViewCacheSpec, state: str) -> Headers:
+    headers: Headers = [(b"x-cache", state.encode())]
+    if spec.vary:
+        headers.append((b"vary", ", ".join(spec.vary).encode()))
+    return headers
+
+
+def _merge(headers: Headers, extra: Headers) -> Headers:
+    """`headers` plus `extra`; a `Vary` already present is extended, not duplicated."""
+    merged = list(headers)
+    for name, value in extra:
+        if name == b"vary":
+            existing = next((i for i, (n, _) in enumerate(merged) if n.lower() == b"vary"), None)
+            if existing is not None:
+                have = [v.strip().lower() for v in merged[existing][1].split(b",")]
+                missing = [v for v in value.split(b", ") if v.lower() not in have]
+                if missing:
+                    merged[existing] = (b"vary", b", ".join([merged[existing][1], *missing]))
+                continue
+        merged.append((name, value))
+    return merged
+
+
+def _adding(send: Callable, extra: Headers) -> Callable:
+    async def send_with_headers(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": _merge(list(message.get("headers", [])), extra)}
+        await send(message)
+
+    return send_with_headers
+
+
+async def _send_not_modified(send: Callable, spec: ViewCacheSpec, etag: str) -> None:
+    headers = [*_cache_headers(spec, "hit"), (b"etag", etag.encode())]
+    await send({"type": "http.response.start", "status": 304, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _send_stored(
+    send: Callable, scope: dict, spec: ViewCacheSpec, etag: str, stored: dict[str, Any]
+) -> None:
+    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in stored["h"]]
+    headers = _merge(headers, [*_cache_headers(spec, "hit"), (b"etag", etag.encode())])
+    body = b"" if scope["method"] == "HEAD" else stored["b"].encode()
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_captured(
+    send: Callable, scope: dict, captured: CapturedResponse, extra: Headers
+) -> None:
+    headers = _merge(captured.headers, extra)
+    await send({"type": "http.response.start", "status": captured.status, "headers": headers})
+    await send({"type": "http.response.body", "body": bytes(captured.body)})
