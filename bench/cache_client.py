@@ -31,6 +31,17 @@ from app.cache import CacheClient, KeyBuilder, MemcachedBackend  # noqa: E402
 DOC = ROOT / "docs" / "PERFORMANCE.md"
 POOL = 8
 ROUNDS = 3
+ANALYSIS = """\
+Reading the numbers: this is a shared 2-CPU VM and single runs vary by up to 2x, hence
+best-of interleaved runs. At concurrency 1 the transport (`MemcachedBackend`: own pool,
+deadline per operation, failover bookkeeping) costs within the noise of raw aiomcache;
+`CacheClient` adds the JSON envelope (about 2 us to decode, 3-5 us to encode), key checks
+and counters. At concurrency 32 the run is CPU-bound (Python and memcached share 2 CPUs),
+so every microsecond per operation shows: the per-operation `asyncio.timeout` (about 4.5 us)
+is the largest transport cost. The 15% goal on single gets is met by the transport at
+concurrency 1 only; get_many(50) ran at 6-9.5x of 50 sequential gets across our runs (goal
+missed), limited by aiomcache's per-key reply parsing plus our per-key envelope decoding.
+"""
 VALUE = {"id": 1, "title": "write the benchmark", "done": False, "tags": ["perf", "cache"]}
 
 
@@ -158,6 +169,8 @@ def section(rows: list[tuple[str, int, float, float]], seconds: float) -> str:
         f"get_many of 50 keys vs 50 sequential gets (concurrency 1): {speedup:.1f}x.",
         "Goals: overhead under 15% on single gets; get_many(50) at least 10x faster than 50",
         "sequential gets.",
+        "",
+        *ANALYSIS.splitlines(),
         "",
     ]
     return "\n".join(lines)

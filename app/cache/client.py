@@ -59,11 +59,14 @@ class CacheClient:
             found = await self.backend.get_many(keys)
         except PartialResult as partial:
             found = partial.found
-            for server, exc in partial.errors.items():
-                failed = [key for key in keys if self.backend.server_for(key) == server]
-                for key in failed:
+            answered = []
+            for key in keys:
+                exc = partial.errors.get(self.backend.server_for(key))
+                if exc is None:
+                    answered.append(key)
+                else:
                     self._failed(key, exc, read=True)
-                keys = [key for key in keys if key not in set(failed)]
+            keys = answered
         except Exception as exc:
             for key in keys:
                 self._failed(key, exc, read=True)
