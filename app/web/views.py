@@ -34,7 +34,9 @@ async def create_task() -> Response:
     try:
         task = await get_tasks().create(name)
     except InvalidTaskName as error:
-        return await _reply(str(error), "error", "tasks/_form.html", 422, error=error, name=name)
+        return await _reply(
+            str(error), "error", "tasks/_form.html", 422, error=error, name=name, autofocus=True
+        )
     return await _reply(
         f"Added “{task.name}”.", "success", "tasks/_created.html", task=task, total=await _total()
     )

@@ -1,0 +1,123 @@
+"""The task list in a real browser, with JavaScript (htmx swaps, no reload) and without."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.e2e
+
+
+def rows(page: Page):  # noqa: ANN201  (a Playwright Locator)
+    return page.locator("#tasks > li")
+
+
+def add(page: Page, name: str) -> None:
+    page.get_by_label("Task name").fill(name)
+    page.get_by_role("button", name="Add Task").click()
+
+
+def test_add_rename_complete_delete_with_htmx_never_reloads(page: Page, output_dir: Path) -> None:
+    posts: list[dict[str, str]] = []
+    page.on("request", lambda r: posts.append(r.headers) if r.method == "POST" else None)
+    page.goto("/")
+    expect(page.get_by_text("No tasks yet")).to_be_visible()
+    page.evaluate("window.__marker = 'still here'")
+
+    add(page, "Buy milk")
+    expect(rows(page)).to_have_count(1)
+    expect(page.get_by_label("Name of task", exact=False)).to_have_value("Buy milk")
+    expect(page.get_by_label("Task name")).to_have_value("")
+    expect(page.get_by_label("Task name")).to_be_focused()
+    expect(page.locator("#flashes")).to_have_text("Added “Buy milk”.")
+    expect(page.locator(".count")).to_have_text("1 task")
+    expect(page.get_by_text("No tasks yet")).to_have_count(0)
+
+    page.keyboard.type("Walk the dog")  # focus is back in the input: type and press Enter
+    page.keyboard.press("Enter")
+    expect(rows(page)).to_have_count(2)
+    expect(page.locator(".count")).to_have_text("2 tasks")
+
+    first = rows(page).first
+    name = first.get_by_role("textbox")
+    name.fill("Buy oat milk")
+    name.press("Enter")
+    expect(page.locator("#flashes")).to_have_text("Renamed to “Buy oat milk”.")
+    expect(rows(page).first.get_by_role("textbox")).to_have_value("Buy oat milk")
+    expect(rows(page).first.get_by_role("textbox")).to_be_focused()
+
+    rows(page).first.get_by_role("button", name="Done").click()
+    expect(rows(page).first).to_have_class("task done")
+    expect(rows(page).first.get_by_role("button", name="Done")).to_have_attribute("aria-pressed", "true")
+    expect(rows(page).first.get_by_role("button", name="Done")).to_be_focused()
+    # caret="initial": hiding the caret would inject a <style>, which our CSP rightly blocks.
+    page.screenshot(path=output_dir / "tasks.png", full_page=True, caret="initial")
+
+    rows(page).first.get_by_role("button", name="Done").click()
+    expect(rows(page).first).to_have_class("task")
+
+    rows(page).first.get_by_role("button", name="Delete").click()
+    expect(rows(page)).to_have_count(1)
+    expect(page.locator("#flashes")).to_have_text("Task deleted.")
+    rows(page).first.get_by_role("button", name="Delete").click()
+    expect(rows(page)).to_have_count(0)
+    expect(page.get_by_text("No tasks yet")).to_be_visible()
+    expect(page.locator(".count")).to_have_text("0 tasks")
+
+    assert page.evaluate("window.__marker") == "still here", "the page was reloaded"
+    assert posts and all(h.get("hx-request") == "true" for h in posts)
+
+
+def test_empty_name_shows_the_message_in_the_form(page: Page) -> None:
+    page.goto("/")
+    page.evaluate("window.__marker = 1")
+    page.get_by_role("button", name="Add Task").click()
+    error = page.locator("#new-task-error")
+    expect(error).to_have_text("Task name is required.")
+    expect(page.get_by_label("Task name")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Task name")).to_be_focused()
+    expect(rows(page)).to_have_count(0)
+
+    add(page, "Now with a name")  # the re-rendered form is live: htmx still handles it
+    expect(rows(page)).to_have_count(1)
+    expect(error).to_have_count(0)
+    assert page.evaluate("window.__marker") == 1
+
+
+def test_history_navigation_restores_the_full_page(page: Page) -> None:
+    page.goto("/")
+    add(page, "Survives navigation")
+    expect(rows(page)).to_have_count(1)
+    page.get_by_role("link", name="Cache stats").click()
+    expect(page.get_by_role("heading", name="Cache stats")).to_be_visible()
+    page.go_back()
+    expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    expect(rows(page)).to_have_count(1)
+    expect(page.locator("#new-task")).to_be_visible()
+
+
+def test_the_same_actions_work_with_javascript_off(nojs_page: Page) -> None:
+    page = nojs_page
+    page.goto("/")
+    page.get_by_role("button", name="Add Task").click()
+    expect(page.locator("#flashes")).to_have_text("Task name is required.")
+
+    add(page, "No script")
+    expect(page.locator("#flashes")).to_have_text("Added “No script”.")
+    expect(rows(page)).to_have_count(1)
+    assert page.url.endswith("/"), "post/redirect/get lands back on the list"
+
+    name = rows(page).first.get_by_role("textbox")
+    name.fill("Still no script")
+    rows(page).first.get_by_role("button", name="Rename").click()
+    expect(page.locator("#flashes")).to_have_text("Renamed to “Still no script”.")
+
+    rows(page).first.get_by_role("button", name="Done").click()
+    expect(rows(page).first).to_have_class("task done")
+
+    rows(page).first.get_by_role("button", name="Delete").click()
+    expect(page.locator("#flashes")).to_have_text("Task deleted.")
+    expect(rows(page)).to_have_count(0)
+    expect(page.get_by_text("No tasks yet")).to_be_visible()
