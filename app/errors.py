@@ -12,6 +12,7 @@ from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from app.db import DatabaseUnavailable
+from app.htmx import add_vary, wants_partial
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,14 @@ def validation_errors(error: Exception) -> list[dict[str, Any]]:
 async def error_page(status: int, detail: str | None = None) -> Response:
     if wants_problem():
         return problem(status, detail)
+    if wants_partial(request.headers):
+        # htmx swaps error answers too: send a flash for #flashes, not a page into a row.
+        body = await render_template(
+            "_flash_messages.html", flashes=[("error", detail or HTTPStatus(status).phrase)]
+        )
+        response = add_vary(Response(body, status=status, mimetype="text/html"))
+        response.headers.update({"HX-Retarget": "#flashes", "HX-Reswap": "innerHTML"})
+        return response
     body = await render_template(
         "errors/error.html", status=status, title=HTTPStatus(status).phrase, detail=detail
     )

@@ -179,3 +179,13 @@ def test_htmx_is_served_from_static_vendor_and_pinned_by_the_lock_file() -> None
     assert vendored.read_bytes() == shipped.read_bytes()
     lock = (PROJECT_ROOT / "package-lock.json").read_text()
     assert re.search(r'"node_modules/htmx.org": \{\s*"version": "4\.', lock)
+
+
+async def test_errors_under_htmx_go_to_the_flashes_not_into_the_row(client: Client) -> None:
+    response = await client.post("/no/such/action", headers=HX)
+    assert response.status_code == 404
+    assert response.headers["HX-Retarget"] == "#flashes"
+    assert response.headers["HX-Reswap"] == "innerHTML"
+    html = await response.get_data(as_text=True)
+    assert html.startswith('<p class="flash flash-error">') and "<html" not in html
+    assert_varies(response.headers["Vary"])
