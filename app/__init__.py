@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from http.cookies import SimpleCookie
 
 from dotenv import load_dotenv
 from quart import Quart
 from quart_schema import QuartSchema
 
 from app import errors, security, state
+from app.cache.fragments import init_fragment_cache
 from app.cache.service import CacheService
+from app.cache.sessions import CacheSessionInterface, has_session_cookie
 from app.cache.views import ViewCacheMiddleware
 from app.htmx import wants_partial
 from app.settings import PROJECT_ROOT, Settings
@@ -52,6 +53,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.register_blueprint(web_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
+    # Sessions (flashes) live in the cache; fragment tags work from the first template on.
+    app.session_interface = CacheSessionInterface(lambda app: state.find_cache(app))
+    init_fragment_cache(app.jinja_env, None)
     errors.init_app(app)
     state.init_app(app, settings)
     install_view_cache(app)
@@ -77,10 +81,3 @@ def install_view_cache(app: Quart) -> None:
         has_session=has_session,
     )
 
-
-def has_session_cookie(cookie_header: str | None, cookie_name: str) -> bool:
-    if not cookie_header:
-        return False
-    cookies: SimpleCookie = SimpleCookie()
-    cookies.load(cookie_header)
-    return cookie_name in cookies

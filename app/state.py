@@ -9,6 +9,8 @@ from quart import Quart, current_app
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.cache import CacheClient, make_cache_client
+from app.cache.fragments import FragmentCache, init_fragment_cache
+from app.cache.service import CacheService
 from app.db import make_engine, make_sessionmaker
 from app.settings import Settings
 from app.tasks.service import TaskService
@@ -21,8 +23,9 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    tasks: TaskService
     cache: CacheClient
+    cache_service: CacheService
+    tasks: TaskService
 
 
 def init_app(app: Quart, settings: Settings) -> None:
@@ -30,25 +33,40 @@ def init_app(app: Quart, settings: Settings) -> None:
     async def open_resources() -> None:
         engine = make_engine(settings)
         sessions = make_sessionmaker(engine)
+        cache = make_cache_client(settings)
+        cache_service = CacheService(cache)
         app.extensions[EXTENSION_KEY] = AppState(
             settings=settings,
             engine=engine,
             sessions=sessions,
-            tasks=TaskService(sessions),
-            cache=make_cache_client(settings),
+            cache=cache,
+            cache_service=cache_service,
+            tasks=TaskService(sessions, cache_service),
         )
+        init_fragment_cache(app.jinja_env, FragmentCache(cache))
 
     @app.after_serving
     async def close_resources() -> None:
         state: AppState | None = app.extensions.pop(EXTENSION_KEY, None)
+        init_fragment_cache(app.jinja_env, None)
         if state is not None:
+            await state.cache_service.close()
             await state.engine.dispose()
-            await state.cache.close()
 
 
 def get_state() -> AppState:
     return current_app.extensions[EXTENSION_KEY]
 
 
+def find_state(app: Quart) -> AppState | None:
+    """The state while `app` is serving, else `None` (for code outside a request)."""
+    return app.extensions.get(EXTENSION_KEY)
+
+
 def get_tasks() -> TaskService:
     return get_state().tasks
+
+
+def find_cache(app: Quart) -> CacheClient | None:
+    found = find_state(app)
+    return found.cache if found is not None else None

@@ -52,3 +52,9 @@ async def app(settings: Settings) -> AsyncIterator[Quart]:
 @pytest.fixture
 def client(app: Quart) -> TestClientProtocol:
     return app.test_client()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the browser tests last: sync Playwright keeps an event loop running in the main
+    thread for as long as its browser lives, which the asyncio tests cannot share."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)

@@ -9,8 +9,10 @@ from werkzeug.exceptions import NotFound, UnprocessableEntity
 
 from app.api import bp
 from app.api.body import json_body
+from app.cache.views import cached
 from app.state import get_tasks
 from app.tasks.schemas import Task, TaskCreate, TaskUpdate
+from app.tasks.service import ALL_TASKS, LIST_TIMEOUT, ONE_TASK
 
 TASK_ID = "<int:task_id>"
 
@@ -28,6 +30,7 @@ class TaskList(BaseModel):
 
 
 @bp.get("/tasks")
+@cached(LIST_TIMEOUT, depends_on=[ALL_TASKS])
 @validate_querystring(PageQuery)
 @validate_response(TaskList)
 async def list_tasks(query_args: PageQuery) -> tuple[TaskList, int, dict[str, str]]:
@@ -51,6 +54,7 @@ async def create_task(data: TaskCreate) -> tuple[Task, int, dict[str, str]]:
 
 
 @bp.get(f"/tasks/{TASK_ID}")
+@cached(LIST_TIMEOUT, depends_on=[ONE_TASK])
 @validate_response(Task)
 async def get_task(task_id: int) -> Task:
     """Get one task."""

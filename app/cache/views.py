@@ -12,7 +12,8 @@ from the generations) gets a 304 without touching the database.
 On a miss the request runs through the app and the response is stored only if it is
 shareable: status 200, no `Set-Cookie`, not `private`/`no-store`, no `Vary: *`, and the
 request carried no session cookie (a request with a session may hold a pending flash: it
-bypasses the cache entirely). Concurrent misses of one entry in one process render once.
+bypasses the cache entirely). The response streams to the client as it is produced and is
+stored once complete, so a miss costs the client nothing extra.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from werkzeug.routing import Map, MapAdapter, Rule
 
 from .keys import digest
 from .service import CacheService
-from .singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,6 @@ class ViewCacheMiddleware:
         self.variant = variant
         self.has_session = has_session
         self._routes: MapAdapter | None = None
-        self._flights = SingleFlight()
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
@@ -132,33 +131,44 @@ class ViewCacheMiddleware:
         if entry is not None and isinstance(entry.value, dict) and entry.value.get("g") == tokens:
             return await _send_stored(send, scope, spec, etag, entry.value)
 
-        flight = (scope["method"], key, tuple(tokens))
-        leader = not self._flights.in_flight(flight)
-        captured = await self._flights.run(flight, lambda: self._render(scope, receive))
-        shareable = _shareable(captured)
-        if not shareable and not leader:
-            # Someone else's response that is not for sharing: render our own.
-            captured = await self._render(scope, receive)
-        shareable = shareable and scope["method"] == "GET"
-        if shareable:
-            await self._store(service, key, spec, tokens, captured)
-        extra = _cache_headers(spec, "miss")
-        if captured.status == 200 and shareable:
-            extra.append((b"etag", etag.encode()))
-        await _send_captured(send, scope, captured, extra)
+        record = self._recording(send, service, key, spec, tokens, etag, scope["method"] == "GET")
+        await self.asgi_app(scope, receive, record)
 
-    async def _render(self, scope: dict, receive: Callable) -> CapturedResponse:
+    def _recording(
+        self,
+        send: Callable,
+        service: CacheService,
+        key: str,
+        spec: ViewCacheSpec,
+        tokens: list[Any],
+        etag: str,
+        storable: bool,
+    ) -> Callable:
+        """A `send` that passes the response on (with the cache's headers) and stores it
+        once complete, if it is shareable. Storing happens after the client has it."""
         captured = CapturedResponse()
+        shareable = False
 
-        async def capture(message: dict) -> None:
+        async def send_and_record(message: dict) -> None:
+            nonlocal shareable
             if message["type"] == "http.response.start":
                 captured.status = message["status"]
                 captured.headers = list(message.get("headers", []))
-            elif message["type"] == "http.response.body":
+                shareable = storable and _shareable(captured)
+                extra = _cache_headers(spec, "miss")
+                if shareable:
+                    extra.append((b"etag", etag.encode()))
+                message = {**message, "headers": _merge(captured.headers, extra)}
+                await send(message)
+                return
+            await send(message)
+            if message["type"] == "http.response.body" and shareable:
                 captured.body += message.get("body", b"")
+                if not message.get("more_body", False):
+                    shareable = False  # store once
+                    await self._store(service, key, spec, tokens, captured)
 
-        await self.asgi_app(scope, receive, capture)
-        return captured
+        return send_and_record
 
     async def _store(
         self,
@@ -263,7 +273,7 @@ def _adding(send: Callable, extra: Headers) -> Callable:
 async def _send_not_modified(send: Callable, spec: ViewCacheSpec, etag: str) -> None:
     headers = [*_cache_headers(spec, "hit"), (b"etag", etag.encode())]
     await send({"type": "http.response.start", "status": 304, "headers": headers})
-    await send({"type": "http.response.body", "body": b""})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _send_stored(
@@ -273,12 +283,4 @@ async def _send_stored(
     headers = _merge(headers, [*_cache_headers(spec, "hit"), (b"etag", etag.encode())])
     body = b"" if scope["method"] == "HEAD" else stored["b"].encode()
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_captured(
-    send: Callable, scope: dict, captured: CapturedResponse, extra: Headers
-) -> None:
-    headers = _merge(captured.headers, extra)
-    await send({"type": "http.response.start", "status": captured.status, "headers": headers})
-    await send({"type": "http.response.body", "body": bytes(captured.body)})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,14 +1,35 @@
-"""The task list's use cases. Views call these; they never touch SQL or cache keys."""
+"""The task list's use cases. Views call these; they never touch SQL or cache keys.
+
+The service owns invalidation: every write commits first, then bumps the generation
+namespaces the cached data depends on (`ALL_TASKS` for lists, `task_namespace(id)` for
+one task), so that a reader which raced the write can only have cached under a dead
+generation.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.cache.service import CacheService
 from app.db import transaction
 from app.tasks.repository import TaskRepository
 from app.tasks.schemas import Task, clean_name
+
+# Generation namespaces, for `@cached(depends_on=...)` views and memoized reads.
+ALL_TASKS = "tasks"
+ONE_TASK = "task-{task_id}"
+LIST_TIMEOUT = 600
+LIST_SOFT_TIMEOUT = 300
+
+_tasks = TypeAdapter(list[Task])
+
+
+def task_namespace(task_id: int) -> str:
+    return ONE_TASK.format(task_id=task_id)
 
 
 @dataclass(frozen=True)
@@ -20,30 +41,39 @@ class TaskPage:
 
 
 class TaskService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: CacheService) -> None:
         self.sessions = sessions
+        self.cache = cache
+        memoize = cache.memoize
+        self._all_tasks = memoize(
+            LIST_TIMEOUT, soft_timeout=LIST_SOFT_TIMEOUT, namespaces=[ALL_TASKS]
+        )(self._load_all_tasks)
+        self._page = memoize(
+            LIST_TIMEOUT, soft_timeout=LIST_SOFT_TIMEOUT, namespaces=[ALL_TASKS]
+        )(self._load_page)
+        self._task = memoize(LIST_TIMEOUT, namespaces=[ONE_TASK])(self._load_task)
 
     async def all_tasks(self) -> list[Task]:
-        """Every task in creation order (the HTML page)."""
-        async with transaction(self.sessions) as session:
-            return await TaskRepository(session).list()
+        """Every task in creation order (the HTML page); memoized."""
+        return _tasks.validate_python(await self._all_tasks())
 
     async def page(self, *, limit: int, offset: int) -> TaskPage:
-        async with transaction(self.sessions) as session:
-            tasks = TaskRepository(session)
-            items = await tasks.list(limit=limit, offset=offset)
-            total = await tasks.count()
-        return TaskPage(items=items, total=total, limit=limit, offset=offset)
+        """A page of tasks in creation order, with the total; memoized."""
+        data = await self._page(limit=limit, offset=offset)
+        return TaskPage(_tasks.validate_python(data["items"]), data["total"], limit, offset)
 
     async def get(self, task_id: int) -> Task | None:
-        async with transaction(self.sessions) as session:
-            return await TaskRepository(session).get(task_id)
+        data = await self._task(task_id=task_id)
+        return None if data is None else Task.model_validate(data)
 
     async def create(self, name: str) -> Task:
         """Store a new task; raises `InvalidTaskName` for a blank or too long name."""
         name = clean_name(name)
         async with transaction(self.sessions) as session:
-            return await TaskRepository(session).add(name)
+            task = await TaskRepository(session).add(name)
+        # SQLite may hand out a deleted id again: its old single-task entries must die too.
+        await self.cache.bump(ALL_TASKS, task_namespace(task.id))
+        return task
 
     async def update(
         self, task_id: int, *, name: str | None = None, done: bool | None = None
@@ -52,8 +82,30 @@ class TaskService:
         if name is not None:
             name = clean_name(name)
         async with transaction(self.sessions) as session:
-            return await TaskRepository(session).update(task_id, name=name, done=done)
+            task = await TaskRepository(session).update(task_id, name=name, done=done)
+        if task is not None:
+            await self.cache.bump(ALL_TASKS, task_namespace(task_id))
+        return task
 
     async def delete(self, task_id: int) -> bool:
         async with transaction(self.sessions) as session:
-            return await TaskRepository(session).delete(task_id)
+            deleted = await TaskRepository(session).delete(task_id)
+        if deleted:
+            await self.cache.bump(ALL_TASKS, task_namespace(task_id))
+        return deleted
+
+    async def _load_all_tasks(self) -> list[dict[str, Any]]:
+        async with transaction(self.sessions) as session:
+            return [task.to_data() for task in await TaskRepository(session).list()]
+
+    async def _load_page(self, *, limit: int, offset: int) -> dict[str, Any]:
+        async with transaction(self.sessions) as session:
+            tasks = TaskRepository(session)
+            items = await tasks.list(limit=limit, offset=offset)
+            total = await tasks.count()
+        return {"items": [task.to_data() for task in items], "total": total}
+
+    async def _load_task(self, *, task_id: int) -> dict[str, Any] | None:
+        async with transaction(self.sessions) as session:
+            task = await TaskRepository(session).get(task_id)
+        return None if task is None else task.to_data()
