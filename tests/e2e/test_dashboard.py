@@ -39,7 +39,10 @@ def test_dashboard_numbers_follow_the_traffic(page: Page, output_dir: Path) -> N
         timeout=6000,
     )
     assert lookups(dashboard) > before
-    expect(dashboard.locator("svg.chart")).to_be_visible()
+    # The history samples every 5 s: within two samples the traffic is a point on the chart.
+    drawn = dashboard.locator("svg.chart").locator("path.line, circle.dot")
+    expect(drawn.first).to_be_visible(timeout=12000)
+    expect(dashboard.locator(".chart-note")).to_contain_text("Latest:")
     expect(dashboard.locator("#stats-panel").get_by_text("up", exact=True)).to_be_visible()
     assert dashboard.evaluate("window.__marker") == 1, "polling must not reload the page"
     dashboard.screenshot(path=output_dir / "stats.png", full_page=True, caret="initial")
