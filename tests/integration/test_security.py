@@ -114,3 +114,11 @@ async def test_pages_load_nothing_from_another_origin(client: Client, path: str)
     assert foreign == []
     assert "<script>" not in html and " style=" not in html and "<style" not in html
     assert '/static/vendor/htmx.min.js' in html
+
+
+async def test_pages_served_from_the_view_cache_have_the_security_headers(client: Client) -> None:
+    responses = [await client.get("/") for _ in range(2)]
+    assert [r.headers.get("X-Cache") for r in responses] == ["miss", "hit"]
+    for response in responses:
+        assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+        assert response.headers["X-Frame-Options"] == "DENY"
