@@ -61,6 +61,7 @@ def test_add_rename_complete_delete_with_htmx_never_reloads(page: Page, output_d
     rows(page).first.get_by_role("button", name="Delete").click()
     expect(rows(page)).to_have_count(1)
     expect(page.locator("#flashes")).to_have_text("Task deleted.")
+    expect(page.locator("#task-summary")).to_be_focused()  # not lost with the removed row
     rows(page).first.get_by_role("button", name="Delete").click()
     expect(rows(page)).to_have_count(0)
     expect(page.get_by_text("No tasks yet")).to_be_visible()
