@@ -68,7 +68,9 @@ def install_view_cache(app: Quart) -> None:
 
     def get_service() -> CacheService | None:
         found = state.find_state(app)
-        return found.cache_service if found is not None else None
+        if found is None or not found.settings.cache_enabled:
+            return None
+        return found.cache_service
 
     def has_session(headers: Mapping[str, str]) -> bool:
         return has_session_cookie(headers.get("cookie"), app.config["SESSION_COOKIE_NAME"])

@@ -91,6 +91,12 @@ class Settings:
             memcache_auth_mode=auth_mode,  # type: ignore[arg-type]
             cache_key_prefix=env.get("CACHE_KEY_PREFIX", "tasklist").strip() or "tasklist",
             cache_pool_size=_int(env, "CACHE_POOL_SIZE", 8),
+            cache_connect_timeout=_float(env, "CACHE_CONNECT_TIMEOUT", 2.0),
+            cache_op_timeout=_float(env, "CACHE_OP_TIMEOUT", 0.75),
+            cache_retry_timeout=_float(env, "CACHE_RETRY_TIMEOUT", 2.0),
+            cache_dead_timeout=_float(env, "CACHE_DEAD_TIMEOUT", 30.0),
+            cache_failure_limit=_int(env, "CACHE_FAILURE_LIMIT", 3),
+            cache_max_item_size=_int(env, "CACHE_MAX_ITEM_SIZE", 1024 * 1024),
             cache_enabled=env.get("CACHE_ENABLED", "1").strip().lower() not in ("0", "false", "no"),
         )
 

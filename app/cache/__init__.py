@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .backends import CacheBackend, MemcachedBackend, MemoryBackend, ServerStatus
+from .backends.null import NullBackend
 from .client import CacheClient
 from .entry import Entry
 from .keys import KeyBuilder, namespace_of
@@ -28,9 +29,12 @@ __all__ = [
 
 
 def make_cache_client(settings: Settings) -> CacheClient:
-    """memcached when `settings.memcache_servers` is set, else the in-process LRU. No I/O."""
+    """memcached when `settings.memcache_servers` is set, else the in-process LRU; a
+    backend that stores nothing when the cache is switched off. No I/O."""
     backend: CacheBackend
-    if settings.memcache_servers:
+    if not settings.cache_enabled:
+        backend = NullBackend()
+    elif settings.memcache_servers:
         backend = MemcachedBackend(
             settings.memcache_servers,
             username=settings.memcache_username,
