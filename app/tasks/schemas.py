@@ -59,6 +59,11 @@ class Task(BaseModel):
     created_at: datetime
     updated_at: datetime
 
+    @property
+    def cache_version(self) -> str:
+        """Changes whenever the task does: the version of its cached row fragment."""
+        return f"{self.id}.{self.updated_at.timestamp():.6f}.{int(self.done)}"
+
     def to_data(self) -> dict[str, Any]:
         """JSON-able form, for the cache and the API."""
         return self.model_dump(mode="json")
