@@ -12,7 +12,7 @@ PYTHON313 := $(shell (python3.13 -c 'import sys' >/dev/null 2>&1 && command -v p
 TEST_SYSTEM_PACKAGES := memcached:/usr/bin/memcached chromium:/usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help run test assets migrate lint bench system-packages clean
+.PHONY: help run test assets migrate system-packages clean
 
 help:
 	@echo "make run    serve the app on http://127.0.0.1:$(PORT) (SQLite, in-process cache)"

@@ -10,9 +10,11 @@ from __future__ import annotations
 from quart import Response, flash, redirect, render_template, request, url_for
 from quart_schema import hide
 
-from app.htmx import add_vary, wants_partial
+from app.cache.views import cached
+from app.htmx import VARY_HEADERS, add_vary, wants_partial
 from app.state import get_tasks
 from app.tasks.schemas import InvalidTaskName
+from app.tasks.service import ALL_TASKS, LIST_TIMEOUT
 from app.web import bp
 
 TASK_ID = "<int:task_id>"
@@ -21,6 +23,7 @@ TASK_GONE = "That task no longer exists."
 
 @bp.get("/")
 @hide
+@cached(LIST_TIMEOUT, depends_on=[ALL_TASKS], vary=VARY_HEADERS)
 async def index() -> Response:
     tasks = await get_tasks().all_tasks()
     template = "tasks/_list.html" if wants_partial(request.headers) else "tasks/index.html"
