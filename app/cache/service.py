@@ -48,7 +48,7 @@ class CacheService:
         self.keys = client.keys
         self.generations = Generations(client)
         self.leases = leases or Leases()
-        self._clock = clock
+        self.clock = clock
         self._flights = SingleFlight()
         self._refreshes: set[asyncio.Task[None]] = set()
 
@@ -69,8 +69,12 @@ class CacheService:
         """
         entry = await self.client.get(key)
         if entry is not None:
-            if entry.is_stale(self._clock()):
-                self._refresh_in_background(key, load, ttl, soft_ttl)
+            if entry.is_stale(self.clock()):
+
+                async def reload() -> None:
+                    await self.client.set(key, await load(), ttl, soft_ttl=soft_ttl)
+
+                self.refresh_in_background(key, reload)
             return entry.value
         return await self._flights.run(key, lambda: self._load(key, load, ttl, soft_ttl))
 
@@ -88,25 +92,25 @@ class CacheService:
             if lease is not None:
                 await self._release_lease(key, lease)
 
-    def _refresh_in_background(
-        self, key: str, load: Loader, ttl: int, soft_ttl: float | None
-    ) -> None:
+    def refresh_in_background(self, key: str, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Run `refresh()` in the background, unless `key` is already being refreshed by
+        this process (single-flight) or by another one (it holds the lease)."""
         flight = ("refresh", key)
         if self._flights.in_flight(flight):
             return
 
-        async def refresh() -> None:
+        async def leased() -> None:
             lease = await self._take_lease(key)
             if lease is None:
-                return  # another process is refreshing it
+                return
             try:
-                await self.client.set(key, await load(), ttl, soft_ttl=soft_ttl)
+                await refresh()
             except Exception:
                 log.exception("background refresh of a cache entry failed")
             finally:
                 await self._release_lease(key, lease)
 
-        task = asyncio.ensure_future(self._flights.run(flight, refresh))
+        task = asyncio.ensure_future(self._flights.run(flight, leased))
         self._refreshes.add(task)
         task.add_done_callback(self._refreshes.discard)
 
@@ -127,8 +131,8 @@ class CacheService:
             await self.client.delete(self._lease_key(key))
 
     async def _wait_for(self, key: str) -> Any:
-        deadline = self._clock() + self.leases.wait
-        while self._clock() < deadline:
+        deadline = self.clock() + self.leases.wait
+        while self.clock() < deadline:
             await asyncio.sleep(self.leases.poll)
             entry = await self.client.get(key)
             if entry is not None:

@@ -7,7 +7,9 @@ those generations and the stored entry in one `get_many`; the entry sits under a
 key (path, sorted query, variant) with the generations it was built from stored inside it
 (Rails' cache versioning), so a write anywhere in a namespace makes it a miss. A hit sends
 the stored bytes without touching Quart; `If-None-Match` with the current ETag (derived
-from the generations) gets a 304 without touching the database.
+from the generations) gets a 304 without touching the database. An entry older than the
+view's timeout (but with current tokens, so its data is as fresh as the database) is sent
+as `stale` while one background render replaces it; it is kept for twice the timeout.
 
 On a miss the request runs through the app and the response is stored only if it is
 shareable: status 200, no `Set-Cookie`, not `private`/`no-store`, no `Vary: *`, and the
@@ -18,7 +20,7 @@ stored once complete, so a miss costs the client nothing extra.
 
 from __future__ import annotations
 
-import logging
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +32,6 @@ from werkzeug.routing import Map, MapAdapter, Rule
 
 from .keys import digest
 from .service import CacheService
-
-log = logging.getLogger(__name__)
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
@@ -129,7 +129,11 @@ class ViewCacheMiddleware:
             return await _send_not_modified(send, spec, etag)
         entry = found.get(key)
         if entry is not None and isinstance(entry.value, dict) and entry.value.get("g") == tokens:
-            return await _send_stored(send, scope, spec, etag, entry.value)
+            state = "hit"
+            if entry.is_stale(service.clock()):
+                state = "stale"
+                self._refresh(service, key, spec, tokens, scope)
+            return await _send_stored(send, scope, spec, etag, entry.value, state)
 
         record = self._recording(send, service, key, spec, tokens, etag, scope["method"] == "GET")
         await self.asgi_app(scope, receive, record)
@@ -188,7 +192,41 @@ class ViewCacheMiddleware:
             if name.lower() not in UNSTORED_HEADERS
         ]
         value = {"g": tokens, "h": stored_headers, "b": body}
-        await service.client.set(key, value, spec.timeout)
+        await service.client.set(key, value, spec.timeout * 2, soft_ttl=spec.timeout)
+
+    def _refresh(
+        self,
+        service: CacheService,
+        key: str,
+        spec: ViewCacheSpec,
+        tokens: list[Any],
+        scope: dict,
+    ) -> None:
+        """Render the view again in the background (no cookies, as for any shared entry)
+        and store it; the current tokens still hold, so the data is just as fresh."""
+        headers = [(n, v) for n, v in scope["headers"] if n not in (b"cookie", b"if-none-match")]
+        request = {**scope, "method": "GET", "headers": headers}
+
+        async def render() -> None:
+            finished = asyncio.Event()
+            requested = False
+
+            async def receive() -> dict:
+                nonlocal requested
+                if not requested:
+                    requested = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                await finished.wait()
+                return {"type": "http.disconnect"}
+
+            async def discard(message: dict) -> None:
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    finished.set()
+
+            record = self._recording(discard, service, key, spec, tokens, "", True)
+            await self.asgi_app(request, receive, record)
+
+        service.refresh_in_background(key, render)
 
     def _match(self, path: str) -> tuple[ViewCacheSpec, dict[str, Any]] | None:
         if self._routes is None:
@@ -277,10 +315,15 @@ async def _send_not_modified(send: Callable, spec: ViewCacheSpec, etag: str) -> 
 
 
 async def _send_stored(
-    send: Callable, scope: dict, spec: ViewCacheSpec, etag: str, stored: dict[str, Any]
+    send: Callable,
+    scope: dict,
+    spec: ViewCacheSpec,
+    etag: str,
+    stored: dict[str, Any],
+    state: str,
 ) -> None:
     headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in stored["h"]]
-    headers = _merge(headers, [*_cache_headers(spec, "hit"), (b"etag", etag.encode())])
+    headers = _merge(headers, [*_cache_headers(spec, state), (b"etag", etag.encode())])
     body = b"" if scope["method"] == "HEAD" else stored["b"].encode()
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
