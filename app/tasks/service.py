@@ -51,6 +51,7 @@ class TaskService:
         self._page = memoize(
             LIST_TIMEOUT, soft_timeout=LIST_SOFT_TIMEOUT, namespaces=[ALL_TASKS]
         )(self._load_page)
+        self._count = memoize(LIST_TIMEOUT, namespaces=[ALL_TASKS])(self._load_count)
         self._task = memoize(LIST_TIMEOUT, namespaces=[ONE_TASK])(self._load_task)
 
     async def all_tasks(self) -> list[Task]:
@@ -61,6 +62,10 @@ class TaskService:
         """A page of tasks in creation order, with the total; memoized."""
         data = await self._page(limit=limit, offset=offset)
         return TaskPage(_tasks.validate_python(data["items"]), data["total"], limit, offset)
+
+    async def count(self) -> int:
+        """How many tasks there are; memoized."""
+        return await self._count()
 
     async def get(self, task_id: int) -> Task | None:
         data = await self._task(task_id=task_id)
@@ -104,6 +109,10 @@ class TaskService:
             items = await tasks.list(limit=limit, offset=offset)
             total = await tasks.count()
         return {"items": [task.to_data() for task in items], "total": total}
+
+    async def _load_count(self) -> int:
+        async with transaction(self.sessions) as session:
+            return await TaskRepository(session).count()
 
     async def _load_task(self, *, task_id: int) -> dict[str, Any] | None:
         async with transaction(self.sessions) as session:

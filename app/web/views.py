@@ -97,4 +97,4 @@ async def _reply(
 
 
 async def _total() -> int:
-    return (await get_tasks().page(limit=1, offset=0)).total
+    return await get_tasks().count()
