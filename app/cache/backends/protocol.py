@@ -4,6 +4,8 @@ aiomcache's public methods borrow a connection from its own pool, which hands ba
 connections with an unread reply after a cancellation (aiomcache #91). Here the codec runs
 on a connection the caller holds, so the caller decides whether the connection is reusable.
 `_execute_simple_command` is replaced because aiomcache's loops forever on EOF (#502).
+Retrieval replies are parsed here too (`get_many`): aiomcache awaits a ``readline`` and a
+``readexactly`` per key; we scan what the reader already holds, awaiting only for more bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from aiomcache.exceptions import ClientException
 from aiomcache.pool import Connection
 
 from .base import ValueTooLarge
+
+_CHUNK = 1 << 16
+_MAX_HEADER = 512  # "VALUE <key of <= 250 bytes> <flags> <bytes>" fits many times over
 
 __all__ = ["Connection", "ConnectionClosed", "CommandRejected", "Codec"]
 
@@ -41,8 +46,55 @@ class Codec(aiomcache.Client):
         return line[:-2]
 
     async def get_many(self, conn: Connection, keys: list[bytes]) -> dict[bytes, bytes]:
-        found, _ = await self._multi_get(conn, *keys, with_cas=False)
-        return found  # type: ignore[return-value]
+        """``get k1 k2 ...``: the values found. `keys` are valid and distinct.
+
+        Raises `ConnectionClosed` on EOF before ``END``, `ClientException` on anything but
+        ``VALUE``/``END`` lines, a flagged value, a malformed or misplaced data block, a key we
+        did not ask for or got twice, or bytes after ``END`` (a desynchronised connection).
+        """
+        conn.writer.write(b"get " + b" ".join(keys) + b"\r\n")
+        read = conn.reader.read
+        wanted = keys if len(keys) < 8 else set(keys)
+        found: dict[bytes, bytes] = {}
+        buf = b""
+        pos = 0
+        while True:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:  # no complete line yet
+                if len(buf) - pos > _MAX_HEADER:
+                    raise ClientException("get failed: reply line too long")
+                more = await read(_CHUNK)
+                if not more:
+                    raise ConnectionClosed("connection closed by the server")
+                buf = buf[pos:] + more if pos < len(buf) else more
+                pos = 0
+                continue
+            if eol - pos == 3 and buf.startswith(b"END", pos):
+                if eol + 2 != len(buf):
+                    raise ClientException("get failed: bytes after END")
+                return found
+            terms = buf[pos:eol].split()
+            if len(terms) != 4 or terms[0] != b"VALUE":
+                raise ClientException("get failed", buf[pos:eol][:80])
+            key = terms[1]
+            if int(terms[2]):
+                raise ClientException("received flags without handler")
+            length = int(terms[3])
+            if length < 0 or key in found or key not in wanted:
+                raise ClientException("get failed: unexpected VALUE line")
+            start = eol + 2
+            end = start + length
+            if end + 2 <= len(buf):
+                if buf[end : end + 2] != b"\r\n":
+                    raise ClientException("get failed: malformed data block")
+                found[key] = buf[start:end]
+                pos = end + 2
+            else:  # the rest of this block is still to come: await exactly that much
+                block = buf[start:] + await conn.reader.readexactly(end + 2 - len(buf))
+                if not block.endswith(b"\r\n"):
+                    raise ClientException("get failed: malformed data block")
+                found[key] = block[:-2]
+                buf, pos = b"", 0
 
     async def store(
         self, conn: Connection, command: bytes, key: bytes, value: bytes, ttl: int
