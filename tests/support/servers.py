@@ -1,0 +1,135 @@
+"""A live app server for tests and benchmarks: `hypercorn 'app:create_app()'` in a
+subprocess on a free port, configured by the environment only (as a deploy runs it).
+
+    server = LiveServer({"APP_ENV": "development", "DATABASE_URL": url}, log=tmp / "a.log")
+    server.start()          # waits until /healthz answers, or fails with the server's log
+    ...server.url...
+    server.stop()           # terminate, then kill
+
+Plain helper, no pytest fixtures: the tests and `bench/http.py` own the lifetimes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from app.settings import PROJECT_ROOT
+from tests.support.memcached import free_port
+
+HYPERCORN = Path(sys.executable).with_name("hypercorn")
+START_TIMEOUT = 20.0
+
+
+class ServerFailed(RuntimeError):
+    """The server exited or did not answer /healthz in time; the message holds its log."""
+
+
+class LiveServer:
+    """One hypercorn process serving `app:create_app()` on 127.0.0.1.
+
+    `env` is added to a copy of this process's environment from which every variable the
+    app reads (`DATABASE_URL`, `MEMCACHIER_*`, `CACHE_*`, ...) has been removed first, so
+    nothing leaks in from the caller's shell or `.env`-like settings.
+    """
+
+    APP_VARIABLES = ("DATABASE_URL", "MEMCACHIER_", "CACHE_", "APP_ENV", "SECRET_KEY", "DB_")
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        log: Path,
+        port: int | None = None,
+        workers: int = 1,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.port = port or free_port()
+        self.log = log
+        self.workers = workers
+        self.extra_args = tuple(extra_args)
+        base = {
+            k: v for k, v in os.environ.items() if not k.startswith(self.APP_VARIABLES)
+        }
+        self.env = {**base, "APP_ENV": "development", **env}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = START_TIMEOUT) -> LiveServer:
+        if not HYPERCORN.exists():
+            raise ServerFailed(f"{HYPERCORN} is missing: run `make test` to create .venv")
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        args = [str(HYPERCORN), "app:create_app()", "--bind", f"127.0.0.1:{self.port}"]
+        if self.workers != 1:
+            args += ["--workers", str(self.workers)]
+        args += self.extra_args
+        with self.log.open("ab") as sink:
+            self._proc = subprocess.Popen(
+                args, cwd=PROJECT_ROOT, env=self.env, stdout=sink, stderr=subprocess.STDOUT
+            )
+        try:
+            self._wait_until_up(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_up(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise ServerFailed(
+                    f"hypercorn on port {self.port} exited with {self._proc.returncode}:\n"
+                    f"{self.log_text()}"
+                )
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise ServerFailed(
+            f"hypercorn on port {self.port} did not answer /healthz within {timeout:.0f} s:\n"
+            f"{self.log_text()}"
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (hypercorn shuts down gracefully, running `after_serving`), then SIGKILL."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def log_text(self, tail: int = 20_000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-tail:]
+        except FileNotFoundError:
+            return "(no log)"
+
+    def __enter__(self) -> LiveServer:
+        return self.start() if not self.running else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
