@@ -4,6 +4,11 @@ Wire format: one header byte then the payload.
 ``J`` + JSON ``{"d": value, "t": created, "x": soft_expires}``; ``Z`` + the same JSON
 zlib-compressed (used from `compress_threshold` bytes). A bare ASCII integer (a counter
 written by ``incr``) decodes to an entry holding that int.
+
+Encoding stays with the stdlib (it rejects NaN and non-JSON types; orjson would write NaN
+as null and accept UUIDs, enums, dataclasses). Decoding uses orjson (~0.5 us against ~2.5 us)
+whenever it gives exactly the stdlib's answer: not for a payload with a run of 20+ digits
+(orjson reads integers beyond 64 bits as floats) nor for one it rejects (the stdlib decides).
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 PLAIN = b"J"
 COMPRESSED = b"Z"
 DEFAULT_COMPRESS_THRESHOLD = 1024
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _scan = json.JSONDecoder().scan_once  # the C scanner: decode() minus its whitespace regexes
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+_DIGITS = bytes.maketrans(b"0123456789", b"9999999999")
+_LONG_NUMBER = b"9" * 20  # 19 digits always fit in 64 bits; 20 may not
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,22 +58,45 @@ def encode(entry: Entry, *, compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD
 
 def decode(data: bytes) -> Entry | None:
     """The entry in `data`, or ``None`` if `data` is not a valid envelope (never raises)."""
+    header = data[:1]
     try:
-        header = data[:1]
         if header == PLAIN:
-            text = data[1:].decode()
+            payload = data[1:]
         elif header == COMPRESSED:
-            text = zlib.decompress(data[1:]).decode()
+            payload = zlib.decompress(data[1:])
         elif data.isdigit():
             return Entry(int(data), 0.0)
         else:
             return None
-        doc, end = _scan(text, 0)
-        created, soft = doc["t"], doc["x"]
-        if end != len(text) or not isinstance(created, int | float):
-            return None
-        if soft is not None and not isinstance(soft, int | float):
-            return None
-        return Entry(doc["d"], created, soft)
-    except (ValueError, TypeError, KeyError, IndexError, StopIteration, zlib.error):
+    except zlib.error:
         return None
+    # orjson tolerates surrounding whitespace where the stdlib scanner does not: require braces
+    if payload[:1] != b"{" or payload[-1:] != b"}" or _LONG_NUMBER in payload.translate(_DIGITS):
+        return _decode_stdlib(payload)
+    try:
+        doc = _loads(payload)
+    except _JSONDecodeError:
+        return _decode_stdlib(payload)
+    return _envelope(doc)
+
+
+def _decode_stdlib(payload: bytes) -> Entry | None:
+    try:
+        text = payload.decode()
+        doc, end = _scan(text, 0)
+    except (ValueError, StopIteration):
+        return None
+    return _envelope(doc) if end == len(text) else None
+
+
+def _envelope(doc: Any) -> Entry | None:
+    try:
+        created, soft = doc["t"], doc["x"]
+        value = doc["d"]
+    except (TypeError, KeyError, IndexError):
+        return None
+    if not isinstance(created, int | float):
+        return None
+    if soft is not None and not isinstance(soft, int | float):
+        return None
+    return Entry(value, created, soft)
