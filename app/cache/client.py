@@ -9,6 +9,7 @@ non-positive TTL, or a value JSON cannot hold (`TypeError`/`ValueError`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -19,7 +20,7 @@ from typing import Any
 from .backends.base import MAX_TTL, CacheBackend, PartialResult, ServerUnavailable, ValueTooLarge
 from .entry import DEFAULT_COMPRESS_THRESHOLD, Entry, decode, encode
 from .keys import KeyBuilder, namespace_of
-from .stats import CacheCounters
+from .stats import ERRORS, HITS, INDEX, MISSES, CacheCounters
 
 logger = logging.getLogger("app.cache")
 
@@ -40,6 +41,14 @@ class CacheClient:
         self.max_item_size = max_item_size
         self.compress_threshold = compress_threshold
         self._clock = clock
+        server_for = backend.server_for
+
+        @functools.lru_cache(maxsize=16_384)
+        def where(key: str) -> tuple[str, str]:
+            """The counters' ``(namespace, server)`` of a key (a foreign key's namespace: -)."""
+            return (namespace_of(key), server_for(key)) if key else ("-", "-")
+
+        self._where = where
 
     async def get(self, key: str) -> Entry | None:
         """The entry under `key`, or ``None`` on a miss or any cache failure."""
@@ -48,7 +57,7 @@ class CacheClient:
         except Exception as exc:
             self._failed(key, exc, read=True)
             return None
-        return self._read(key, raw)
+        return self._read(self.counters.row(self._where(key)), raw)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
         """The entries found among `keys` (one backend call); failed servers' keys are misses."""
@@ -72,8 +81,9 @@ class CacheClient:
                 self._failed(key, exc, read=True)
             return {}
         entries = {}
+        row, where, read = self.counters.row, self._where, self._read
         for key in keys:
-            entry = self._read(key, found.get(key))
+            entry = read(row(where(key)), found.get(key))
             if entry is not None:
                 entries[key] = entry
         return entries
@@ -169,22 +179,23 @@ class CacheClient:
         except Exception:
             logger.exception("closing the cache backend failed")
 
-    def _read(self, key: str, raw: bytes | None) -> Entry | None:
+    @staticmethod
+    def _read(counts: list[int], raw: bytes | None) -> Entry | None:
+        """Decode a read's result, counting it in `counts` (its key's counters row)."""
         if raw is None:
-            self._count("misses", key)
+            counts[MISSES] += 1
             return None
         entry = decode(raw)
         if entry is None:
-            self._count("errors", key)
-            self._count("misses", key)
+            counts[ERRORS] += 1
+            counts[MISSES] += 1
             return None
-        self._count("hits", key)
+        counts[HITS] += 1
         return entry
 
     def _count(self, metric: str, key: str, server: str | None = None) -> None:
-        if server is None:
-            server = self.backend.server_for(key) if key else "-"
-        self.counters.add(metric, namespace_of(key) if key else "-", server)
+        namespace, owner = self._where(key)
+        self.counters.row((namespace, owner if server is None else server))[INDEX[metric]] += 1
 
     def _failed(self, key: str, exc: Exception, *, read: bool) -> None:
         if isinstance(exc, ServerUnavailable):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-
 METRICS = ("hits", "misses", "sets", "deletes", "errors", "timeouts", "too_large", "unavailable")
+INDEX = {metric: i for i, metric in enumerate(METRICS)}
+HITS, MISSES, SETS, DELETES, ERRORS, TIMEOUTS, TOO_LARGE, UNAVAILABLE = range(len(METRICS))
 
 
 class CacheCounters:
@@ -13,31 +13,48 @@ class CacheCounters:
     ``errors``/``timeouts`` count failed operations; ``unavailable`` counts operations
     skipped because their server was retrying or dead; ``too_large`` counts values not
     stored because of the item size limit. A failed or skipped read also counts a miss.
+
+    Stored as one list of counts (indexed like `METRICS`) per ``(namespace, server)``: the
+    hot path increments a list item, and the per-namespace and per-server tables are summed
+    when asked for.
     """
 
     def __init__(self) -> None:
-        self._namespaces: defaultdict[str, Counter[str]] = defaultdict(Counter)
-        self._servers: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._rows: dict[tuple[str, str], list[int]] = {}
+
+    def row(self, where: tuple[str, str]) -> list[int]:
+        """The live counts of ``(namespace, server)``, indexed like `METRICS`."""
+        row = self._rows.get(where)
+        if row is None:
+            row = self._rows[where] = [0] * len(METRICS)
+        return row
 
     def add(self, metric: str, namespace: str, server: str, n: int = 1) -> None:
-        self._namespaces[namespace][metric] += n
-        self._servers[server][metric] += n
+        self.row((namespace, server))[INDEX[metric]] += n
 
     def total(self, metric: str) -> int:
-        return sum(counts[metric] for counts in self._namespaces.values())
+        i = INDEX[metric]
+        return sum(row[i] for row in self._rows.values())
 
     def snapshot(self) -> dict[str, dict[str, dict[str, int]] | dict[str, int]]:
         """``{"total": {...}, "namespaces": {ns: {...}}, "servers": {address: {...}}}``."""
+        namespaces: dict[str, list[int]] = {}
+        servers: dict[str, list[int]] = {}
+        total = [0] * len(METRICS)
+        for (namespace, server), row in self._rows.items():
+            for sums in (namespaces.setdefault(namespace, [0] * len(METRICS)),
+                         servers.setdefault(server, [0] * len(METRICS)), total):
+                for i, n in enumerate(row):
+                    sums[i] += n
         return {
-            "total": {metric: self.total(metric) for metric in METRICS},
-            "namespaces": _table(self._namespaces),
-            "servers": _table(self._servers),
+            "total": dict(zip(METRICS, total, strict=True)),
+            "namespaces": _table(namespaces),
+            "servers": _table(servers),
         }
 
     def reset(self) -> None:
-        self._namespaces.clear()
-        self._servers.clear()
+        self._rows.clear()
 
 
-def _table(rows: dict[str, Counter[str]]) -> dict[str, dict[str, int]]:
-    return {name: {metric: counts[metric] for metric in METRICS} for name, counts in rows.items()}
+def _table(rows: dict[str, list[int]]) -> dict[str, dict[str, int]]:
+    return {name: dict(zip(METRICS, counts, strict=True)) for name, counts in rows.items()}
