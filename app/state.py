@@ -3,6 +3,7 @@ never at module level, so that each process (and each test's event loop) has its
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from quart import Quart, current_app
@@ -10,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.cache import CacheClient, make_cache_client
 from app.cache.fragments import FragmentCache, init_fragment_cache
+from app.cache.history import HitRatioHistory
+from app.cache.report import sample_hit_ratio
 from app.cache.service import CacheService
 from app.db import make_engine, make_sessionmaker
 from app.settings import Settings
@@ -25,7 +28,9 @@ class AppState:
     sessions: async_sessionmaker[AsyncSession]
     cache: CacheClient
     cache_service: CacheService
+    cache_history: HitRatioHistory
     tasks: TaskService
+    background: list[asyncio.Task[None]]
 
 
 def init_app(app: Quart, settings: Settings) -> None:
@@ -35,13 +40,16 @@ def init_app(app: Quart, settings: Settings) -> None:
         sessions = make_sessionmaker(engine)
         cache = make_cache_client(settings)
         cache_service = CacheService(cache)
+        history = HitRatioHistory()
         app.extensions[EXTENSION_KEY] = AppState(
             settings=settings,
             engine=engine,
             sessions=sessions,
             cache=cache,
             cache_service=cache_service,
+            cache_history=history,
             tasks=TaskService(sessions, cache_service),
+            background=[asyncio.create_task(sample_hit_ratio(cache, history))],
         )
         init_fragment_cache(app.jinja_env, FragmentCache(cache))
 
@@ -50,6 +58,9 @@ def init_app(app: Quart, settings: Settings) -> None:
         state: AppState | None = app.extensions.pop(EXTENSION_KEY, None)
         init_fragment_cache(app.jinja_env, None)
         if state is not None:
+            for task in state.background:
+                task.cancel()
+            await asyncio.gather(*state.background, return_exceptions=True)
             await state.cache_service.close()
             await state.engine.dispose()
 

@@ -7,7 +7,6 @@ quiet one each show their own ratio rather than the average since the process st
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
@@ -60,9 +59,3 @@ class HitRatioHistory:
             points.append(Point(after.at, hits / lookups if lookups else None, lookups))
         return points
 
-
-async def sample_forever(history: HitRatioHistory, read: Callable[[], tuple[int, int]]) -> None:
-    """Record `read()`'s (hits, misses) every `history.interval` seconds until cancelled."""
-    while True:
-        history.record(*read())
-        await asyncio.sleep(history.interval)

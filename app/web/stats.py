@@ -1,33 +1,29 @@
-"""The cache dashboard: what MemCachier's dashboard showed the tutorial's readers, for
-this app's own cache. Counters per kind of cached thing, each server's own view, and the
-hit ratio of the last minutes, refreshed by htmx polling."""
+"""The cache dashboard page: what MemCachier's dashboard showed the tutorial's readers, for
+this app's own cache (the data: `app.cache.report`), refreshed by htmx polling, with the
+hit ratio drawn on the server as inline SVG."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-from quart import Response, current_app, render_template, request
+from quart import Response, render_template, request
 from quart_schema import hide
 
-from app.cache.history import HitRatioHistory, Point, sample_forever
+from app.cache.history import Point
+from app.cache.report import cache_report
 from app.htmx import add_vary, wants_partial
 from app.state import get_state
 from app.web import bp
 
-KINDS = ("memoize", "view", "fragment", "session")
-HISTORY_KEY = "cache_history"
 POLL_SECONDS = 2
-COUNTS = ("hits", "misses", "sets", "deletes")
-SERVER_STATS = ("curr_items", "bytes", "evictions", "get_hits", "get_misses")
 
 
 @bp.get("/stats")
 @hide
 async def stats() -> Response:
-    report = await cache_report()
+    state = get_state()
+    report = await cache_report(state.cache, state.cache_history)
     partial = wants_partial(request.headers)
     template = "stats/_panel.html" if partial else "stats/index.html"
     body = await render_template(
@@ -36,43 +32,6 @@ async def stats() -> Response:
     response = add_vary(Response(body))
     response.headers["Cache-Control"] = "no-store"
     return response
-
-
-async def cache_report() -> dict[str, Any]:
-    """The dashboard's data, JSON-able: per kind, per server, and the hit-ratio history."""
-    stats = await get_state().cache.stats()
-    namespaces = stats["counters"]["namespaces"]
-    kinds = {kind: _kind(namespaces.get(kind, {})) for kind in KINDS}
-    history = current_app.extensions[HISTORY_KEY]
-    return {
-        "backend": stats["backend"],
-        "generated_at": time.time(),
-        "kinds": kinds,
-        "total": _kind({metric: sum(kind[metric] for kind in kinds.values()) for metric in COUNTS}),
-        "servers": [_server(server) for server in stats["servers"]],
-        "history": {
-            "interval": history.interval,
-            "span": history.span,
-            "points": [vars(point) for point in history.points()],
-        },
-    }
-
-
-def _kind(counts: dict[str, int]) -> dict[str, int | float | None]:
-    row: dict[str, int | float | None] = {metric: counts.get(metric, 0) for metric in COUNTS}
-    lookups = counts.get("hits", 0) + counts.get("misses", 0)
-    row["hit_ratio"] = counts.get("hits", 0) / lookups if lookups else None
-    return row
-
-
-def _server(server: dict[str, Any]) -> dict[str, Any]:
-    raw = server.get("stats", {})
-    return {
-        "address": server["address"],
-        "state": server["state"],
-        "up": server["state"] == "up",
-        **{name: raw.get(name) for name in SERVER_STATS},
-    }
 
 
 def chart(history: dict[str, Any], width: int = 600, height: int = 120) -> dict[str, Any]:
@@ -98,22 +57,3 @@ def chart(history: dict[str, Any], width: int = 600, height: int = 120) -> dict[
         "dots": [seg[0] for seg in segments if len(seg) == 1],
     }
 
-
-@bp.while_app_serving
-async def sample_hit_ratio() -> AsyncIterator[None]:
-    """Sample the kinds' total hits and misses in the background while the app serves."""
-    history = current_app.extensions[HISTORY_KEY] = HitRatioHistory()
-    cache = get_state().cache
-
-    def totals() -> tuple[int, int]:
-        namespaces = cache.counters.snapshot()["namespaces"]
-        counts = [namespaces.get(kind, {}) for kind in KINDS]
-        return sum(c.get("hits", 0) for c in counts), sum(c.get("misses", 0) for c in counts)
-
-    task = asyncio.create_task(sample_forever(history, totals))
-    yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass

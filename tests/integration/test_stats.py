@@ -10,7 +10,8 @@ from quart.typing import TestClientProtocol as Client
 
 from app.cache.history import HitRatioHistory
 from app.state import get_state
-from app.web.stats import KINDS, chart
+from app.cache.report import KINDS
+from app.web.stats import chart
 
 HX = {"HX-Request": "true", "HX-Request-Type": "partial"}
 
