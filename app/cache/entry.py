@@ -99,4 +99,14 @@ def _envelope(doc: Any) -> Entry | None:
         return None
     if soft is not None and not isinstance(soft, int | float):
         return None
-    return Entry(value, created, soft)
+    entry = _new_entry(Entry)  # Entry(value, created, soft) minus the frozen __init__'s cost
+    _set_value(entry, value)
+    _set_created(entry, created)
+    _set_soft(entry, soft)
+    return entry
+
+
+_new_entry = object.__new__
+_set_value = Entry.value.__set__  # type: ignore[attr-defined]  # slot descriptors
+_set_created = Entry.created.__set__  # type: ignore[attr-defined]
+_set_soft = Entry.soft_expires.__set__  # type: ignore[attr-defined]

@@ -91,6 +91,12 @@ class MemcachedBackend:
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         """One ``get`` per server, the servers concurrently; raises `PartialResult` if any
         server failed (with what the others returned)."""
+        if self._only is not None:  # one server: no grouping, no PartialResult
+            names = {validate_key(key): key for key in keys}
+            if not names:
+                return {}
+            found = await self._get_group(self._only, list(names))
+            return {names[raw]: value for raw, value in found.items()}
         groups: dict[str, list[bytes]] = {}
         for key in dict.fromkeys(keys):
             groups.setdefault(self.server_for(key), []).append(validate_key(key))
