@@ -1,0 +1,107 @@
+"""The tasks service with its cache, on a real database: invalidation after each write and
+stampede control, counting queries with a SQLAlchemy event listener."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.cache import CacheClient, KeyBuilder, MemoryBackend
+from app.cache.service import CacheService
+from app.db import make_sessionmaker
+from app.tasks.service import LIST_SOFT_TIMEOUT, TaskService
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def selects(engine: AsyncEngine) -> list[str]:
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "task" in statement:
+            seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    return seen
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def tasks(engine: AsyncEngine, clock: Clock) -> TaskService:
+    client = CacheClient(MemoryBackend(), keys=KeyBuilder("test"), clock=clock)
+    return TaskService(make_sessionmaker(engine), CacheService(client, clock=clock))
+
+
+async def test_every_write_is_visible_to_the_next_read(tasks: TaskService) -> None:
+    assert await tasks.all_tasks() == []
+    task = await tasks.create("one")
+    assert [t.name for t in await tasks.all_tasks()] == ["one"]
+    await tasks.update(task.id, name="uno")
+    assert (await tasks.get(task.id)).name == "uno"
+    assert [t.name for t in (await tasks.page(limit=10, offset=0)).items] == ["uno"]
+    await tasks.update(task.id, done=True)
+    assert (await tasks.all_tasks())[0].done is True
+    assert await tasks.count() == 1
+    await tasks.delete(task.id)
+    assert await tasks.all_tasks() == []
+    assert await tasks.get(task.id) is None
+    assert await tasks.count() == 0
+
+
+async def test_reads_without_writes_query_the_database_once(
+    tasks: TaskService, selects: list[str]
+) -> None:
+    await tasks.create("x")
+    for _ in range(5):
+        await tasks.all_tasks()
+    assert len(selects) == 1
+
+
+async def test_a_cold_list_read_by_100_at_once_is_queried_once(
+    tasks: TaskService, selects: list[str]
+) -> None:
+    await tasks.create("x")
+    results = await asyncio.gather(*(tasks.all_tasks() for _ in range(100)))
+    assert all([t.name for t in result] == ["x"] for result in results)
+    assert len(selects) == 1
+
+
+async def test_past_the_soft_ttl_all_get_stale_and_one_refresh_queries(
+    tasks: TaskService, selects: list[str], clock: Clock
+) -> None:
+    await tasks.create("x")
+    await tasks.all_tasks()
+    clock.now += LIST_SOFT_TIMEOUT + 1
+    before = len(selects)
+
+    results = await asyncio.gather(*(tasks.all_tasks() for _ in range(100)))
+    assert all([t.name for t in result] == ["x"] for result in results)
+    for _ in range(100):  # the refresh runs in the background
+        if len(selects) > before:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert len(selects) - before == 1
