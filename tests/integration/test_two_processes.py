@@ -196,7 +196,8 @@ class Pair:
             body = response.json() if response.status_code == 200 else {}
             got = {k: body.get(k) for k in expected}
             if got != expected:
-                ledger.stale.append(f"{where}: single task {got} != {expected}; {describe(response)}")
+                ledger.stale.append(
+                    f"{where}: single task {got} != {expected}; {describe(response)}")
 
         # HTML: every answered create listed; this pair's task under exactly its new name.
         response = await request(self.client, ledger, "GET", f"{reader}/")
@@ -360,8 +361,8 @@ async def simultaneous_gets(urls: list[str]) -> list[RawResponse]:
     for url in urls:
         parsed = httpx.URL(url)
         reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
-        request_bytes = (f"GET {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {parsed.netloc.decode()}"
-                         "\r\nConnection: close\r\n\r\n").encode()
+        request_bytes = (f"GET {parsed.raw_path.decode()} HTTP/1.1\r\n"
+                         f"Host: {parsed.netloc.decode()}\r\nConnection: close\r\n\r\n").encode()
         streams.append((reader, writer, request_bytes))
     for _, writer, request_bytes in streams:
         writer.write(request_bytes)
@@ -449,3 +450,55 @@ async def test_killing_memcached_mid_run_never_fails_a_request_or_serves_stale_d
     assert ledger.errors == [], report(ledger)
     assert ledger.stale == [], report(ledger)
     print(f"\nmemcached outage: {phases}; {report(ledger)}")
+
+
+@pytest.mark.xfail(
+    reason="known bug: a process that still counts memcached as dead drops its generation "
+    "bumps while the other process already serves from the restarted server",
+    strict=False,
+)
+async def test_a_write_through_a_process_that_counts_memcached_dead_is_not_hidden_by_the_other(
+    cluster: Cluster,
+) -> None:
+    """After an outage each process re-probes memcached on its own timer. Here A notices the
+    outage 2.5 s before B, so A is back (its probe flushed the server) while B still counts
+    it dead and skips it: B's writes commit but their bumps are dropped, and A serves what
+    it cached just before. With the default 30 s dead timeout the window is up to 30 s.
+
+    Timeline (retry 2 s, 3 failures, dead 3 s): A fails at 0, 2, 4 (dead until 7);
+    B fails at 2.5, 4.5, 6.5 (dead until 9.5); memcached is back at 6.75; A probes at 7.
+    """
+    a, b = cluster.urls
+    async with httpx.AsyncClient(timeout=30) as client:
+        task = (await client.post(f"{b}/api/tasks", json={"name": "v0"})).json()
+        url = f"/api/tasks/{task['id']}"
+        cluster.memcached.kill()
+        start = time.monotonic()
+
+        async def poke(server: str, since: float, until: float) -> None:
+            await asyncio.sleep(since)
+            while time.monotonic() - start < until:
+                assert (await client.get(server + url)).status_code == 200
+                await asyncio.sleep(0.05)
+
+        async def restart(at: float) -> None:
+            await asyncio.sleep(at)
+            cluster.memcached.start()
+
+        try:
+            await asyncio.gather(poke(a, 0, 7.2), poke(b, 2.5, 7.2), restart(6.75))
+        finally:
+            if not cluster.memcached.running:
+                cluster.memcached.start()
+        stale = []
+        for i in range(1, 100):
+            if time.monotonic() - start > 9.0:
+                break
+            await client.get(a + url)  # A caches the task
+            assert (await client.patch(b + url, json={"name": f"v{i}"})).status_code == 200
+            read = await client.get(a + url)
+            if read.json()["name"] != f"v{i}":
+                stale.append(f"t+{time.monotonic() - start:.1f}s: wrote v{i} through B, "
+                             f"read {read.json()['name']} through A ({describe(read)})")
+            await asyncio.sleep(0.05)
+    assert stale == [], "\n".join(stale)
