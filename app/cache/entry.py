@@ -1,9 +1,13 @@
 """The value envelope: what the cache stores for every entry (JSON, never pickle).
 
 Wire format: one header byte then the payload.
-``J`` + JSON ``{"d": value, "t": created, "x": soft_expires}``; ``Z`` + the same JSON
-zlib-compressed (used from `compress_threshold` bytes). A bare ASCII integer (a counter
-written by ``incr``) decodes to an entry holding that int.
+``O`` + JSON ``{"d": value, "t": created, "x": soft_expires}`` that orjson reads exactly as
+the stdlib does (no run of 20+ digits: checked when written, so reads skip the scan);
+``J`` + the same JSON when it holds such a run (or written before ``O`` existed);
+``Z`` + the JSON zlib-compressed (used from `compress_threshold` bytes). A bare ASCII
+integer (a counter written by ``incr``) decodes to an entry holding that int. A reader
+that predates ``O`` reads an ``O`` entry as garbage, i.e. a miss (fail open), and rewrites it.
+The ``O`` header is trusted (only `encode` writes it): its payload is not scanned again.
 
 Encoding stays with the stdlib (it rejects NaN and non-JSON types; orjson would write NaN
 as null and accept UUIDs, enums, dataclasses). Decoding uses orjson (~0.5 us against ~2.5 us)
@@ -20,7 +24,8 @@ from typing import Any
 
 import orjson
 
-PLAIN = b"J"
+SAFE = b"O"  # plain JSON that orjson reads exactly as the stdlib
+PLAIN = b"J"  # plain JSON, orjson-safety unknown: scanned when read
 COMPRESSED = b"Z"
 DEFAULT_COMPRESS_THRESHOLD = 1024
 
@@ -53,14 +58,35 @@ def encode(entry: Entry, *, compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD
     payload = _dumps({"d": entry.value, "t": entry.created, "x": entry.soft_expires}).encode()
     if len(payload) >= compress_threshold:
         return COMPRESSED + zlib.compress(payload, 1)
-    return PLAIN + payload
+    if _LONG_NUMBER in payload.translate(_DIGITS):
+        return PLAIN + payload
+    return SAFE + payload
 
 
 def decode(data: bytes) -> Entry | None:
     """The entry in `data`, or ``None`` if `data` is not a valid envelope (never raises)."""
+    if data.startswith(b"O{") and data.endswith(b"}"):  # the common case, no digit scan
+        try:
+            doc = _loads(data[1:])
+        except _JSONDecodeError:
+            return _decode_stdlib(data[1:])
+        try:
+            created, soft = doc["t"], doc["x"]
+            value = doc["d"]
+        except (TypeError, KeyError, IndexError):
+            return None
+        if type(created) is not float and not isinstance(created, int | float):
+            return None
+        if soft is not None and type(soft) is not float and not isinstance(soft, int | float):
+            return None
+        entry = _new_entry(Entry)
+        _set_value(entry, value)
+        _set_created(entry, created)
+        _set_soft(entry, soft)
+        return entry
     header = data[:1]
     try:
-        if header == PLAIN:
+        if header == PLAIN or header == SAFE:
             payload = data[1:]
         elif header == COMPRESSED:
             payload = zlib.decompress(data[1:])

@@ -2,7 +2,9 @@ import zlib
 
 import pytest
 
-from app.cache.entry import COMPRESSED, PLAIN, Entry, decode, encode
+import json
+
+from app.cache.entry import COMPRESSED, PLAIN, SAFE, Entry, decode, encode
 
 
 @pytest.mark.parametrize(
@@ -15,7 +17,7 @@ def test_round_trip(value):
 
 def test_none_is_a_value_not_a_miss():
     data = encode(Entry(None, 1.0))
-    assert data.startswith(PLAIN)
+    assert data.startswith(SAFE)
     assert decode(data) == Entry(None, 1.0, None)
 
 
@@ -23,14 +25,47 @@ def test_payloads_from_threshold_are_compressed():
     small = encode(Entry("x" * 10, 1.0), compress_threshold=1024)
     big_entry = Entry("x" * 5000, 1.0)
     big = encode(big_entry, compress_threshold=1024)
-    assert small[:1] == PLAIN
+    assert small[:1] == SAFE
     assert big[:1] == COMPRESSED and len(big) < 200
     assert decode(big) == big_entry
 
 
 @pytest.mark.parametrize(
+    "value", [10**19, 2**64, -(2**70), [1, 12345678901234567890123], "digits 123456789012345678901"]
+)
+def test_long_digit_runs_are_written_with_the_unscanned_header_and_read_exactly(value):
+    entry = Entry(value, 1.0)
+    data = encode(entry)
+    assert data[:1] == PLAIN
+    decoded = decode(data)
+    assert decoded == entry and type(decoded.value) is type(value)
+
+
+def test_19_digit_runs_are_orjson_safe():
+    entry = Entry([9_223_372_036_854_775_807, -999_999_999_999_999_999], 1.0)
+    data = encode(entry)
+    assert data[:1] == SAFE and decode(data) == entry
+
+
+@pytest.mark.parametrize(
+    "value", [None, 0, 2**70, "é ✓", {"rows": [1, 2.5, None, True]}, 1e300, -0.0]
+)
+def test_entries_written_before_the_safe_header_still_read(value):
+    legacy = PLAIN + json.dumps({"d": value, "t": 1.5, "x": None}, separators=(",", ":")).encode()
+    assert decode(legacy) == Entry(value, 1.5)
+
+
+def test_safe_header_envelopes_are_checked_like_the_others():
+    assert decode(SAFE + b'{"d":1,"t":2,"x":null}') == Entry(1, 2)
+    assert decode(SAFE + b'{"d":1,"t":2.5,"x":3}') == Entry(1, 2.5, 3)
+    assert decode(SAFE + b'{"d":[1,{"a":null}],"t":2.5,"x":null}') == Entry([1, {"a": None}], 2.5)
+
+
+@pytest.mark.parametrize(
     "garbage",
-    [b"", b"J", b"Jnot json", b"Z\x00\x01", b"J[1,2]", b'J{"d":1}', b'J{"d":1,"t":"x","x":null}',
+    [b"", b"J", b"O", b"O{", b'O {"d":1,"t":1,"x":null}', b'O{"d":1,"t":1,"x":null} ',
+     b'O{"d":1,"t":"1","x":null}', b'O{"d":1,"t":1,"x":"2"}', b'O{"d":1}', b"O{}", b"O{1}",
+     b'O["d","t","x"]', b"Jnot json", b"Z\x00\x01", b"J[1,2]", b'J{"d":1}', b'J{"d":1,"t":"x","x":null}',
      b"\x80\x04pickle", COMPRESSED + zlib.compress(b"\xff\xfe")],
 )
 def test_garbage_decodes_to_none(garbage):
