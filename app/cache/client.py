@@ -49,6 +49,14 @@ class CacheClient:
             return (namespace_of(key), server_for(key)) if key else ("-", "-")
 
         self._where = where
+        row = self.counters.row
+
+        @functools.lru_cache(maxsize=16_384)
+        def counts_of(key: str) -> list[int]:
+            """A key's live counters row (the same list for the client's lifetime)."""
+            return row(where(key))
+
+        self._counts = counts_of
 
     async def get(self, key: str) -> Entry | None:
         """The entry under `key`, or ``None`` on a miss or any cache failure."""
@@ -57,7 +65,7 @@ class CacheClient:
         except Exception as exc:
             self._failed(key, exc, read=True)
             return None
-        return self._read(self.counters.row(self._where(key)), raw)
+        return self._read(self._counts(key), raw)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
         """The entries found among `keys` (one backend call); failed servers' keys are misses."""
@@ -81,17 +89,18 @@ class CacheClient:
                 self._failed(key, exc, read=True)
             return {}
         entries = {}
-        row, where = self.counters.row, self._where
+        counts_of = self._counts
+        get = found.get
         for key in keys:  # _read, inlined: this loop is most of get_many's own cost
-            counts = row(where(key))
-            raw = found.get(key)
+            raw = get(key)
             if raw is None:
-                counts[MISSES] += 1
+                counts_of(key)[MISSES] += 1
             elif (entry := decode(raw)) is None:
+                counts = counts_of(key)
                 counts[ERRORS] += 1
                 counts[MISSES] += 1
             else:
-                counts[HITS] += 1
+                counts_of(key)[HITS] += 1
                 entries[key] = entry
         return entries
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 METRICS = ("hits", "misses", "sets", "deletes", "errors", "timeouts", "too_large", "unavailable")
 INDEX = {metric: i for i, metric in enumerate(METRICS)}
 HITS, MISSES, SETS, DELETES, ERRORS, TIMEOUTS, TOO_LARGE, UNAVAILABLE = range(len(METRICS))
+_ZEROS = (0,) * len(METRICS)
 
 
 class CacheCounters:
@@ -23,7 +24,11 @@ class CacheCounters:
         self._rows: dict[tuple[str, str], list[int]] = {}
 
     def row(self, where: tuple[str, str]) -> list[int]:
-        """The live counts of ``(namespace, server)``, indexed like `METRICS`."""
+        """The live counts of ``(namespace, server)``, indexed like `METRICS`.
+
+        The same list for the counters' lifetime (`reset` zeroes it in place), so callers
+        may memoise it.
+        """
         row = self._rows.get(where)
         if row is None:
             row = self._rows[where] = [0] * len(METRICS)
@@ -53,7 +58,9 @@ class CacheCounters:
         }
 
     def reset(self) -> None:
-        self._rows.clear()
+        """Zero every count; rows stay the same lists (callers may hold them, see `row`)."""
+        for row in self._rows.values():
+            row[:] = _ZEROS
 
 
 def _table(rows: dict[str, list[int]]) -> dict[str, dict[str, int]]:
