@@ -68,6 +68,8 @@ class MemcachedBackend:
                 dead_timeout=dead_timeout,
                 failure_limit=failure_limit,
             )
+        # a key's bytes, validated once (raises `InvalidKey`; errors are not memoised)
+        self._raw = functools.lru_cache(maxsize=65_536)(validate_key)
         addresses = list(self.servers)
         self._only = addresses[0] if len(addresses) == 1 else None
         if self._only is None:
@@ -82,31 +84,31 @@ class MemcachedBackend:
         return self.servers[self._only or self._lookup(key)]
 
     async def get(self, key: str) -> bytes | None:
-        raw = validate_key(key)
+        names = {self._raw(key): key}
         found = await self._server(key).call(
-            lambda conn: self._codec.get_many(conn, [raw]), write=False
+            lambda conn: self._codec.get_many(conn, names), write=False
         )
-        return found.get(raw)
+        return found.get(key)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         """One ``get`` per server, the servers concurrently; raises `PartialResult` if any
         server failed (with what the others returned)."""
+        to_raw = self._raw
         if self._only is not None:  # one server: no grouping, no PartialResult
-            names = {validate_key(key): key for key in keys}
+            names = {to_raw(key): key for key in keys}
             if not names:
                 return {}
-            found = await self._get_group(self._only, list(names))
-            return {names[raw]: value for raw, value in found.items()}
-        groups: dict[str, list[bytes]] = {}
-        for key in dict.fromkeys(keys):
-            groups.setdefault(self.server_for(key), []).append(validate_key(key))
+            return await self._get_group(self._only, names)
+        groups: dict[str, dict[bytes, str]] = {}
+        for key in keys:
+            groups.setdefault(self.server_for(key), {})[to_raw(key)] = key
         if not groups:
             return {}
         if len(groups) == 1:
-            [(address, raws)] = groups.items()
-            return _decode_keys(await self._get_group(address, raws))
+            [(address, names)] = groups.items()
+            return await self._get_group(address, names)
         results = await asyncio.gather(
-            *(self._get_group(address, raws) for address, raws in groups.items()),
+            *(self._get_group(address, names) for address, names in groups.items()),
             return_exceptions=True,
         )
         found: dict[str, bytes] = {}
@@ -115,14 +117,14 @@ class MemcachedBackend:
             if isinstance(result, BaseException):
                 errors[address] = result
             else:
-                found.update(_decode_keys(result))
+                found.update(result)
         if errors:
             raise PartialResult(found, errors)
         return found
 
-    async def _get_group(self, address: str, raws: list[bytes]) -> dict[bytes, bytes]:
+    async def _get_group(self, address: str, names: dict[bytes, str]) -> dict[str, bytes]:
         return await self.servers[address].call(
-            lambda conn: self._codec.get_many(conn, raws), write=False
+            lambda conn: self._codec.get_many(conn, names), write=False
         )
 
     async def set(self, key: str, value: bytes, ttl: int) -> bool:
@@ -132,25 +134,25 @@ class MemcachedBackend:
         return await self._store(b"add", key, value, ttl)
 
     async def _store(self, command: bytes, key: str, value: bytes, ttl: int) -> bool:
-        raw = validate_key(key)
+        raw = self._raw(key)
         return await self._server(key).call(
             lambda conn: self._codec.store(conn, command, raw, value, ttl), write=True
         )
 
     async def delete(self, key: str) -> bool:
-        raw = validate_key(key)
+        raw = self._raw(key)
         return await self._server(key).call(
             lambda conn: self._codec.delete_key(conn, raw), write=True
         )
 
     async def incr(self, key: str, delta: int = 1) -> int | None:
-        raw = validate_key(key)
+        raw = self._raw(key)
         return await self._server(key).call(
             lambda conn: self._codec.incr_key(conn, raw, delta), write=True
         )
 
     async def touch(self, key: str, ttl: int) -> bool:
-        raw = validate_key(key)
+        raw = self._raw(key)
         return await self._server(key).call(
             lambda conn: self._codec.touch_key(conn, raw, ttl), write=True
         )
@@ -181,10 +183,6 @@ class MemcachedBackend:
     async def close(self) -> None:
         for server in self.servers.values():
             server.pool.clear()
-
-
-def _decode_keys(found: dict[bytes, bytes]) -> dict[str, bytes]:
-    return {key.decode("ascii"): value for key, value in found.items()}
 
 
 def _parse_stats(raw: dict[bytes, bytes | None]) -> dict[str, str | int | float]:

@@ -10,6 +10,9 @@ Retrieval replies are parsed here too (`get_many`): aiomcache awaits a ``readlin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
 import aiomcache
 from aiomcache.exceptions import ClientException
 from aiomcache.pool import Connection
@@ -18,6 +21,8 @@ from .base import ValueTooLarge
 
 _CHUNK = 1 << 16
 _MAX_HEADER = 512  # "VALUE <key of <= 250 bytes> <flags> <bytes>" fits many times over
+_ABSENT: Any = object()
+K = TypeVar("K")
 
 __all__ = ["Connection", "ConnectionClosed", "CommandRejected", "Codec"]
 
@@ -45,56 +50,61 @@ class Codec(aiomcache.Client):
             raise ConnectionClosed("connection closed by the server")
         return line[:-2]
 
-    async def get_many(self, conn: Connection, keys: list[bytes]) -> dict[bytes, bytes]:
-        """``get k1 k2 ...``: the values found. `keys` are valid and distinct.
+    async def get_many(self, conn: Connection, names: Mapping[bytes, K]) -> dict[K, bytes]:
+        """``get k1 k2 ...`` for the keys of `names` (valid, distinct): the values found, each
+        under its key's name (``names[key]``; the caller's own key strings, so nothing is
+        re-keyed after the parse).
 
         Raises `ConnectionClosed` on EOF before ``END``, `ClientException` on anything but
         ``VALUE``/``END`` lines, a flagged value, a malformed or misplaced data block, a key we
         did not ask for or got twice, or bytes after ``END`` (a desynchronised connection).
         """
-        conn.writer.write(b"get " + b" ".join(keys) + b"\r\n")
+        conn.writer.write(b"get " + b" ".join(names) + b"\r\n")
         read = conn.reader.read
-        wanted = keys if len(keys) < 8 else set(keys)
-        found: dict[bytes, bytes] = {}
+        name_of = names.get
+        found: dict[K, bytes] = {}
         buf = b""
-        pos = 0
+        size = pos = 0
         while True:
             eol = buf.find(b"\r\n", pos)
             if eol < 0:  # no complete line yet
-                if len(buf) - pos > _MAX_HEADER:
+                if size - pos > _MAX_HEADER:
                     raise ClientException("get failed: reply line too long")
                 more = await read(_CHUNK)
                 if not more:
                     raise ConnectionClosed("connection closed by the server")
-                buf = buf[pos:] + more if pos < len(buf) else more
+                buf = buf[pos:] + more if pos < size else more
+                size = len(buf)
                 pos = 0
                 continue
-            if eol - pos == 3 and buf.startswith(b"END", pos):
-                if eol + 2 != len(buf):
+            line = buf[pos:eol]
+            if line == b"END":
+                if eol + 2 != size:
                     raise ClientException("get failed: bytes after END")
                 return found
-            terms = buf[pos:eol].split()
+            terms = line.split()
             if len(terms) != 4 or terms[0] != b"VALUE":
-                raise ClientException("get failed", buf[pos:eol][:80])
-            key = terms[1]
-            if int(terms[2]):
+                raise ClientException("get failed", line[:80])
+            _, key, flags, length_text = terms
+            if flags != b"0" and int(flags):
                 raise ClientException("received flags without handler")
-            length = int(terms[3])
-            if length < 0 or key in found or key not in wanted:
+            length = int(length_text)
+            name = name_of(key, _ABSENT)
+            if length < 0 or name is _ABSENT or name in found:
                 raise ClientException("get failed: unexpected VALUE line")
             start = eol + 2
             end = start + length
-            if end + 2 <= len(buf):
-                if buf[end : end + 2] != b"\r\n":
+            if end + 2 <= size:
+                if not buf.startswith(b"\r\n", end):
                     raise ClientException("get failed: malformed data block")
-                found[key] = buf[start:end]
+                found[name] = buf[start:end]
                 pos = end + 2
             else:  # the rest of this block is still to come: await exactly that much
-                block = buf[start:] + await conn.reader.readexactly(end + 2 - len(buf))
+                block = buf[start:] + await conn.reader.readexactly(end + 2 - size)
                 if not block.endswith(b"\r\n"):
                     raise ClientException("get failed: malformed data block")
-                found[key] = block[:-2]
-                buf, pos = b"", 0
+                found[name] = block[:-2]
+                buf, size, pos = b"", 0, 0
 
     async def store(
         self, conn: Connection, command: bytes, key: bytes, value: bytes, ttl: int
