@@ -117,7 +117,10 @@ class ViewCacheMiddleware:
         key = service.keys.key("view", scope["path"], _sorted_query(scope), variant)
         namespaces = [ns.format(**view_args) for ns in spec.namespaces]
         gen_keys = [service.generations.key(ns) for ns in namespaces]
-        found = await service.client.get_many([*gen_keys, key])
+        if_none_match = headers.get("if-none-match")
+        # A revalidation needs only the tokens: don't fetch (and decode) the stored page.
+        wanted = gen_keys if if_none_match else [*gen_keys, key]
+        found = await service.client.get_many(wanted)
         if all(gen_key in found for gen_key in gen_keys):
             tokens = [found[gen_key].value for gen_key in gen_keys]
         else:
@@ -125,9 +128,9 @@ class ViewCacheMiddleware:
             tokens = [current[ns] for ns in namespaces]
         etag = f'W/"{digest(key + ":" + ":".join(map(str, tokens)))}"'
 
-        if _etag_matches(headers.get("if-none-match"), etag):
+        if _etag_matches(if_none_match, etag):
             return await _send_not_modified(send, spec, etag)
-        entry = found.get(key)
+        entry = found.get(key) if not if_none_match else await service.client.get(key)
         if entry is not None and isinstance(entry.value, dict) and entry.value.get("g") == tokens:
             state = "hit"
             if entry.is_stale(service.clock()):
