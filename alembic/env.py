@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 from logging.config import fileConfig
 
-from alembic import context
 from dotenv import load_dotenv
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from alembic import context
 from app.db import Base
 from app.settings import PROJECT_ROOT, normalise_database_url
 from app.tasks import models  # noqa: F401  (registers the tables on Base.metadata)

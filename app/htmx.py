@@ -9,13 +9,10 @@ Every response that branches on this names the headers it read in `Vary`, so tha
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
 
 from werkzeug.sansio.response import Response
 
 VARY_HEADERS = ("HX-Request", "HX-Request-Type")
-
-R = TypeVar("R", bound=Response)
 
 
 def wants_partial(headers: Mapping[str, str]) -> bool:
@@ -31,7 +28,7 @@ def wants_partial(headers: Mapping[str, str]) -> bool:
     )
 
 
-def add_vary(response: R) -> R:
+def add_vary[R: Response](response: R) -> R:
     """Add `VARY_HEADERS` to the response's `Vary`, keeping what it already names."""
     for name in VARY_HEADERS:
         response.vary.add(name)

@@ -9,8 +9,8 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from app.cache.history import HitRatioHistory
-from app.state import get_state
 from app.cache.report import KINDS
+from app.state import get_state
 from app.web.stats import chart
 
 HX = {"HX-Request": "true", "HX-Request-Type": "partial"}

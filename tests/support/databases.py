@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from alembic import command
 from app.settings import PROJECT_ROOT, normalise_database_url
 
 POSTGRES_ADMIN_URL = os.environ.get(
