@@ -54,3 +54,24 @@ async def test_database_down_gives_503_everywhere_it_is_needed(
     assert html.status_code == 503
     assert html.mimetype == "text/html"
     assert "database is unavailable" in await html.get_data(as_text=True)
+
+
+async def test_an_unexpected_error_is_a_500_page_without_details(settings: Settings) -> None:
+    app = create_app(settings)
+
+    async def boom() -> str:
+        raise RuntimeError("secret internals")
+
+    app.add_url_rule("/boom", "boom", boom)
+    app.add_url_rule("/api/boom", "api_boom", boom)
+    async with app.test_app():
+        client = app.test_client()
+        page = await client.get("/boom")
+        body = await page.get_data(as_text=True)
+        assert page.status_code == 500
+        assert page.mimetype == "text/html"
+        assert "Back to the task list" in body and "secret internals" not in body
+        api = await client.get("/api/boom")
+        assert api.status_code == 500
+        assert api.mimetype == "application/problem+json"
+        assert "secret internals" not in await api.get_data(as_text=True)
