@@ -20,9 +20,11 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+
+K = TypeVar("K")
 
 SAFE = b"O"  # plain JSON that orjson reads exactly as the stdlib
 PLAIN = b"J"  # plain JSON, orjson-safety unknown: scanned when read
@@ -104,6 +106,39 @@ def decode(data: bytes) -> Entry | None:
     except _JSONDecodeError:
         return _decode_stdlib(payload)
     return _envelope(doc)
+
+
+def decode_many(found: dict[K, bytes]) -> tuple[dict[K, Entry], list[K]]:
+    """`decode` over a batch: the entries by name, and the names whose bytes were not valid
+    envelopes. The ``O`` case is `decode`'s, inlined (no call per value)."""
+    entries: dict[K, Entry] = {}
+    bad: list[K] = []
+    new, set_value, set_created, set_soft, loads = _new_entry, _set_value, _set_created, _set_soft, _loads
+    for name, data in found.items():
+        if data.startswith(b"O{") and data.endswith(b"}"):
+            try:
+                doc = loads(data[1:])
+                created, soft = doc["t"], doc["x"]
+                value = doc["d"]
+            except Exception:  # not orjson's JSON, or not an envelope: decode decides
+                entry = decode(data)
+            else:
+                if (type(created) is not float and not isinstance(created, int | float)) or (
+                    soft is not None and type(soft) is not float and not isinstance(soft, int | float)
+                ):
+                    entry = None
+                else:
+                    entry = new(Entry)
+                    set_value(entry, value)
+                    set_created(entry, created)
+                    set_soft(entry, soft)
+        else:
+            entry = decode(data)
+        if entry is None:
+            bad.append(name)
+        else:
+            entries[name] = entry
+    return entries, bad
 
 
 def _decode_stdlib(payload: bytes) -> Entry | None:

@@ -4,7 +4,7 @@ import pytest
 
 import json
 
-from app.cache.entry import COMPRESSED, PLAIN, SAFE, Entry, decode, encode
+from app.cache.entry import COMPRESSED, PLAIN, SAFE, Entry, decode, decode_many, encode
 
 
 @pytest.mark.parametrize(
@@ -88,3 +88,21 @@ def test_staleness():
     entry = Entry(1, 0.0, 5.0)
     assert not entry.is_stale(4.9)
     assert entry.is_stale(5.0)
+
+
+def test_decode_many_agrees_with_decode():
+    found = {
+        "safe": encode(Entry({"a": [1, None]}, 1.0, 2.0)),
+        "none": encode(Entry(None, 1.0)),
+        "long": encode(Entry(2**70, 1.0)),
+        "big": encode(Entry("x" * 5000, 1.0)),
+        "counter": b"42",
+        "garbage": b"Jnot json",
+        "forged": b'O{"d":1,"t":"x","x":null}',
+        "not-envelope": b"O{}",
+        "bad-json": b"O{1}",
+    }
+    entries, bad = decode_many(found)
+    assert entries == {name: decode(data) for name, data in found.items() if decode(data) is not None}
+    assert bad == ["garbage", "forged", "not-envelope", "bad-json"]
+    assert entries["none"] == Entry(None, 1.0)
