@@ -102,16 +102,28 @@ class CacheClient:
                     counts_of(key)[MISSES] += 1
         return entries
 
-    async def set(self, key: str, value: Any, ttl: int, *, soft_ttl: float | None = None) -> bool:
-        """Store `value` for `ttl` seconds; `soft_ttl` marks it stale earlier. False if not stored."""
-        return await self._store("set", key, value, ttl, soft_ttl)
+    async def set(
+        self,
+        key: str,
+        value: Any,
+        ttl: int,
+        *,
+        soft_ttl: float | None = None,
+        urgent: bool = False,
+    ) -> bool:
+        """Store `value` for `ttl` seconds; `soft_ttl` marks it stale earlier. False if not stored.
+
+        `urgent` is for invalidations: the write is attempted even while its server is
+        being skipped after failures (see `Server.call`).
+        """
+        return await self._store("set", key, value, ttl, soft_ttl, urgent)
 
     async def add(self, key: str, value: Any, ttl: int, *, soft_ttl: float | None = None) -> bool:
         """Store only if `key` is absent; False if present or on failure."""
-        return await self._store("add", key, value, ttl, soft_ttl)
+        return await self._store("add", key, value, ttl, soft_ttl, False)
 
     async def _store(
-        self, command: str, key: str, value: Any, ttl: int, soft_ttl: float | None
+        self, command: str, key: str, value: Any, ttl: int, soft_ttl: float | None, urgent: bool
     ) -> bool:
         seconds = _ttl(ttl)
         now = self._clock()
@@ -121,7 +133,10 @@ class CacheClient:
             self._count("too_large", key)
             return False
         try:
-            stored = await getattr(self.backend, command)(key, data, seconds)
+            if urgent:
+                stored = await self.backend.set(key, data, seconds, urgent=True)
+            else:
+                stored = await getattr(self.backend, command)(key, data, seconds)
         except Exception as exc:
             self._failed(key, exc, read=False)
             return False
@@ -129,10 +144,10 @@ class CacheClient:
             self._count("sets", key)
         return stored
 
-    async def delete(self, key: str) -> bool:
-        """True if the key existed; False if absent or on failure."""
+    async def delete(self, key: str, *, urgent: bool = False) -> bool:
+        """True if the key existed; False if absent or on failure; `urgent` as for `set`."""
         try:
-            deleted = await self.backend.delete(key)
+            deleted = await self.backend.delete(key, urgent=urgent)
         except Exception as exc:
             self._failed(key, exc, read=False)
             return False

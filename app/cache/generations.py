@@ -57,10 +57,15 @@ class Generations:
         """Replace the tokens of `namespaces`: everything cached under the old ones is dead.
 
         Call it after the transaction commits, never inside it: a reader could otherwise
-        read the new token, then the old rows, and cache them under the new token.
+        read the new token, then the old rows, and cache them under the new token. The
+        writes are urgent: not skipped while this process counts the server as failed,
+        because another process may already be reading from it again.
         """
         await asyncio.gather(
-            *(self.client.set(self.key(ns), new_token(), TOKEN_TTL) for ns in namespaces)
+            *(
+                self.client.set(self.key(ns), new_token(), TOKEN_TTL, urgent=True)
+                for ns in namespaces
+            )
         )
 
     async def _create(self, key: str) -> str:

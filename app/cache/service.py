@@ -177,7 +177,7 @@ class CacheService:
         if not args and not kwargs:
             await self.bump(function.generation)
             return
-        await self.client.delete(await function.make_cache_key(*args, **kwargs))
+        await self.client.delete(await function.make_cache_key(*args, **kwargs), urgent=True)
 
     async def close(self) -> None:
         """Wait for background refreshes to finish (bounded), then close the client."""

@@ -451,18 +451,13 @@ async def test_killing_memcached_mid_run_never_fails_a_request_or_serves_stale_d
     print(f"\nmemcached outage: {phases}; {report(ledger)}")
 
 
-@pytest.mark.xfail(
-    reason="known bug: a process that still counts memcached as dead drops its generation "
-    "bumps while the other process already serves from the restarted server",
-    strict=False,
-)
 async def test_a_write_through_a_process_that_counts_memcached_dead_is_not_hidden_by_the_other(
     cluster: Cluster,
 ) -> None:
     """After an outage each process re-probes memcached on its own timer. Here A notices the
     outage 2.5 s before B, so A is back (its probe flushed the server) while B still counts
-    it dead and skips it: B's writes commit but their bumps are dropped, and A serves what
-    it cached just before. With the default 30 s dead timeout the window is up to 30 s.
+    it dead. B's generation bumps must still reach the server (they are urgent writes),
+    or A would serve what it cached just before, for up to the dead timeout (30 s).
 
     Timeline (retry 2 s, 3 failures, dead 3 s): A fails at 0, 2, 4 (dead until 7);
     B fails at 2.5, 4.5, 6.5 (dead until 9.5); memcached is back at 6.75; A probes at 7.

@@ -58,13 +58,18 @@ class CacheBackend(Protocol):
         """Found keys only; may raise `PartialResult`."""
         ...
 
-    async def set(self, key: str, value: bytes, ttl: int) -> bool: ...
+    async def set(self, key: str, value: bytes, ttl: int, *, urgent: bool = False) -> bool:
+        """Store the value. An `urgent` write (an invalidation) is attempted even while
+        its server is being skipped after failures."""
+        ...
 
     async def add(self, key: str, value: bytes, ttl: int) -> bool:
         """Store only if the key is absent; False if it exists."""
         ...
 
-    async def delete(self, key: str) -> bool: ...
+    async def delete(self, key: str, *, urgent: bool = False) -> bool:
+        """True if the key existed; `urgent` as for `set`."""
+        ...
 
     async def incr(self, key: str, delta: int = 1) -> int | None:
         """The new value of a decimal counter, or None if the key is absent."""

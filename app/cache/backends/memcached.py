@@ -127,22 +127,26 @@ class MemcachedBackend:
             lambda conn: self._codec.get_many(conn, names), write=False
         )
 
-    async def set(self, key: str, value: bytes, ttl: int) -> bool:
-        return await self._store(b"set", key, value, ttl)
+    async def set(self, key: str, value: bytes, ttl: int, *, urgent: bool = False) -> bool:
+        return await self._store(b"set", key, value, ttl, urgent)
 
     async def add(self, key: str, value: bytes, ttl: int) -> bool:
-        return await self._store(b"add", key, value, ttl)
+        return await self._store(b"add", key, value, ttl, False)
 
-    async def _store(self, command: bytes, key: str, value: bytes, ttl: int) -> bool:
+    async def _store(
+        self, command: bytes, key: str, value: bytes, ttl: int, urgent: bool
+    ) -> bool:
         raw = self._raw(key)
         return await self._server(key).call(
-            lambda conn: self._codec.store(conn, command, raw, value, ttl), write=True
+            lambda conn: self._codec.store(conn, command, raw, value, ttl),
+            write=True,
+            urgent=urgent,
         )
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, *, urgent: bool = False) -> bool:
         raw = self._raw(key)
         return await self._server(key).call(
-            lambda conn: self._codec.delete_key(conn, raw), write=True
+            lambda conn: self._codec.delete_key(conn, raw), write=True, urgent=urgent
         )
 
     async def incr(self, key: str, delta: int = 1) -> int | None:

@@ -64,7 +64,7 @@ class MemoryBackend:
                 found[key] = value
         return found
 
-    async def set(self, key: str, value: bytes, ttl: int) -> bool:
+    async def set(self, key: str, value: bytes, ttl: int, *, urgent: bool = False) -> bool:
         validate_key(key)
         self._store(key, value, ttl)
         return True
@@ -76,7 +76,7 @@ class MemoryBackend:
         self._store(key, value, ttl)
         return True
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, *, urgent: bool = False) -> bool:
         validate_key(key)
         present = self._live(key) is not None
         self._items.pop(key, None)

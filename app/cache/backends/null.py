@@ -21,13 +21,13 @@ class NullBackend:
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         return {}
 
-    async def set(self, key: str, value: bytes, ttl: int) -> bool:
+    async def set(self, key: str, value: bytes, ttl: int, *, urgent: bool = False) -> bool:
         return True
 
     async def add(self, key: str, value: bytes, ttl: int) -> bool:
         return True
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, *, urgent: bool = False) -> bool:
         return False
 
     async def incr(self, key: str, delta: int = 1) -> int | None:

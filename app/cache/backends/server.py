@@ -72,17 +72,29 @@ class Server:
         self._watchdog: asyncio.TimerHandle | None = None
         self._watchdog_loop: asyncio.AbstractEventLoop | None = None
 
-    async def call(self, op: Callable[[Connection], Awaitable[T]], *, write: bool) -> T:
+    async def call(
+        self, op: Callable[[Connection], Awaitable[T]], *, write: bool, urgent: bool = False
+    ) -> T:
         """Run `op` on a connection within the deadlines.
+
+        An `urgent` write (an invalidation) is never skipped: while this process counts the
+        server as failed it probes the server at once instead. Another process may already
+        be reading from the server again, and must not read what this write replaces.
 
         Raises `ServerUnavailable` (skipped), `PoolTimeout`, or the operation's error.
         """
         if self.state != "up":
-            return await self._probe(op, write)
+            return await self._probe(op, write, urgent)
         return await self._run(op, write, probing=False)
 
-    async def _probe(self, op: Callable[[Connection], Awaitable[T]], write: bool) -> T:
-        if self._probing or self._clock() < self._retry_at:
+    async def _probe(
+        self, op: Callable[[Connection], Awaitable[T]], write: bool, urgent: bool
+    ) -> T:
+        if urgent and self._probing:
+            # The probe in flight flushes the server if need be; before or after this write,
+            # nothing older than the write survives.
+            return await self._run(op, write, probing=True)
+        if self._probing or (self._clock() < self._retry_at and not urgent):
             if write:
                 self._stale = True
             raise ServerUnavailable(self.address)

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from app.cache import CacheClient, KeyBuilder
+from app.cache.backends import ServerUnavailable
 from tests.support.fake_servers import CutProxy, FakeMemcached
 
 from .conftest import FAST
@@ -172,3 +173,24 @@ async def test_a_write_dropped_while_retrying_forces_a_flush(memcached, make_bac
         assert server.state == "up" and server.flushes == 1
     finally:
         await proxy.stop()
+
+
+async def test_an_invalidation_reaches_a_server_this_process_still_counts_failed(
+    make_backend, memcached_factory
+) -> None:
+    """Another process may already read from a server that came back: a write that
+    replaces a generation token must not wait for this process's retry or dead timer."""
+    server = memcached_factory()
+    ours = make_backend([server.address], dead_timeout=60, retry_timeout=60)
+    theirs = make_backend([server.address])
+    server.kill()
+    with pytest.raises(OSError):
+        await ours.get("tasklist:1:gen:tasks")
+    assert ours.servers[server.address].state != "up"
+    server.start()
+
+    with pytest.raises(ServerUnavailable):  # an ordinary write is still skipped
+        await ours.set("tasklist:1:memoize:x", b"J1", 60)
+    assert await ours.set("tasklist:1:gen:tasks", b'J"fresh"', 60, urgent=True) is True
+    assert await theirs.get("tasklist:1:gen:tasks") == b'J"fresh"'
+    assert ours.servers[server.address].state == "up"
