@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
     # Sessions (flashes) live in the cache; fragment tags work from the first template on.
-    app.session_interface = CacheSessionInterface(lambda app: state.find_cache(app))
+    app.session_interface = CacheSessionInterface(state.find_cache)
     init_fragment_cache(app.jinja_env, None)
     errors.init_app(app)
     state.init_app(app, settings)

@@ -10,25 +10,19 @@ docs/PERFORMANCE.md. Not a test: numbers depend on the machine.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
+import platform
+import re
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-# `python bench/cache_client.py` puts bench/ first on sys.path, where bench/http.py would
-# shadow the stdlib's http package: drop it before anything imports http.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Awaitable, Callable  # noqa: E402
-
-import aiomcache  # noqa: E402
+import aiomcache
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

