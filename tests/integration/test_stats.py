@@ -12,6 +12,7 @@ from app.cache.history import HitRatioHistory
 from app.cache.report import KINDS
 from app.state import get_state
 from app.web.stats import chart
+from tests.support.clock import Clock
 
 HX = {"HX-Request": "true", "HX-Request-Type": "partial"}
 
@@ -71,16 +72,8 @@ async def test_dashboard_poll_gets_only_the_panel(client: Client) -> None:
     assert "<html" not in html and 'hx-trigger="every 2s"' in html
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_history_ratio_is_per_interval_not_since_start() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     history = HitRatioHistory(interval=5, span=60, clock=clock)
     for hits, misses in ((0, 0), (90, 10), (90, 10), (91, 13)):
         history.record(hits, misses)
@@ -90,7 +83,7 @@ def test_history_ratio_is_per_interval_not_since_start() -> None:
 
 
 def test_history_keeps_only_the_span() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     history = HitRatioHistory(interval=5, span=60, clock=clock)
     for n in range(100):
         history.record(n, 0)
@@ -101,7 +94,7 @@ def test_history_keeps_only_the_span() -> None:
 
 
 def test_history_restarts_when_the_counters_go_back() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     history = HitRatioHistory(interval=5, span=60, clock=clock)
     for hits in (10, 20, 3, 4):
         history.record(hits, 0)

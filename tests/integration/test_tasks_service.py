@@ -15,14 +15,7 @@ from app.cache import CacheClient, KeyBuilder, MemoryBackend
 from app.cache.service import CacheService
 from app.db import make_sessionmaker
 from app.tasks.service import LIST_SOFT_TIMEOUT, TaskService
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 @pytest.fixture

@@ -10,16 +10,7 @@ import pytest
 from app.cache import CacheClient
 from app.cache.generations import Generations
 from app.cache.service import CacheService, Leases
-
-
-class Clock:
-    """A wall clock the test moves by hand (soft expiry is wall-clock based)."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 class SpyClient:
@@ -157,8 +148,13 @@ async def test_positional_and_keyword_calls_share_an_entry(service: CacheService
     assert calls == [(1, 2), (2, 2)]
 
 
-async def test_delete_memoized_without_args_drops_every_argument_set(
-    service: CacheService,
+@pytest.mark.parametrize(
+    ("args", "reloaded"),
+    [((), [2, 3]), ((2,), [2])],
+    ids=["without-args-drops-every-argument-set", "with-args-drops-exactly-that-call"],
+)
+async def test_delete_memoized(
+    service: CacheService, args: tuple[int, ...], reloaded: list[int]
 ) -> None:
     calls: list[int] = []
 
@@ -169,26 +165,10 @@ async def test_delete_memoized_without_args_drops_every_argument_set(
     memoized = service.memoize(60)(square)
     await memoized(2)
     await memoized(3)
-    await service.delete_memoized(memoized)
+    await service.delete_memoized(memoized, *args)
     await memoized(2)
     await memoized(3)
-    assert calls == [2, 3, 2, 3]
-
-
-async def test_delete_memoized_with_args_drops_exactly_that_call(service: CacheService) -> None:
-    calls: list[int] = []
-
-    async def square(n: int) -> int:
-        calls.append(n)
-        return n * n
-
-    memoized = service.memoize(60)(square)
-    await memoized(2)
-    await memoized(3)
-    await service.delete_memoized(memoized, n=2)
-    await memoized(2)
-    await memoized(3)
-    assert calls == [2, 3, 2]
+    assert calls == [2, 3, *reloaded]
 
 
 async def test_ignored_arguments_and_self_are_not_in_the_key(service: CacheService) -> None:

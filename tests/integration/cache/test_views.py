@@ -11,14 +11,7 @@ from quart import Quart, Response
 from app.cache import CacheClient
 from app.cache.service import CacheService
 from app.cache.views import ViewCacheMiddleware, cached
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 @pytest.fixture
