@@ -19,10 +19,12 @@ from typing import Any
 
 from .backends.base import MAX_TTL, CacheBackend, PartialResult, ServerUnavailable, ValueTooLarge
 from .entry import DEFAULT_COMPRESS_THRESHOLD, Entry, decode, decode_many, encode
+from .entry import _loads, _new_entry, _set_created, _set_soft, _set_value
 from .keys import KeyBuilder, namespace_of
 from .stats import ERRORS, HITS, INDEX, MISSES, CacheCounters
 
 logger = logging.getLogger("app.cache")
+_ROWS_MAX = 16_384  # memoised counters rows (per key) before the memo starts over
 
 
 class CacheClient:
@@ -50,22 +52,61 @@ class CacheClient:
 
         self._where = where
         row = self.counters.row
+        rows: dict[str, list[int]] = {}  # key -> its live counters row; read inline by `get`
 
-        @functools.lru_cache(maxsize=16_384)
         def counts_of(key: str) -> list[int]:
             """A key's live counters row (the same list for the client's lifetime)."""
-            return row(where(key))
+            counts = rows.get(key)
+            if counts is None:
+                if len(rows) >= _ROWS_MAX:  # bounded like an LRU, without the LRU's cost per hit
+                    rows.clear()
+                counts = rows[key] = row(where(key))
+            return counts
 
+        self._rows = rows
         self._counts = counts_of
 
     async def get(self, key: str) -> Entry | None:
         """The entry under `key`, or ``None`` on a miss or any cache failure."""
         try:
-            raw = await self.backend.get(key)
+            data = await self.backend.get(key)
         except Exception as exc:
             self._failed(key, exc, read=True)
             return None
-        return self._read(self._counts(key), raw)
+        try:  # a dict hit (try is free when nothing raises); a new key takes the slow path
+            counts = self._rows[key]
+        except KeyError:
+            counts = self._counts(key)
+        if data is None:
+            counts[MISSES] += 1
+            return None
+        # `entry.decode`'s ``O`` case inlined (no call, no intermediate tuple): see there
+        if data.startswith(b"O{") and data.endswith(b"}"):
+            try:
+                doc = _loads(data[1:])
+                created = doc["t"]
+                soft = doc["x"]
+                value = doc["d"]
+            except Exception:  # not orjson's JSON, or not an envelope: decode decides
+                entry = decode(data)
+            else:
+                if (type(created) is not float and not isinstance(created, int | float)) or (
+                    soft is not None and type(soft) is not float and not isinstance(soft, int | float)
+                ):
+                    entry = None
+                else:
+                    entry = _new_entry(Entry)
+                    _set_value(entry, value)
+                    _set_created(entry, created)
+                    _set_soft(entry, soft)
+        else:
+            entry = decode(data)
+        if entry is None:
+            counts[ERRORS] += 1
+            counts[MISSES] += 1
+            return None
+        counts[HITS] += 1
+        return entry
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
         """The entries found among `keys` (one backend call); failed servers' keys are misses."""
@@ -207,20 +248,6 @@ class CacheClient:
             await self.backend.close()
         except Exception:
             logger.exception("closing the cache backend failed")
-
-    @staticmethod
-    def _read(counts: list[int], raw: bytes | None) -> Entry | None:
-        """Decode a read's result, counting it in `counts` (its key's counters row)."""
-        if raw is None:
-            counts[MISSES] += 1
-            return None
-        entry = decode(raw)
-        if entry is None:
-            counts[ERRORS] += 1
-            counts[MISSES] += 1
-            return None
-        counts[HITS] += 1
-        return entry
 
     def _count(self, metric: str, key: str, server: str | None = None) -> None:
         namespace, owner = self._where(key)

@@ -124,3 +124,59 @@ def test_factory_picks_the_backend_without_io():
     assert set(remote.backend.servers) == {"10.0.0.1:11211", "10.0.0.2:11211"}
     assert all(s.pool.connect_attempts == 0 for s in remote.backend.servers.values())
     assert "hunter2" not in repr(vars(remote.backend.servers["10.0.0.1:11211"].pool))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'O{"d":{"a":[1,2]},"t":1.5,"x":null}',
+        b'O{"d":null,"t":1,"x":2}',  # None is a real value; int times
+        b'O{"d":1,"t":1.5,"x":3.25}',
+        b'O{"d":1,"t":"1.5","x":null}',  # wrong types: garbage
+        b'O{"d":1,"t":1.5,"x":"soon"}',
+        b'O{"d":1,"t":1.5}',  # not an envelope
+        b'O{"d":1,"t":1.5,"x":null',  # truncated
+        b'O{"d":1,"t":1.5,"x":null} }',
+        b'O{"d":NaN,"t":1.5,"x":null}',  # orjson rejects, the stdlib reads NaN
+        b'O{"d":123456789012345678901234,"t":1.5,"x":null}',
+        b'J{"d":1,"t":1.5,"x":null}',
+        b"O",
+        b"",
+        b"42",
+        b"\x80garbage",
+    ],
+)
+async def test_get_reads_exactly_what_decode_reads_and_counts_it(data):
+    from app.cache.entry import decode
+
+    backend = MemoryBackend()
+    client = CacheClient(backend, keys=keys)
+    key = keys.key("n", "x")
+    await backend.set(key, data, 60)
+    expected = decode(data)
+    entry = await client.get(key)
+    assert repr(entry) == repr(expected) and type(entry) is type(expected)  # NaN != NaN
+    row = client.counters.snapshot()["namespaces"]["n"]
+    if expected is None:
+        assert (row["hits"], row["misses"], row["errors"]) == (0, 1, 1)
+    else:
+        assert (row["hits"], row["misses"], row["errors"]) == (1, 0, 0)
+
+
+async def test_counters_stay_right_when_the_per_key_memo_starts_over(monkeypatch):
+    from app.cache import client as client_module
+
+    monkeypatch.setattr(client_module, "_ROWS_MAX", 3)
+    client = CacheClient(MemoryBackend(), keys=keys)
+    names = [keys.key("n", i) for i in range(10)]
+    for _ in range(3):
+        for name in names:
+            assert await client.get(name) is None
+    await client.set(names[0], "v", 60)
+    assert (await client.get(names[0])).value == "v"
+    client.counters.reset()
+    assert (await client.get(names[0])).value == "v"
+    assert await client.get_many(names[:2]) == {names[0]: (await client.get(names[0]))}
+    row = client.counters.snapshot()["namespaces"]["n"]
+    assert (row["hits"], row["misses"]) == (3, 1)
+    assert len(client._rows) <= 3
