@@ -8,6 +8,8 @@ generation.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,7 @@ from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.cache.service import CacheService
-from app.db import transaction
+from app.db import DatabaseUnavailable, transaction
 from app.tasks.repository import TaskRepository
 from app.tasks.schemas import Task, clean_name
 
@@ -30,6 +32,11 @@ _tasks = TypeAdapter(list[Task])
 
 def task_namespace(task_id: int) -> str:
     return ONE_TASK.format(task_id=task_id)
+
+
+def _namespaces(task_id: int | None) -> tuple[str, ...]:
+    """What a write to `task_id` (unknown: `None`) invalidates."""
+    return (ALL_TASKS,) if task_id is None else (ALL_TASKS, task_namespace(task_id))
 
 
 @dataclass(frozen=True)
@@ -74,11 +81,7 @@ class TaskService:
     async def create(self, name: str) -> Task:
         """Store a new task; raises `InvalidTaskName` for a blank or too long name."""
         name = clean_name(name)
-        async with transaction(self.sessions) as session:
-            task = await TaskRepository(session).add(name)
-        # SQLite may hand out a deleted id again: its old single-task entries must die too.
-        await self.cache.bump(ALL_TASKS, task_namespace(task.id))
-        return task
+        return await self._write(lambda tasks: tasks.add(name))
 
     async def update(
         self, task_id: int, *, name: str | None = None, done: bool | None = None
@@ -86,18 +89,42 @@ class TaskService:
         """Rename and/or (un)complete a task; `None` when there is no such task."""
         if name is not None:
             name = clean_name(name)
-        async with transaction(self.sessions) as session:
-            task = await TaskRepository(session).update(task_id, name=name, done=done)
-        if task is not None:
-            await self.cache.bump(ALL_TASKS, task_namespace(task_id))
-        return task
+        return await self._write(
+            lambda tasks: tasks.update(task_id, name=name, done=done), task_id=task_id
+        )
 
     async def delete(self, task_id: int) -> bool:
-        async with transaction(self.sessions) as session:
-            deleted = await TaskRepository(session).delete(task_id)
-        if deleted:
-            await self.cache.bump(ALL_TASKS, task_namespace(task_id))
-        return deleted
+        return await self._write(lambda tasks: tasks.delete(task_id), task_id=task_id)
+
+    async def _write[R](
+        self, change: Callable[[TaskRepository], Awaitable[R]], *, task_id: int | None = None
+    ) -> R:
+        """Run `change` in a transaction, then bump the list and the task it wrote.
+
+        Shielded from the caller's cancellation (a client that hangs up mid-request): a
+        write that committed must be invalidated, or the cache keeps serving what it
+        replaced. A change that found nothing (`None`, `False`) invalidates nothing; one
+        whose commit outcome is unknown invalidates anyway.
+        """
+        return await asyncio.shield(self._commit_then_bump(change, task_id))
+
+    async def _commit_then_bump[R](
+        self, change: Callable[[TaskRepository], Awaitable[R]], task_id: int | None
+    ) -> R:
+        committing = False
+        try:
+            async with transaction(self.sessions) as session:
+                result = await change(TaskRepository(session))
+                committing = True
+        except DatabaseUnavailable:
+            if committing:  # the commit may have gone through without our hearing of it
+                await self.cache.bump(*_namespaces(task_id))
+            raise
+        if result is None or result is False:
+            return result
+        # A new task's id too: SQLite may hand out a deleted id again, whose entries must die.
+        await self.cache.bump(*_namespaces(result.id if isinstance(result, Task) else task_id))
+        return result
 
     async def _load_all_tasks(self) -> list[dict[str, Any]]:
         async with transaction(self.sessions) as session:

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
 from app.cache import CacheClient, KeyBuilder, MemoryBackend
 from app.cache.service import CacheService
-from app.db import make_sessionmaker
+from app.db import DatabaseUnavailable, make_sessionmaker
 from app.tasks.service import LIST_SOFT_TIMEOUT, TaskService
 from tests.support.clock import Clock
 
@@ -98,3 +99,57 @@ async def test_past_the_soft_ttl_all_get_stale_and_one_refresh_queries(
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.05)
     assert len(selects) - before == 1
+
+
+async def test_a_write_cancelled_after_its_commit_still_invalidates(
+    tasks: TaskService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that hangs up while the write bumps its generations (Quart then cancels the
+    view) must not leave the cache serving what the committed write replaced."""
+    task = await tasks.create("old")
+    assert (await tasks.get(task.id)).name == "old"
+    assert [t.name for t in await tasks.all_tasks()] == ["old"]
+    bumping, release, bumped = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    bump = tasks.cache.bump
+
+    async def paused_bump(*namespaces: str) -> None:
+        bumping.set()
+        await release.wait()
+        await bump(*namespaces)
+        bumped.set()
+
+    monkeypatch.setattr(tasks.cache, "bump", paused_bump)
+    writer = asyncio.create_task(tasks.update(task.id, name="new"))
+    await bumping.wait()
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    release.set()
+    await asyncio.wait_for(bumped.wait(), 5)
+
+    assert (await tasks.get(task.id)).name == "new"
+    assert [t.name for t in await tasks.all_tasks()] == ["new"]
+
+
+class AckLost(Session):
+    """A session whose commit goes through but whose caller hears of a lost connection."""
+
+
+@event.listens_for(AckLost, "after_commit")
+def _lose_the_ack(session: Session) -> None:
+    raise OSError("connection reset by peer")
+
+
+async def test_a_commit_with_an_unknown_outcome_still_invalidates(
+    tasks: TaskService, engine: AsyncEngine
+) -> None:
+    task = await tasks.create("old")
+    assert [t.name for t in await tasks.all_tasks()] == ["old"]
+    assert (await tasks.get(task.id)).name == "old"
+    lossy = async_sessionmaker(engine, expire_on_commit=False, sync_session_class=AckLost)
+
+    with pytest.raises(DatabaseUnavailable):
+        await TaskService(lossy, tasks.cache).update(task.id, name="new")
+
+    assert [t.name for t in await tasks.all_tasks()] == ["new"]
+    assert (await tasks.get(task.id)).name == "new"
