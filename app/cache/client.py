@@ -3,7 +3,8 @@
 No method raises because of the cache: a backend error, timeout or unavailable server
 becomes a miss (reads) or ``False``/``None`` (writes), and is counted. Only the caller's
 own cancellation propagates. Programming errors do raise: a key that is not a string, a
-non-positive TTL, or a value JSON cannot hold (`TypeError`/`ValueError`).
+non-positive TTL, or a value JSON cannot hold (`TypeError`/`ValueError`). A string key that
+memcached cannot carry (`KeyBuilder` never makes one) is a counted error and a miss.
 """
 
 from __future__ import annotations
@@ -172,6 +173,8 @@ class CacheClient:
         data = encode(Entry(value, now, soft), compress_threshold=self.compress_threshold)
         if len(data) + len(key) > self.max_item_size:
             self._count("too_large", key)
+            if command == "set":  # like memcached refusing it: the value it replaces goes too
+                await self.delete(key, urgent=urgent)
             return False
         try:
             if urgent:
@@ -254,6 +257,9 @@ class CacheClient:
         self.counters.row((namespace, owner if server is None else server))[INDEX[metric]] += 1
 
     def _failed(self, key: str, exc: Exception, *, read: bool) -> None:
+        """Count a failed operation (re-raising the caller's own mistakes: see the module)."""
+        if isinstance(exc, TypeError):
+            raise exc
         if isinstance(exc, ServerUnavailable):
             metric = "unavailable"
         elif isinstance(exc, ValueTooLarge):

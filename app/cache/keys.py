@@ -75,7 +75,10 @@ def namespace_of(key: str) -> str:
 
 
 def validate_key(key: str) -> bytes:
-    """The key as bytes; raises `InvalidKey` unless it is 1-250 bytes of printable ASCII."""
+    """The key as bytes; raises `InvalidKey` unless it is 1-250 bytes of printable ASCII
+    (`TypeError` unless it is a string)."""
+    if not isinstance(key, str):
+        raise TypeError(f"cache keys are strings, not {type(key).__name__}")
     try:
         raw = key.encode("ascii")
     except UnicodeEncodeError:

@@ -65,6 +65,7 @@ async def test_compressed_round_trip(mc):
 async def test_a_2mb_value_is_skipped_without_error(mc):
     client, _ = mc
     key = KEYS.key("v", "huge")
+    assert await client.set(key, "what the huge value replaces", 60)
     huge = _rng.randbytes(2 * 1024 * 1024).hex()  # incompressible
     assert await client.set(key, huge, 60) is False
     assert await client.get(key) is None
@@ -77,7 +78,9 @@ async def test_server_limit_below_ours_is_counted_too_large(mc):
     client, _ = mc
     client.max_item_size = 4 * 1024 * 1024  # misconfigured: larger than memcached's -I
     key = KEYS.key("v", "huge")
+    assert await client.set(key, "what the huge value replaces", 60)
     assert await client.set(key, _rng.randbytes(1536 * 1024).hex(), 60) is False
+    assert await client.get(key) is None
     assert client.counters.total("too_large") == 1
     assert client.healthy()
     assert await client.set(key, "small", 60)

@@ -77,9 +77,22 @@ async def test_memory_round_trip_and_counters():
 async def test_too_large_is_skipped_and_counted():
     client = CacheClient(MemoryBackend(), keys=keys, max_item_size=1000, compress_threshold=10**9)
     key = keys.key("n", "big")
+    assert await client.set(key, "small", 60)
     assert await client.set(key, "x" * 2000, 60) is False
-    assert await client.get(key) is None
+    assert await client.get(key) is None  # not the value the refused one replaced
     assert client.counters.total("too_large") == 1
+
+
+@pytest.mark.parametrize("backend", [MemoryBackend, lambda: MemcachedBackend(["127.0.0.1:9"])])
+@pytest.mark.parametrize("key", [42, b"k", ["k"]])
+async def test_a_key_that_is_not_a_string_is_the_callers_error(backend, key):
+    """Not a cache failure to hide: no memcached is reached (port 9 is never contacted)."""
+    client = CacheClient(backend(), keys=keys)
+    for call in (client.get(key), client.get_many([key]), client.set(key, 1, 60),
+                 client.add(key, 1, 60), client.delete(key), client.touch(key, 60)):
+        with pytest.raises(TypeError):
+            await call
+    assert client.counters.total("errors") == 0
 
 
 @pytest.mark.parametrize("ttl", [0, -1, float("inf"), float("nan")])
