@@ -105,14 +105,18 @@ def _reply(verb: bytes, args: list[bytes]) -> bytes:
 class MemcachierShim(_LoopbackServer):
     """MemCachier's ASCII auth: the first command must be ``set <user> 0 0 <n>`` with the
     password as value; anything else gets ``CLIENT_ERROR authentication failure`` and a close.
-    Then bytes are proxied to `upstream` (``host:port``)."""
+    Then bytes are proxied to `upstream` (``host:port``). With `store_handshake`, an accepted
+    handshake is also stored upstream (a server that keeps it as an item behind auth)."""
 
-    def __init__(self, upstream: str, username: str, password: str) -> None:
+    def __init__(
+        self, upstream: str, username: str, password: str, *, store_handshake: bool = False
+    ) -> None:
         super().__init__()
         self.upstream = upstream
         self.expected = b"set %b 0 0 %d\r\n%b\r\n" % (
             username.encode(), len(password.encode()), password.encode()
         )
+        self.store_handshake = store_handshake
         self.accepted = self.rejected = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -127,6 +131,12 @@ class MemcachierShim(_LoopbackServer):
             await writer.drain()
             return
         self.accepted += 1
+        if self.store_handshake:
+            host, _, port = self.upstream.rpartition(":")
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            up_writer.write(self.expected)
+            await up_reader.readline()
+            up_writer.close()
         writer.write(b"STORED\r\n")
         await _pipe_to(self.upstream, reader, writer)
 

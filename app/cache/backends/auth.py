@@ -1,9 +1,21 @@
 """The ASCII authentication handshake: a ``set`` sent as the first command of a connection.
 
-Two forms exist. MemCachier: ``set <username> 0 0 <n>`` with the password as the value.
-memcached >= 1.5.15 with ``-Y authfile``: any key, with ``"<username> <password>"`` as the
-value. ``auto`` tries MemCachier's form first, then memcached's, and keeps the one that
-worked for that server. Credentials never appear in a repr, a log line or an exception.
+Two forms exist, and on a server that does not authenticate both are ordinary ``set``s:
+
+- ``memcached`` (>= 1.5.15 with ``-Y authfile``): any key, value ``"<username> <password>"``;
+  key, flags and exptime are ignored. We send ``set _ascii_auth 0 -1 <n>``: exptime -1
+  stores the item already expired on an open server, so nothing is left to read (it only
+  removes an item under ``_ascii_auth``).
+- ``memcachier``: ``set <username> 0 0 <n>`` with the password as the value, exactly as
+  MemCachier documents it. An open server stores the password, readable under the username.
+  So after it is accepted we read ``get <username>`` on the same connection; a server that
+  echoes the password back, and also answers a ``get`` on a fresh unauthenticated connection,
+  does not authenticate: the pool deletes the item and never sends it that form again.
+
+``auto`` tries ``memcached`` first (harmless everywhere), then ``memcachier`` on a fresh
+connection only when the first was refused, i.e. by a server that authenticates (or an open
+one that failed the ``set``, which the check above catches): MemCachier sees one failed
+login for the user ``_ascii_auth``. Credentials never appear in a repr, log or exception.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from .protocol import Connection
 
 AuthMode = Literal["auto", "memcachier", "memcached"]
 AuthForm = Literal["memcachier", "memcached"]
+AUTH_KEY = b"_ascii_auth"  # the key of memcached's form: never one of ours (they hold ":")
 
 
 class AuthenticationFailed(Exception):
@@ -27,14 +40,14 @@ class Credentials:
     password: str = field(repr=False)
 
     def forms(self, mode: AuthMode) -> tuple[AuthForm, ...]:
-        return ("memcachier", "memcached") if mode == "auto" else (mode,)
+        return ("memcached", "memcachier") if mode == "auto" else (mode,)
 
     def command(self, form: AuthForm) -> bytes:
         if form == "memcachier":
-            key, value = self.username.encode(), self.password.encode()
+            key, exptime, value = self.username.encode(), b"0", self.password.encode()
         else:
-            key, value = b"auth", f"{self.username} {self.password}".encode()
-        return b"set %b 0 0 %d\r\n%b\r\n" % (key, len(value), value)
+            key, exptime, value = AUTH_KEY, b"-1", f"{self.username} {self.password}".encode()
+        return b"set %b 0 %b %d\r\n%b\r\n" % (key, exptime, len(value), value)
 
 
 async def authenticate(conn: Connection, credentials: Credentials, form: AuthForm) -> bool:
@@ -42,3 +55,34 @@ async def authenticate(conn: Connection, credentials: Credentials, form: AuthFor
     conn.writer.write(credentials.command(form))
     await conn.writer.drain()
     return await conn.reader.readline() == b"STORED\r\n"
+
+
+async def echoes_password(conn: Connection, credentials: Credentials) -> bool:
+    """After MemCachier's form: did the server keep it as an item (``get <username>``)?"""
+    conn.writer.write(b"get %b\r\n" % credentials.username.encode())
+    await conn.writer.drain()
+    line = await conn.reader.readline()
+    if line == b"END\r\n":
+        return False
+    terms = line.split()
+    if len(terms) == 4 and terms[0] == b"VALUE" and terms[3].isdigit():
+        data = await conn.reader.readexactly(int(terms[3]) + 2)
+        if await conn.reader.readline() == b"END\r\n":
+            return data[:-2] == credentials.password.encode()
+    raise AuthenticationFailed("unexpected reply after the handshake")
+
+
+async def answers_unauthenticated(conn: Connection, credentials: Credentials) -> bool:
+    """On a fresh connection: does the server serve a ``get`` without any handshake?"""
+    conn.writer.write(b"get %b\r\n" % credentials.username.encode())
+    await conn.writer.drain()
+    line = await conn.reader.readline()
+    return line == b"END\r\n" or line.startswith(b"VALUE ")
+
+
+async def forget_password(conn: Connection, credentials: Credentials) -> None:
+    """Delete the item an open server made of MemCachier's form."""
+    conn.writer.write(b"delete %b\r\n" % credentials.username.encode())
+    await conn.writer.drain()
+    if await conn.reader.readline() not in (b"DELETED\r\n", b"NOT_FOUND\r\n"):
+        raise AuthenticationFailed("unexpected reply to the delete of the handshake item")

@@ -2,18 +2,30 @@
 
 At most `size` connections exist; callers wait for one first come, first served (asyncio's
 semaphore is FIFO) and for at most the given deadline. Connections open lazily, within
-`connect_timeout` including the authentication handshake. A connection comes back to the
-pool only if its holder says it is clean: after a timeout, cancellation, EOF or unexpected
-reply it is closed.
+`connect_timeout` including the authentication handshake (see `auth.py`). A connection
+comes back to the pool only if its holder says it is clean: after a timeout, cancellation,
+EOF or unexpected reply it is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 
-from .auth import AuthenticationFailed, AuthForm, AuthMode, Credentials, authenticate
+from .auth import (
+    AuthenticationFailed,
+    AuthForm,
+    AuthMode,
+    Credentials,
+    answers_unauthenticated,
+    authenticate,
+    echoes_password,
+    forget_password,
+)
 from .protocol import Connection
+
+logger = logging.getLogger("app.cache")
 
 
 class PoolTimeout(TimeoutError):
@@ -40,6 +52,8 @@ class ConnectionPool:
         self.connect_attempts = 0
         self._credentials = credentials
         self._forms: tuple[AuthForm, ...] = credentials.forms(auth_mode) if credentials else ()
+        self._settled = False  # a handshake succeeded: self._forms is the one that works
+        self._settling = asyncio.Lock()
         self._idle: deque[Connection] = deque()
         self._slots = asyncio.Semaphore(size)
 
@@ -79,22 +93,74 @@ class ConnectionPool:
 
     async def _connect(self) -> Connection:
         async with asyncio.timeout(self.connect_timeout):
-            for form in self._forms or (None,):
-                self.connect_attempts += 1
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-                conn = Connection(reader, writer)
-                if form is None or self._credentials is None:
-                    return conn
+            if self._credentials is None:
+                return await self._open()
+            if self._settled:
+                return await self._login(self._credentials)
+            # Until one handshake succeeded, one at a time: a crowd of first callers makes
+            # one wrong-form attempt (auto) and exposes an open server once at most.
+            async with self._settling:
+                return await self._login(self._credentials)
+
+    async def _open(self) -> Connection:
+        self.connect_attempts += 1
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        return Connection(reader, writer)
+
+    async def _login(self, credentials: Credentials) -> Connection:
+        """A connection authenticated in the first form the server accepts (remembered)."""
+        forms = self._forms
+        for form in forms:
+            last = form == forms[-1]
+            conn = await self._open()
+            try:
                 try:
-                    accepted = await authenticate(conn, self._credentials, form)
-                except BaseException:
-                    _close(conn)
-                    raise
-                if accepted:
-                    self._forms = (form,)
-                    return conn
+                    # an earlier form gets a share of the deadline, so a refusal by
+                    # silence still leaves time for the next one
+                    async with asyncio.timeout(None if last else self.connect_timeout / 2):
+                        accepted = await authenticate(conn, credentials, form)
+                except TimeoutError:
+                    if last:
+                        raise
+                    accepted = False
+                if accepted and form == "memcachier":
+                    await self._refuse_if_open(conn, credentials)
+            except BaseException:
                 _close(conn)
+                raise
+            if accepted:
+                self._forms, self._settled = (form,), True
+                return conn
+            _close(conn)
+        if not self._forms:
+            raise AuthenticationFailed(f"cache server {self.address} does not authenticate")
         raise AuthenticationFailed(f"cache server {self.address} rejected the credentials")
+
+    async def _refuse_if_open(self, conn: Connection, credentials: Credentials) -> None:
+        """MemCachier's form left the password readable on a server without authentication:
+        delete it, never send this form there again, and fail.
+
+        A server that keeps the handshake as an item but refuses unauthenticated reads is
+        authenticating: it is left alone (MemCachier's behaviour here is undocumented).
+        """
+        if not await echoes_password(conn, credentials):
+            return
+        probe = await self._open()
+        try:
+            is_open = await answers_unauthenticated(probe, credentials)
+        except OSError:
+            is_open = False
+        finally:
+            _close(probe)
+        if not is_open:
+            return
+        await forget_password(conn, credentials)
+        self._forms = tuple(form for form in self._forms if form != "memcachier")
+        logger.warning(
+            "cache server %s does not authenticate: it stored MemCachier's handshake as a "
+            "readable item (deleted now); that form is not sent to it again", self.address,
+        )
+        raise AuthenticationFailed(f"cache server {self.address} does not authenticate")
 
 
 def _usable(conn: Connection) -> bool:

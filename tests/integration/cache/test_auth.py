@@ -1,10 +1,14 @@
-"""The ASCII auth handshake against memcached -Y and a MemCachier-form shim."""
+"""The ASCII auth handshake against memcached -Y, a MemCachier-form shim and an open
+memcached (which must never be left holding readable credentials)."""
 
+import asyncio
 import logging
+import traceback
 
 import pytest
 
 from app.cache import CacheClient, KeyBuilder
+from app.cache.backends.auth import AuthenticationFailed, Credentials
 from tests.support.fake_servers import MemcachierShim
 
 USER, PASSWORD = "app-user", "s3cret-pass"
@@ -47,7 +51,8 @@ async def test_memcachier_form_through_the_shim(shim, make_backend, mode):
     client = CacheClient(backend, keys=KEYS)
     assert await client.set("k", "v", 60)
     assert (await client.get("k")).value == "v"
-    assert shim.accepted >= 1 and shim.rejected == 0
+    # auto: memcached's form first, refused (a failed login for "_ascii_auth"), then MemCachier's
+    assert shim.accepted == 1 and shim.rejected == (1 if mode == "auto" else 0)
 
 
 async def test_auto_mode_remembers_the_form_that_worked(authed_memcached, make_backend):
@@ -56,10 +61,95 @@ async def test_auto_mode_remembers_the_form_that_worked(authed_memcached, make_b
     pool = backend.servers[authed_memcached.address].pool
     client = CacheClient(backend, keys=KEYS)
     await client.set("k", 1, 60)
-    assert pool.connect_attempts == 2  # MemCachier's form refused, then memcached's
+    assert pool.connect_attempts == 1  # memcached's form, tried first, accepted
     async with pool_both_busy(pool):
         pass
-    assert pool.connect_attempts == 3  # the second connection went straight to memcached's
+    assert pool.connect_attempts == 2
+
+
+async def test_auto_mode_falls_back_to_memcachiers_form_and_remembers_it(shim, make_backend):
+    backend = make_backend([shim.address], username=USER, password=PASSWORD, pool_size=2)
+    pool = backend.servers[shim.address].pool
+    client = CacheClient(backend, keys=KEYS)
+    assert await client.set("k", 1, 60)
+    assert pool.connect_attempts == 2 and (shim.rejected, shim.accepted) == (1, 1)
+    async with pool_both_busy(pool):
+        pass
+    assert pool.connect_attempts == 3  # the second connection went straight to MemCachier's
+    assert (shim.rejected, shim.accepted) == (1, 2)
+
+
+async def test_first_connections_try_the_wrong_form_once(shim, make_backend):
+    backend = make_backend([shim.address], username=USER, password=PASSWORD, pool_size=4)
+    client = CacheClient(backend, keys=KEYS)
+    assert all(await asyncio.gather(*(client.set(f"k{i}", i, 60) for i in range(16))))
+    assert shim.rejected == 1 and 1 <= shim.accepted <= 4
+
+
+def test_memcached_form_is_an_already_expired_set(authed_memcached, memcached):
+    """The raw command: -Y ignores the exptime -1, an open server stores nothing readable."""
+    good = Credentials(USER, PASSWORD).command("memcached")
+    assert good.startswith(b"set _ascii_auth 0 -1 20\r\n")
+    assert authed_memcached.command(b"get k\r\n", auth=good) == b"END\r\n"
+    bad = Credentials(USER, "wrong-password").command("memcached")
+    assert authed_memcached.command(b"get k\r\n", auth=bad) == b"CLIENT_ERROR unauthenticated\r\n"
+    assert memcached.command(good) == b"STORED\r\n"
+    assert memcached.command(b"get _ascii_auth\r\n") == b"END\r\n"
+
+
+@pytest.mark.parametrize("mode", ["auto", "memcached"])
+async def test_an_open_server_is_left_no_readable_credentials(memcached, make_backend, mode):
+    assert memcached.command(b"set app-user 0 0 4\r\nmine\r\n") == b"STORED\r\n"
+    backend = make_backend([memcached.address], username=USER, password=PASSWORD,
+                           auth_mode=mode, pool_size=2)
+    pool = backend.servers[memcached.address].pool
+    client = CacheClient(backend, keys=KEYS)
+    assert await client.set("k", "v", 60)
+    async with pool_both_busy(pool):  # two handshakes
+        pass
+    assert (await client.get("k")).value == "v"
+    assert pool.connect_attempts == 2  # memcached's form was accepted both times
+    # read back on separate raw connections: the username's key untouched, nothing else
+    assert memcached.command(b"get app-user\r\n") == b"VALUE app-user 0 4\r\nmine\r\nEND\r\n"
+    assert memcached.command(b"get _ascii_auth\r\n") == b"END\r\n"
+    assert PASSWORD.encode() not in memcached.command(b"get app-user _ascii_auth auth\r\n")
+
+
+async def test_memcachier_mode_on_an_open_server_deletes_the_password_and_stops(
+    memcached, make_backend, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    backend = make_backend([memcached.address], username=USER, password=PASSWORD,
+                           auth_mode="memcachier", retry_timeout=0.05, failure_limit=10)
+    pool = backend.servers[memcached.address].pool
+    client = CacheClient(backend, keys=KEYS)
+    assert await client.set("k", 1, 60) is False
+    assert memcached.command(b"get app-user\r\n") == b"END\r\n"  # deleted
+    assert pool.connect_attempts == 2  # the handshake, then an unauthenticated get
+    await asyncio.sleep(0.1)
+    assert await client.set("k", 1, 60) is False
+    assert pool.connect_attempts == 2  # the credentials are never sent there again
+    assert "does not authenticate" in caplog.text
+    assert PASSWORD not in caplog.text and USER not in caplog.text
+
+
+async def test_a_server_that_keeps_the_handshake_behind_auth_is_left_alone(
+    memcached, make_backend
+):
+    """MemCachier might store the handshake as an item; it still refuses unauthenticated
+    reads, so it is an authenticating server and must keep working."""
+    shim = await MemcachierShim(memcached.address, USER, PASSWORD, store_handshake=True).start()
+    try:
+        backend = make_backend([shim.address], username=USER, password=PASSWORD,
+                               auth_mode="memcachier")
+        client = CacheClient(backend, keys=KEYS)
+        assert await client.set("k", "v", 60)
+        assert (await client.get("k")).value == "v"
+        assert shim.accepted == 1 and shim.rejected == 1  # the unauthenticated get, refused
+        # behind the shim (MemCachier's storage, here) our client deleted nothing
+        assert PASSWORD.encode() in memcached.command(b"get app-user\r\n")
+    finally:
+        await shim.stop()
 
 
 class pool_both_busy:
@@ -90,6 +180,29 @@ async def test_bad_password_fails_open_and_marks_the_server(
     assert client.counters.total("errors") == 1 and client.counters.total("unavailable") == 1
     assert "wrong-password" not in caplog.text and USER not in caplog.text
     assert "wrong-password" not in repr(backend.servers[target].pool.__dict__)
+
+
+@pytest.mark.parametrize("case", ["auto", "memcached", "memcachier", "memcachier-open"])
+async def test_a_failed_handshake_never_shows_the_credentials(
+    authed_memcached, shim, memcached, make_backend, caplog, case
+):
+    caplog.set_level(logging.DEBUG)
+    target, password = {
+        "auto": (authed_memcached, "wrong-password"),
+        "memcached": (authed_memcached, "wrong-password"),
+        "memcachier": (shim, "wrong-password"),
+        "memcachier-open": (memcached, PASSWORD),
+    }[case]
+    backend = make_backend([target.address], username=USER, password=password,
+                           auth_mode=case.removesuffix("-open"))
+    with pytest.raises(AuthenticationFailed) as info:
+        await backend.servers[target.address].pool.acquire(1.0)
+    client = CacheClient(backend, keys=KEYS)
+    assert await client.set("k", 1, 60) is False  # through the client and its logging too
+    shown = [str(info.value), repr(info.value), "".join(traceback.format_exception(info.value)),
+             caplog.text]
+    for text in shown:
+        assert USER not in text and password not in text
 
 
 async def test_shim_refuses_memcached_form(shim, make_backend):
