@@ -62,7 +62,8 @@ async def error_page(status: int, detail: str | None = None) -> Response:
     body = await render_template(
         "errors/error.html", status=status, title=HTTPStatus(status).phrase, detail=detail
     )
-    return Response(body, status=status, mimetype="text/html")
+    # The same URL answers htmx with the flash above: the page varies on those headers too.
+    return add_vary(Response(body, status=status, mimetype="text/html"))
 
 
 def init_app(app: Quart) -> None:

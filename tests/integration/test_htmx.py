@@ -189,3 +189,13 @@ async def test_errors_under_htmx_go_to_the_flashes_not_into_the_row(client: Clie
     html = await response.get_data(as_text=True)
     assert html.startswith('<p class="flash flash-error">') and "<html" not in html
     assert_varies(response.headers["Vary"])
+
+
+async def test_error_pages_vary_on_the_htmx_headers(client: Client) -> None:
+    """The same URL answers htmx with a flash fragment, so the full page says so too."""
+    page = await client.get("/no/such/page")
+    fragment = await client.get("/no/such/page", headers=HX)
+    assert page.status_code == fragment.status_code == 404
+    assert (await page.get_data(as_text=True)).startswith("<!doctype html>")
+    for response in (page, fragment):
+        assert_varies(response.headers.get("Vary", ""))
