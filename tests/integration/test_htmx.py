@@ -115,6 +115,15 @@ async def test_rename_returns_the_changed_row_and_an_oob_flash(client: Client) -
     assert "Renamed to “final”." in oob_flash(html)
 
 
+async def test_row_controls_have_ids_so_focus_survives_the_swap(client: Client) -> None:
+    """htmx 4 puts focus back on the element with the focused element's id after a swap."""
+    task_id = await create(client, "focus")
+    html = await htmx_post(client, f"/{task_id}/rename", name="focus")
+    for control in re.findall(r"<(?:input|button)\b[^>]*>", html):
+        if 'type="hidden"' not in control and "Delete:" not in control:  # delete: see _summary
+            assert re.search(rf'\bid="task-{task_id}-\w+"', control), control
+
+
 async def test_rename_to_blank_is_422_with_the_row_and_its_message(client: Client) -> None:
     task_id = await create(client, "keep me")
     html = await htmx_post(client, f"/{task_id}/rename", 422, name=" ")
