@@ -6,6 +6,7 @@ by the API as it is.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -15,19 +16,35 @@ from pydantic_core import PydanticCustomError
 NAME_MAX_LENGTH = 500
 NAME_REQUIRED = "Task name is required."
 NAME_TOO_LONG = f"Task name must be at most {NAME_MAX_LENGTH} characters."
+NAME_NOT_ONE_LINE = "Task name must be one line, without tabs or other control characters."
+NAME_NOT_UNICODE = "Task name contains invalid Unicode (a lone surrogate)."
+
+# Control characters (C0, DEL, C1: NUL, tab, newline...) and the Unicode line and paragraph
+# separators: a name is one line of text, and PostgreSQL cannot store NUL at all.
+_NOT_ONE_LINE = frozenset(("Cc", "Zl", "Zp"))
 
 
 class InvalidTaskName(ValueError):
-    """A task name that is blank or too long; the message is meant for the user."""
+    """A task name that is blank, too long or not one line of text; the message is meant
+    for the user."""
 
 
 def clean_name(value: str) -> str:
-    """Return the name trimmed, or raise `InvalidTaskName` with a message for the user."""
+    """Return the name trimmed, or raise `InvalidTaskName` with a message for the user.
+
+    Checked here so that every database gets the same names: SQLite would store a NUL that
+    PostgreSQL refuses, and a lone surrogate (what a JSON `\\ud800` escape decodes to)
+    cannot be encoded for either."""
     name = value.strip()
     if not name:
         raise InvalidTaskName(NAME_REQUIRED)
     if len(name) > NAME_MAX_LENGTH:
         raise InvalidTaskName(NAME_TOO_LONG)
+    categories = {unicodedata.category(char) for char in name}
+    if "Cs" in categories:
+        raise InvalidTaskName(NAME_NOT_UNICODE)
+    if not categories.isdisjoint(_NOT_ONE_LINE):
+        raise InvalidTaskName(NAME_NOT_ONE_LINE)
     return name
 
 

@@ -8,6 +8,9 @@ import pytest
 from quart.typing import TestClientProtocol as Client
 
 PROBLEM = "application/problem+json"
+JSON = {"Content-Type": "application/json"}
+ONE_LINE = "Task name must be one line, without tabs or other control characters."
+INVALID_TEXT = "Task name contains invalid Unicode (a lone surrogate)."
 
 
 async def create(client: Client, name: str) -> dict[str, Any]:
@@ -128,6 +131,50 @@ async def test_invalid_create_is_422_with_field_errors(
 async def test_blank_name_says_task_name_is_required(client: Client) -> None:
     body = await assert_problem(await client.post("/api/tasks", json={"name": "  "}), 422)
     assert body["detail"] == "Task name is required."
+
+
+@pytest.mark.parametrize(
+    ("escaped_name", "message"),
+    [
+        (r"a\u0000b", ONE_LINE),
+        (r"a\tb", ONE_LINE),
+        (r"two\nlines", ONE_LINE),
+        (r"a\rb", ONE_LINE),
+        (r"a\u001bb", ONE_LINE),
+        (r"a\u007fb", ONE_LINE),
+        (r"a\u0085b", ONE_LINE),
+        (r"a\u009fb", ONE_LINE),
+        (r"a\u2028b", ONE_LINE),
+        (r"\u0000", ONE_LINE),
+        (r"\ud800", INVALID_TEXT),
+        (r"a\udc00b", INVALID_TEXT),
+        (r"\ude80\ud83d", INVALID_TEXT),
+    ],
+)
+async def test_control_characters_and_lone_surrogates_are_422_on_create_and_patch(
+    client: Client, escaped_name: str, message: str
+) -> None:
+    # Valid JSON in valid UTF-8: the escapes reach the model as the characters they name.
+    body = ('{"name": "' + escaped_name + '"}').encode()
+    problem = await assert_problem(await client.post("/api/tasks", data=body, headers=JSON), 422)
+    assert problem["detail"] == message
+    assert problem["errors"] == [{"loc": ["name"], "msg": message, "type": "task_name"}]
+    task = await create(client, "kept")
+    patch = await client.patch(f"/api/tasks/{task['id']}", data=body, headers=JSON)
+    assert (await assert_problem(patch, 422))["detail"] == message
+    listing = await (await client.get("/api/tasks")).get_json()
+    assert [t["name"] for t in listing["items"]] == ["kept"]
+
+
+async def test_names_keep_emoji_joiners_and_surrounding_whitespace_is_trimmed(
+    client: Client,
+) -> None:
+    body = '{"name": "\\t\\ud83d\\ude80 \\ud83d\\udc69\\u200d\\ud83d\\udcbb caf\\u00e9\\n"}'
+    response = await client.post("/api/tasks", data=body.encode(), headers=JSON)
+    assert response.status_code == 201
+    task = await response.get_json()
+    assert task["name"] == "🚀 👩\u200d💻 café"
+    assert (await (await client.get(f"/api/tasks/{task['id']}")).get_json())["name"] == task["name"]
 
 
 async def test_500_character_name_is_accepted(client: Client) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from quart.typing import TestClientProtocol as Client
+
+ONE_LINE = "Task name must be one line, without tabs or other control characters."
 
 
 async def page(client: Client) -> str:
@@ -49,6 +52,25 @@ async def test_blank_name_flashes_required_and_stores_nothing(client: Client) ->
 async def test_too_long_name_is_refused_with_a_message(client: Client) -> None:
     html = await post(client, "/", name="x" * 501)
     assert "Task name must be at most 500 characters." in html
+    assert task_ids(html) == []
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "\x00", "a\tb", "two\r\nlines", "a\x7fb"])
+async def test_control_characters_are_refused_with_a_message(client: Client, name: str) -> None:
+    html = await post(client, "/", name=name)
+    assert ONE_LINE in html
+    assert task_ids(html) == []
+    (task_id,) = task_ids(await post(client, "/", name="kept"))
+    html = await post(client, f"/{task_id}/rename", name=name)
+    assert ONE_LINE in html and 'value="kept"' in html
+
+
+async def test_a_raw_nul_in_the_form_body_is_refused(client: Client) -> None:
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    response = await client.post("/", data=b"name=a%00b", headers=headers)
+    assert response.status_code == 303
+    html = await page(client)
+    assert ONE_LINE in html
     assert task_ids(html) == []
 
 
