@@ -15,11 +15,13 @@ from app.tasks.schemas import Task, TaskCreate, TaskUpdate
 from app.tasks.service import ALL_TASKS, LIST_TIMEOUT, ONE_TASK
 
 TASK_ID = "<int:task_id>"
+# The largest OFFSET both databases take (a signed 64-bit integer); beyond it they overflow.
+MAX_OFFSET = 2**63 - 1
 
 
 class PageQuery(BaseModel):
     limit: int = Field(50, ge=1, le=100)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class TaskList(BaseModel):

@@ -11,6 +11,7 @@ PROBLEM = "application/problem+json"
 JSON = {"Content-Type": "application/json"}
 ONE_LINE = "Task name must be one line, without tabs or other control characters."
 INVALID_TEXT = "Task name contains invalid Unicode (a lone surrogate)."
+MAX_BIGINT = 2**63 - 1
 
 
 async def create(client: Client, name: str) -> dict[str, Any]:
@@ -59,11 +60,31 @@ async def test_list_defaults_to_50(client: Client) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["limit=0", "limit=101", "offset=-1", "limit=abc", "offset=1.5", "limit=-5"]
+    "query",
+    [
+        "limit=0",
+        "limit=101",
+        "offset=-1",
+        "limit=abc",
+        "offset=1.5",
+        "limit=-5",
+        f"offset={MAX_BIGINT + 1}",
+        f"offset={2**64}",
+        "offset=" + "9" * 5000,
+    ],
 )
 async def test_bad_paging_is_422_naming_the_field(client: Client, query: str) -> None:
     body = await assert_problem(await client.get(f"/api/tasks?{query}"), 422)
     assert body["errors"][0]["loc"] == [query.split("=")[0]]
+
+
+async def test_the_largest_offset_is_an_empty_page(client: Client) -> None:
+    await create(client, "only")
+    response = await client.get(f"/api/tasks?limit=100&offset={MAX_BIGINT}")
+    assert response.status_code == 200
+    assert "Link" not in response.headers
+    body = await response.get_json()
+    assert body == {"items": [], "total": 1, "limit": 100, "offset": MAX_BIGINT}
 
 
 async def test_patch_renames_and_completes(client: Client) -> None:
