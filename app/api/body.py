@@ -1,6 +1,6 @@
-"""A strict JSON body for the API: 415 for another content type, 400 for malformed JSON or
-invalid UTF-8, 413 over the size limit, 422 (via quart-schema's error) for a body that
-does not fit the model."""
+"""A strict JSON body for the API: 415 for another content type, 400 for malformed JSON,
+invalid UTF-8 or nesting too deep to parse, 413 over the size limit, 422 (via quart-schema's
+error) for a body that does not fit the model."""
 
 from __future__ import annotations
 
@@ -24,13 +24,7 @@ def json_body(model: type[BaseModel]) -> Callable:
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not request.is_json:
                 raise UnsupportedMediaType("Send the body as JSON (Content-Type: application/json).")
-            raw = await request.get_data(cache=True)
-            try:
-                document = json.loads(raw)
-            except UnicodeDecodeError:
-                raise BadRequest("The body is not valid UTF-8.") from None
-            except ValueError as error:
-                raise BadRequest(f"The body is not valid JSON: {error}.") from None
+            document = parse_json(await request.get_data(cache=True))
             try:
                 data = model.model_validate(document)
             except ValidationError as error:
@@ -42,3 +36,23 @@ def json_body(model: type[BaseModel]) -> Callable:
         return wrapper
 
     return decorator
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON document in `raw`, or `BadRequest` saying what is wrong with it.
+
+    JSON on the wire is UTF-8 (RFC 8259, section 8.1), so the body is decoded as exactly
+    that: `json.loads(bytes)` would guess UTF-16 or UTF-32 too. A leading byte order mark
+    is ignored, as the RFC allows."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("The body is not valid UTF-8.") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        # The parser recurses once per nesting level; a body well under the size limit
+        # can nest deeper than the interpreter's stack allows.
+        raise BadRequest("The body is nested too deeply.") from None
+    except ValueError as error:
+        raise BadRequest(f"The body is not valid JSON: {error}.") from None

@@ -11,6 +11,8 @@ PROBLEM = "application/problem+json"
 JSON = {"Content-Type": "application/json"}
 ONE_LINE = "Task name must be one line, without tabs or other control characters."
 INVALID_TEXT = "Task name contains invalid Unicode (a lone surrogate)."
+NOT_UTF8 = "The body is not valid UTF-8."
+TOO_DEEP = "The body is nested too deeply."
 MAX_BIGINT = 2**63 - 1
 
 
@@ -209,6 +211,11 @@ async def test_500_character_name_is_accepted(client: Client) -> None:
         (b'{"name": ', "application/json", 400),
         (b"not json", "application/json", 400),
         (b'{"name": "\xff\xfe"}', "application/json", 400),
+        ('{"name": "x"}'.encode("utf-16"), "application/json", 400),
+        ('{"name": "x"}'.encode("utf-16-le"), "application/json", 400),
+        ('{"name": "x"}'.encode("utf-32"), "application/json", 400),
+        (b"[" * 30_000, "application/json", 400),
+        (b'{"name": ' + b'{"":' * 12_000, "application/json", 400),
         (b'["a", "b"]', "application/json", 422),
         (b'"just a string"', "application/json", 422),
         (b"name=x", "application/x-www-form-urlencoded", 415),
@@ -226,6 +233,43 @@ async def test_bad_bodies_are_problems_and_store_nothing(
     await assert_problem(patch, status)
     listing = await (await client.get("/api/tasks")).get_json()
     assert [t["name"] for t in listing["items"]] == ["existing"]
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{"name": "\xff"}', NOT_UTF8),
+        ('{"name": "x"}'.encode("utf-16"), NOT_UTF8),
+        ('{"name": "é"}'.encode("utf-16-be"), NOT_UTF8),
+        ('{"name": "x"}'.encode("utf-32"), NOT_UTF8),
+        (b"[" * 30_000, TOO_DEEP),
+        (b"[" * 30_000 + b"]" * 30_000, TOO_DEEP),
+        (b'{"name": ' + b'{"":' * 12_000 + b"1" + b"}" * 12_001, TOO_DEEP),
+    ],
+    ids=["bad-byte", "utf-16", "utf-16-be", "utf-32", "open-arrays", "arrays", "objects"],
+)
+async def test_undecodable_bodies_are_400_saying_why(
+    client: Client, body: bytes, detail: str
+) -> None:
+    assert len(body) < 64 * 1024, "under the body limit, so the decoder has to cope"
+    problem = await assert_problem(await client.post("/api/tasks", data=body, headers=JSON), 400)
+    assert problem["detail"] == detail
+
+
+async def test_a_utf8_byte_order_mark_is_ignored(client: Client) -> None:
+    body = '\ufeff{"name": "with a BOM"}'.encode()
+    response = await client.post("/api/tasks", data=body, headers=JSON)
+    assert response.status_code == 201
+    task = await response.get_json()
+    assert task["name"] == "with a BOM"
+    patch = await client.patch(f"/api/tasks/{task['id']}", data=body, headers=JSON)
+    assert patch.status_code == 200
+
+
+async def test_moderately_nested_bodies_are_validated_not_refused(client: Client) -> None:
+    body = b'{"name": ' + b"[" * 100 + b"]" * 100 + b"}"
+    problem = await assert_problem(await client.post("/api/tasks", data=body, headers=JSON), 422)
+    assert problem["errors"][0]["loc"] == ["name"]
 
 
 async def test_body_over_the_limit_is_413(client: Client) -> None:
