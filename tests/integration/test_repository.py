@@ -46,7 +46,11 @@ async def test_update_changes_only_the_given_fields(session: AsyncSession) -> No
     assert renamed is not None and renamed.name == "final" and renamed.done is False
     done = await tasks.update(task.id, done=True)
     assert done is not None and done.name == "final" and done.done is True
-    assert done.updated_at >= task.updated_at
+    # Each update moves updated_at forward (a round trip apart, so never the same
+    # microsecond) and leaves created_at alone; what it returns is what is stored.
+    assert task.updated_at < renamed.updated_at < done.updated_at
+    assert renamed.created_at == done.created_at == task.created_at
+    assert await tasks.get(task.id) == done
 
 
 async def test_update_and_delete_of_a_missing_task(session: AsyncSession) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from app.settings import DEFAULT_SQLITE_PATH, Settings, SettingsError
+from app import create_app
+from app.settings import DEFAULT_SQLITE_PATH, DEVELOPMENT_SECRET_KEY, Settings, SettingsError
 
 DEV = {"APP_ENV": "development"}
 
@@ -38,8 +41,11 @@ def test_production_refuses_to_start_without_a_secret_key() -> None:
 
 
 def test_development_has_a_fixed_key_and_production_keeps_the_given_one() -> None:
-    assert Settings.from_env(DEV).secret_key
-    assert not Settings.from_env({"SECRET_KEY": "k"}).development
+    assert Settings.from_env(DEV).secret_key == DEVELOPMENT_SECRET_KEY
+    assert Settings.from_env({**DEV, "SECRET_KEY": " mine "}).secret_key == "mine"
+    production = Settings.from_env({"SECRET_KEY": "given-key"})
+    assert not production.development
+    assert production.secret_key == "given-key"
 
 
 def test_memcachier_settings_are_read() -> None:
@@ -76,3 +82,27 @@ def test_credentials_never_show_in_the_repr() -> None:
 def test_malformed_values_name_the_setting(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({**DEV, name: value})
+
+
+def test_create_app_reads_dotenv_without_overriding_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    dotenv = {
+        "APP_ENV": "development",
+        "SECRET_KEY": "from-dotenv",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'dotenv.sqlite3'}",
+    }
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in dotenv.items()))
+    monkeypatch.setattr("app.PROJECT_ROOT", tmp_path)
+    for name in dotenv:
+        # Set, then unset: monkeypatch then also removes what `.env` sets, after the test.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SECRET_KEY", "from-environment")
+
+    app = create_app()
+
+    assert app.config["SECRET_KEY"] == "from-environment"
+    assert app.config["SESSION_COOKIE_SECURE"] is False, "APP_ENV=development came from .env"
+    monkeypatch.delenv("SECRET_KEY")
+    assert create_app().config["SECRET_KEY"] == "from-dotenv", "what the environment lacks"
