@@ -14,6 +14,7 @@ from app.cache.service import CacheService
 from app.cache.sessions import CacheSessionInterface, has_session_cookie
 from app.cache.views import ViewCacheMiddleware
 from app.htmx import wants_partial
+from app.release import release_digest
 from app.settings import PROJECT_ROOT, Settings
 
 
@@ -57,13 +58,14 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.session_interface = CacheSessionInterface(state.find_cache)
     init_fragment_cache(app.jinja_env, None)
     errors.init_app(app)
-    state.init_app(app, settings)
-    install_view_cache(app)
+    release = release_digest()
+    state.init_app(app, settings, release=release)
+    install_view_cache(app, release)
     security.init_app(app)  # outermost: cached responses get the security headers too
     return app
 
 
-def install_view_cache(app: Quart) -> None:
+def install_view_cache(app: Quart, release: str) -> None:
     """Serve `@cached` views from the cache in front of Quart (see `app.cache.views`)."""
 
     def get_service() -> CacheService | None:
@@ -81,5 +83,6 @@ def install_view_cache(app: Quart) -> None:
         get_service=get_service,
         variant=lambda headers: "partial" if wants_partial(headers) else "full",
         has_session=has_session,
+        release=release,
     )
 

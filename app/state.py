@@ -33,7 +33,10 @@ class AppState:
     background: list[asyncio.Task[None]]
 
 
-def init_app(app: Quart, settings: Settings) -> None:
+def init_app(app: Quart, settings: Settings, *, release: str) -> None:
+    """Open the resources when `app` starts serving; `release` names its code (fragments
+    rendered by another release are not served)."""
+
     @app.before_serving
     async def open_resources() -> None:
         engine = make_engine(settings)
@@ -51,7 +54,7 @@ def init_app(app: Quart, settings: Settings) -> None:
             tasks=TaskService(sessions, cache_service),
             background=[asyncio.create_task(sample_hit_ratio(cache, history))],
         )
-        init_fragment_cache(app.jinja_env, FragmentCache(cache))
+        init_fragment_cache(app.jinja_env, FragmentCache(cache, release=release))
 
     @app.after_serving
     async def close_resources() -> None:

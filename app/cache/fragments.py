@@ -21,12 +21,14 @@ Keys and digests (Rails' recyclable keys): a key is built by the client's `KeyBu
 the ``fragment`` namespace from the name and the vary values (for a row: the row's `key`
 after `vary`), never from the template digest, so `FragmentCache.make_template_fragment_key`
 names the exact key of a fragment for a delete. The entry holds
-``{"t": template digest, "v": row version or None, "h": html}``; a stored digest or version
-that differs from the current one is a miss (counted as one on the dashboard), and the
-fresh rendering overwrites the same key. Editing a template therefore retires its
+``{"t": template digest, "r": release, "v": row version or None, "h": html}``; a stored
+digest, release or version that differs from the current one is a miss (counted as one on
+the dashboard), and the fresh rendering overwrites the same key. Editing a template therefore retires its
 fragments without leaving copies behind, and changing one item re-renders that row only.
 The digest covers the template's own source (the row template's, for rows), not what it
-includes or imports.
+includes or imports; the `release` a `FragmentCache` is given (the app passes the digest of
+its code, templates and static files) is stored beside it, so a deploy retires every
+fragment rendered by the code it replaced.
 
 Nesting works: a ``{% cache %}`` block around `cached_rows` re-reads the rows when the
 outer block is rebuilt, so unchanged rows are reused (Russian doll).
@@ -75,8 +77,9 @@ class FragmentCacheMisuse(TemplateRuntimeError):
 class FragmentCache:
     """Reads and writes rendered fragments through a `CacheClient` (see the module docstring)."""
 
-    def __init__(self, client: CacheClient) -> None:
+    def __init__(self, client: CacheClient, *, release: str = "") -> None:
         self.client = client
+        self.release = release
 
     def make_template_fragment_key(self, name: str, vary_on: Iterable[Any] = ()) -> str:
         """The key the tag (or a row: `vary` then the row's key parts) uses for `name`/`vary_on`."""
@@ -96,6 +99,7 @@ class FragmentCache:
             if (
                 isinstance(value, dict)
                 and value.get("t") == template_digest
+                and value.get("r", "") == self.release
                 and value.get("v") == version
                 and isinstance(value.get("h"), str)
             ):
@@ -109,7 +113,9 @@ class FragmentCache:
     ) -> None:
         """Store ``{key: (html, version)}`` concurrently; failures are left to the client."""
         await asyncio.gather(*(
-            self.client.set(key, {"t": template_digest, "v": version, "h": html}, ttl)
+            self.client.set(
+                key, {"t": template_digest, "r": self.release, "v": version, "h": html}, ttl
+            )
             for key, (html, version) in rows.items()
         ))
 

@@ -5,7 +5,9 @@ A view opts in with `@cached(...)`, naming the generation namespaces its respons
 on. `ViewCacheMiddleware` wraps the ASGI app. For a GET or HEAD of a cached route it reads
 those generations and the stored entry in one `get_many`; the entry sits under a stable
 key (path, sorted query, variant) with the generations it was built from stored inside it
-(Rails' cache versioning), so a write anywhere in a namespace makes it a miss. A hit sends
+(Rails' cache versioning), so a write anywhere in a namespace makes it a miss. The key
+also names the release (the code that renders the views), so a deploy never serves pages
+rendered by the code it replaced. A hit sends
 the stored bytes without touching Quart; `If-None-Match` with the current ETag (derived
 from the generations) gets a 304 without touching the database. An entry older than the
 view's timeout (but with current tokens, so its data is as fresh as the database) is sent
@@ -82,12 +84,14 @@ class ViewCacheMiddleware:
         get_service: Callable[[], CacheService | None],
         variant: Callable[[Mapping[str, str]], str],
         has_session: Callable[[Mapping[str, str]], bool],
+        release: str,
     ) -> None:
         self.app = app
         self.asgi_app = asgi_app
         self.get_service = get_service
         self.variant = variant
         self.has_session = has_session
+        self.release = release
         self._routes: MapAdapter | None = None
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -114,7 +118,7 @@ class ViewCacheMiddleware:
         send: Callable,
     ) -> None:
         variant = self.variant(headers) if spec.vary else "-"
-        key = service.keys.key("view", scope["path"], _sorted_query(scope), variant)
+        key = service.keys.key("view", self.release, scope["path"], _sorted_query(scope), variant)
         namespaces = [ns.format(**view_args) for ns in spec.namespaces]
         gen_keys = [service.generations.key(ns) for ns in namespaces]
         if_none_match = headers.get("if-none-match")
@@ -257,10 +261,10 @@ def _sorted_query(scope: dict) -> str:
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
+    """Weak comparison against a list of tags. ``*`` is not answered here: whether any
+    representation exists is for the view to say (a 404 must never become a 304)."""
     if not header:
         return False
-    if header.strip() == "*":
-        return True
     weak = etag.removeprefix("W/")
     return any(tag.strip().removeprefix("W/") == weak for tag in header.split(","))
 
@@ -280,10 +284,10 @@ def _shareable(captured: CapturedResponse) -> bool:
 
 
 def _cache_headers(spec: ViewCacheSpec, state: str) -> Headers:
-    headers: Headers = [(b"x-cache", state.encode())]
-    if spec.vary:
-        headers.append((b"vary", ", ".join(spec.vary).encode()))
-    return headers
+    """`X-Cache`, and a `Vary` naming what picks the answer: the view's variant headers and
+    the cookie (a session cookie bypasses the cache). The same on 200, 304 and bypass."""
+    vary = ", ".join([*spec.vary, "Cookie"])
+    return [(b"x-cache", state.encode()), (b"vary", vary.encode())]
 
 
 def _merge(headers: Headers, extra: Headers) -> Headers:

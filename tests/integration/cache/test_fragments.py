@@ -47,14 +47,15 @@ class Spy:
 class Site:
     """A tiny Quart app whose templates live in an editable dict."""
 
-    def __init__(self, client: CacheClient | None, templates: dict[str, str]) -> None:
+    def __init__(
+        self, client: CacheClient | None, templates: dict[str, str], release: str = ""
+    ) -> None:
         self.templates = templates
         self.app = Quart(__name__)
         self.app.config.update(TEMPLATES_AUTO_RELOAD=True, SECRET_KEY="test")
         self.app.jinja_loader = DictLoader(templates)
-        init_fragment_cache(
-            self.app.jinja_env, FragmentCache(client) if client is not None else None
-        )
+        fragments = None if client is None else FragmentCache(client, release=release)
+        init_fragment_cache(self.app.jinja_env, fragments)
 
     async def render(self, template: str, /, **context) -> str:
         async with self.app.test_request_context("/"):
@@ -125,6 +126,21 @@ async def test_edited_template_does_not_serve_its_old_fragment(client, spy):
     assert first == second  # the fresh rendering overwrote the same key
     counts = fragment_counts(client)
     assert (counts["misses"], counts["hits"]) == (2, 1)
+
+
+async def test_a_new_release_does_not_serve_the_old_releases_fragments(client, spy):
+    """What a block includes is not in its digest; the release covers it after a deploy."""
+    templates = {
+        "box.html": "{% cache 60, 'box' %}{% include 'inner.html' %}{% endcache %}",
+        "inner.html": "<b>{{ value }}</b>",
+    }
+    assert await Site(client, templates, release="r1").render("box.html", value=1) == "<b>1</b>"
+
+    new = Site(client, {**templates, "inner.html": "<i>{{ value }}</i>"}, release="r2")
+    assert await new.render("box.html", value=2) == "<i>2</i>"
+    assert await new.render("box.html", value=3) == "<i>2</i>"
+    first, second = (call[0] for call in spy.calls["set"])
+    assert first == second  # the new release's rendering replaced the old one in place
 
 
 async def test_fragment_key_deletes_exactly_that_fragment(client):

@@ -24,7 +24,9 @@ def service(client: CacheClient, clock: Clock) -> CacheService:
     return CacheService(CacheClient(client.backend, keys=client.keys, clock=clock), clock=clock)
 
 
-def make_app(service: CacheService, view: Callable[[], Response | str]) -> Quart:
+def make_app(
+    service: CacheService, view: Callable[[], Response | str], release: str = "r1"
+) -> Quart:
     app = Quart(__name__)
     app.get("/")(cached(10, depends_on=["things"])(view))
     app.asgi_app = ViewCacheMiddleware(  # type: ignore[method-assign]
@@ -33,6 +35,7 @@ def make_app(service: CacheService, view: Callable[[], Response | str]) -> Quart
         get_service=lambda: service,
         variant=lambda headers: "full",
         has_session=lambda headers: "cookie" in headers,
+        release=release,
     )
     return app
 
@@ -119,3 +122,56 @@ async def test_a_bump_makes_the_entry_a_miss(service: CacheService) -> None:
     await service.bump("things")
     after = await client.get("/")
     assert (after.headers["X-Cache"], await after.get_data(as_text=True)) == ("miss", "version 1")
+
+
+async def test_a_new_release_never_serves_the_pages_of_the_old_one(service: CacheService) -> None:
+    async def old() -> str:
+        return "old markup"
+
+    async def new() -> str:
+        return "new markup"
+
+    old_client = make_app(service, old, release="r1").test_client()
+    await old_client.get("/")
+    etag = (await old_client.get("/")).headers["ETag"]
+
+    new_client = make_app(service, new, release="r2").test_client()
+    answer = await new_client.get("/")
+    assert (answer.headers["X-Cache"], await answer.get_data(as_text=True)) == (
+        "miss", "new markup"
+    )
+    assert answer.headers["ETag"] != etag
+    revalidated = await new_client.get("/", headers={"If-None-Match": etag})
+    assert revalidated.status_code == 200
+
+
+async def test_a_304_varies_like_the_200_it_stands_for(service: CacheService) -> None:
+    async def index() -> str:
+        return "page"
+
+    client = make_app(service, index).test_client()
+    miss = await client.get("/")
+    hit = await client.get("/")
+    not_modified = await client.get("/", headers={"If-None-Match": hit.headers["ETag"]})
+    assert not_modified.status_code == 304
+    assert miss.headers["Vary"] == hit.headers["Vary"] == not_modified.headers["Vary"]
+    assert "Cookie" in not_modified.headers["Vary"]
+
+
+async def test_if_none_match_star_is_left_to_the_view(service: CacheService) -> None:
+    """`*` asks whether any representation exists: the cache cannot know, a 404 can."""
+    app = Quart(__name__)
+
+    @app.get("/things/<int:thing>")
+    @cached(10, depends_on=["things"])
+    async def thing(thing: int) -> tuple[str, int]:
+        return ("here", 200) if thing == 1 else ("no such thing", 404)
+
+    app.asgi_app = ViewCacheMiddleware(  # type: ignore[method-assign]
+        app, app.asgi_app, get_service=lambda: service, variant=lambda headers: "full",
+        has_session=lambda headers: False, release="r1",
+    )
+    client = app.test_client()
+    await client.get("/things/1")
+    assert (await client.get("/things/2", headers={"If-None-Match": "*"})).status_code == 404
+    assert (await client.get("/things/1", headers={"If-None-Match": "*"})).status_code == 200
