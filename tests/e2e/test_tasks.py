@@ -47,8 +47,9 @@ def test_add_rename_complete_delete_with_htmx_never_reloads(page: Page, output_d
     expect(page.locator("#flashes")).to_have_text("Renamed to “Buy oat milk”.")
     expect(rows(page).first.get_by_role("textbox")).to_have_value("Buy oat milk")
     expect(rows(page).first.get_by_role("textbox")).to_be_focused()
+    rows(page).first.get_by_role("textbox").fill("Oat milk")
     rows(page).first.get_by_role("button", name="Rename").click()
-    expect(page.locator("#flashes")).to_have_text("Renamed to “Buy oat milk”.")
+    expect(page.locator("#flashes")).to_have_text("Renamed to “Oat milk”.")  # row swapped
     row_id = rows(page).first.get_attribute("id")
     assert page.evaluate("document.activeElement.id") == f"{row_id}-rename", "focus kept"
 
