@@ -38,7 +38,7 @@ async def create_task() -> Response:
         task = await get_tasks().create(name)
     except InvalidTaskName as error:
         return await _reply(
-            str(error), "error", "tasks/_form.html", 422, error=error, name=name, autofocus=True
+            str(error), "error", "tasks/_refused.html", 422, error=error, name=name, autofocus=True
         )
     return await _reply(
         f"Added “{task.name}”.", "success", "tasks/_created.html", task=task, total=await _total()

@@ -79,9 +79,13 @@ def test_add_rename_complete_delete_with_htmx_never_reloads(page: Page, output_d
 def test_empty_name_shows_the_message_in_the_form(page: Page) -> None:
     page.goto("/")
     page.evaluate("window.__marker = 1")
+    add(page, "Short-lived")
+    rows(page).first.get_by_role("button", name="Delete").click()
+    expect(page.locator("#flashes")).to_have_text("Task deleted.")
     page.get_by_role("button", name="Add Task").click()
     error = page.locator("#new-task-error")
     expect(error).to_have_text("Task name is required.")
+    expect(page.locator("#flashes")).to_have_text("Task name is required.")  # not "Task deleted."
     expect(page.get_by_label("Task name")).to_have_attribute("aria-invalid", "true")
     expect(page.get_by_label("Task name")).to_be_focused()
     expect(rows(page)).to_have_count(0)

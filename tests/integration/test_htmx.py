@@ -102,6 +102,13 @@ async def test_invalid_name_is_422_with_the_form_and_its_message(client: Client)
     assert task_ids(await (await client.get("/")).get_data(as_text=True)) == []
 
 
+async def test_invalid_name_replaces_an_earlier_flash(client: Client) -> None:
+    """Like every other htmx answer, the 422 owns #flashes: no "Task deleted." left beside
+    the form's message (the no-JS page shows the message there too)."""
+    html = await htmx_post(client, "/", 422, name="")
+    assert oob_flash(html) == '<p class="flash flash-error">Task name is required.</p>'
+
+
 async def test_too_long_name_keeps_what_was_typed(client: Client) -> None:
     html = await htmx_post(client, "/", 422, name="x" * 501)
     assert "Task name must be at most 500 characters." in html
@@ -137,6 +144,7 @@ async def test_complete_and_reopen_return_the_changed_row(client: Client) -> Non
     assert f'<li id="task-{task_id}" class="task done">' in html
     html = await htmx_post(client, f"/{task_id}/complete", done="0")
     assert f'<li id="task-{task_id}" class="task">' in html
+    assert oob_flash(html).strip() == "", "no message, and no earlier one left up"
 
 
 async def test_delete_returns_no_row_but_the_count_and_an_oob_flash(client: Client) -> None:
