@@ -78,7 +78,9 @@ async def delete_task(task_id: int) -> Response:
 
 
 async def _gone() -> Response:
-    return await _reply(TASK_GONE, "error", "tasks/_removed.html", 404, total=await _total())
+    """410, not 404: a row removes itself on this answer (`hx-status:410`), and a 404 from the
+    error helper (unknown route) must not match that rule once retargeted at #flashes."""
+    return await _reply(TASK_GONE, "error", "tasks/_removed.html", 410, total=await _total())
 
 
 async def _reply(

@@ -38,6 +38,19 @@ def assert_varies(vary: str) -> None:
     assert {"hx-request", "hx-request-type"} <= names, vary
 
 
+def status_rules(status: int) -> list[str]:
+    """The `hx-status` rules in the templates that htmx would apply to an answer with
+    `status` (exact code, `NNx` or `Nxx`)."""
+    code = str(status)
+    patterns = {code, code[:2] + "x", code[0] + "xx"}
+    return [
+        rule
+        for template in (PROJECT_ROOT / "templates").rglob("*.html")
+        for pattern, rule in re.findall(r'hx-status:(\w+)="([^"]*)"', template.read_text())
+        if pattern in patterns
+    ]
+
+
 def oob_flash(html: str) -> str:
     match = re.search(r'<hx-partial hx-target="#flashes" hx-swap="innerHTML">(.*?)</hx-partial>', html, re.S)
     assert match, html
@@ -156,9 +169,10 @@ async def test_delete_returns_no_row_but_the_count_and_an_oob_flash(client: Clie
 
 
 @pytest.mark.parametrize("action", ["delete", "complete", "rename"])
-async def test_action_on_a_missing_task_is_404_with_a_flash(client: Client, action: str) -> None:
-    html = await htmx_post(client, f"/999/{action}", 404, name="x")
+async def test_action_on_a_missing_task_is_410_with_a_flash(client: Client, action: str) -> None:
+    html = await htmx_post(client, f"/999/{action}", 410, name="x")
     assert "That task no longer exists." in oob_flash(html)
+    assert status_rules(410) == ["swap:delete"] * 2, "a row removes itself on this answer"
 
 
 async def test_every_action_without_htmx_still_redirects(client: Client) -> None:
@@ -216,3 +230,23 @@ async def test_error_pages_vary_on_the_htmx_headers(client: Client) -> None:
     assert (await page.get_data(as_text=True)).startswith("<!doctype html>")
     for response in (page, fragment):
         assert_varies(response.headers.get("Vary", ""))
+
+
+# Statuses the error helper answers an htmx form with (unknown route, wrong method, refused
+# cross-origin, body too large, bug, database down), retargeted at #flashes.
+ERROR_STATUSES = (400, 403, 404, 405, 413, 500, 503)
+
+
+@pytest.mark.parametrize("status", ERROR_STATUSES)
+def test_no_hx_status_rule_acts_on_an_error_helper_answer(status: int) -> None:
+    """htmx applies HX-Retarget first and the source's hx-status rule after it, so a rule
+    matching an error answer would act on #flashes (`swap:delete` would remove it)."""
+    assert status_rules(status) == []
+
+
+async def test_a_framework_404_from_a_row_form_is_only_a_flash(client: Client) -> None:
+    task_id = await create(client, "stays")
+    response = await client.post(f"/{task_id}/no-such-action", headers=HX)
+    assert response.status_code == 404 and response.headers["HX-Retarget"] == "#flashes"
+    assert status_rules(404) == [], "so the row's rules leave #flashes alone"
+    assert task_ids(await (await client.get("/")).get_data(as_text=True)) == [task_id]
