@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+from pathlib import Path
 
 import pytest
+from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from app.security import is_cross_origin
+from app.settings import PROJECT_ROOT
+from app.web import content_version, static_url
 
 HOST = "localhost"  # what Quart's test client sends as Host
 
@@ -113,7 +118,7 @@ async def test_pages_load_nothing_from_another_origin(client: Client, path: str)
     foreign = [url for url in urls if not re.match(r"(/(?!/)|#)", url)]
     assert foreign == []
     assert "<script>" not in html and " style=" not in html and "<style" not in html
-    assert '/static/vendor/htmx.min.js' in html
+    assert re.search(r'src="/static/vendor/htmx\.min\.js\?v=\w+"', html)
 
 
 async def test_pages_served_from_the_view_cache_have_the_security_headers(client: Client) -> None:
@@ -122,3 +127,32 @@ async def test_pages_served_from_the_view_cache_have_the_security_headers(client
     for response in responses:
         assert "default-src 'self'" in response.headers["Content-Security-Policy"]
         assert response.headers["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize("path", ["/", "/stats", "/no/such/page"])
+async def test_every_static_asset_url_carries_its_content_hash(client: Client, path: str) -> None:
+    """So a new htmx or app.css is a new URL: no browser keeps the old one for 12 h."""
+    html = await (await client.get(path)).get_data(as_text=True)
+    assets = re.findall(r'(?:src|href)="/static/([^"?]+)(?:\?v=(\w+))?"', html)
+    assert {name for name, _ in assets} >= {"vendor/htmx.min.js", "css/app.css"}
+    for name, version in assets:
+        digest = hashlib.sha256((PROJECT_ROOT / "static" / name).read_bytes()).hexdigest()
+        assert version and digest.startswith(version), name
+        response = await client.get(f"/static/{name}?v={version}")
+        assert response.status_code == 200
+
+
+async def test_static_url_changes_with_the_content_and_is_read_once(
+    app: Quart, tmp_path: Path
+) -> None:
+    asset = tmp_path / "app.css"
+    asset.write_text("body { color: black }")
+    app.static_folder = str(tmp_path)
+    async with app.test_request_context("/"):
+        first = static_url("app.css")
+        asset.write_text("body { color: navy }")
+        assert static_url("app.css") == first, "hashed once per process, not per request"
+        content_version.cache_clear()  # a new process, after the deploy
+        second = static_url("app.css")
+    assert first.startswith("/static/app.css?v=") and second.startswith("/static/app.css?v=")
+    assert first != second
