@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from aiomcache.exceptions import ValidationException
 
@@ -66,7 +66,7 @@ class Server:
         self._codec = codec
         self._clock = clock
         self._retry_at = 0.0
-        self._probing = False
+        self._probe_ended: asyncio.Event | None = None  # while a probe runs
         self._stale = False
         self._inflight: dict[Connection, float] = {}  # connection -> deadline, earliest first
         self._watchdog: asyncio.TimerHandle | None = None
@@ -77,9 +77,10 @@ class Server:
     ) -> T:
         """Run `op` on a connection within the deadlines.
 
-        An `urgent` write (an invalidation) is never skipped: while this process counts the
-        server as failed it probes the server at once instead. Another process may already
-        be reading from the server again, and must not read what this write replaces.
+        An `urgent` write (an invalidation) is not skipped: while this process counts the
+        server as failed it probes the server at once instead (or waits for the probe in
+        flight: one connection attempt at a time). Another process may already be reading
+        from the server again, and must not read what this write replaces.
 
         Raises `ServerUnavailable` (skipped), `PoolTimeout`, or the operation's error.
         """
@@ -90,15 +91,16 @@ class Server:
     async def _probe(
         self, op: Callable[[Connection], Awaitable[T]], write: bool, urgent: bool
     ) -> T:
-        if urgent and self._probing:
-            # The probe in flight flushes the server if need be; before or after this write,
-            # nothing older than the write survives.
-            return await self._run(op, write, probing=True)
-        if self._probing or (self._clock() < self._retry_at and not urgent):
-            if write:
-                self._stale = True
-            raise ServerUnavailable(self.address)
-        self._probing = True
+        if self._probe_ended is not None:
+            if urgent:
+                # The probe flushes the server if need be; this write then lands after it.
+                await self._probe_ended.wait()
+                if self.state == "up":
+                    return await self._run(op, write, probing=False)
+            self._skip(write)
+        if self._clock() < self._retry_at and not urgent:
+            self._skip(write)
+        ended = self._probe_ended = asyncio.Event()
         try:
             if self.state == "dead" or self._stale:
                 await self._run(self._codec.flush, True, probing=True)
@@ -109,7 +111,13 @@ class Server:
             self._recover("reachable")
             return result
         finally:
-            self._probing = False
+            self._probe_ended = None
+            ended.set()
+
+    def _skip(self, write: bool) -> NoReturn:
+        if write:  # the server may now hold what this write would have replaced
+            self._stale = True
+        raise ServerUnavailable(self.address)
 
     async def _run(
         self, op: Callable[[Connection], Awaitable[T]], write: bool, *, probing: bool

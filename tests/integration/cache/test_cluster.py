@@ -7,7 +7,7 @@ import pytest
 
 from app.cache import CacheClient, KeyBuilder
 from app.cache.backends import ServerUnavailable
-from tests.support.fake_servers import CutProxy, FakeMemcached
+from tests.support.fake_servers import Blackhole, CutProxy, FakeMemcached
 
 from .conftest import FAST
 
@@ -194,3 +194,51 @@ async def test_an_invalidation_reaches_a_server_this_process_still_counts_failed
     assert await ours.set("tasklist:1:gen:tasks", b'J"fresh"', 60, urgent=True) is True
     assert await theirs.get("tasklist:1:gen:tasks") == b'J"fresh"'
     assert ours.servers[server.address].state == "up"
+
+
+async def test_invalidations_during_an_outage_share_one_connection_attempt(make_backend):
+    """Urgent writes (generation bumps) probe a failed server rather than being dropped,
+    but concurrent ones wait for the probe in flight: one attempt, one failure counted."""
+    hole = Blackhole()
+    try:
+        backend = make_backend([hole.address], connect_timeout=0.5)
+        client = CacheClient(backend, keys=KEYS)
+        server = backend.servers[hole.address]
+        assert await client.get(KEYS.key("ns", "k")) is None  # fails: now retrying
+        attempts, failures = server.pool.connect_attempts, server.failures
+
+        started_at = time.monotonic()
+        stored = await asyncio.gather(
+            *(client.set(KEYS.key("gen", i), "token", 60, urgent=True) for i in range(5))
+        )
+        assert stored == [False] * 5
+        assert time.monotonic() - started_at < 0.5 + FAST["op_timeout"] + 0.5
+        assert server.pool.connect_attempts == attempts + 1
+        assert server.failures == failures + 1
+    finally:
+        hole.close()
+
+
+async def test_an_invalidation_waiting_for_a_probe_lands_after_its_flush(
+    memcached, make_backend
+):
+    proxy = await CutProxy(memcached.address).start()
+    try:
+        backend = make_backend([proxy.address])
+        client = CacheClient(backend, keys=KEYS)
+        server = backend.servers[proxy.address]
+        key = KEYS.key("gen", "tasks")
+        assert await client.set(key, "old", 60)
+        await proxy.cut()
+        assert await client.set(key, "lost", 60, urgent=True) is False  # stale from now on
+        await proxy.restore()
+
+        # a probe (it flushes first) and an invalidation that arrives while it runs
+        probe = asyncio.create_task(client.set(KEYS.key("ns", "x"), 1, 60, urgent=True))
+        await asyncio.sleep(0)
+        assert await client.set(key, "new", 60, urgent=True)
+        assert await probe
+        assert server.flushes == 1
+        assert (await client.get(key)).value == "new"
+    finally:
+        await proxy.stop()
