@@ -1,7 +1,9 @@
 """A bounded connection pool for one memcached server.
 
-At most `size` connections exist; callers wait for one first come, first served (asyncio's
-semaphore is FIFO) and for at most the given deadline. Connections open lazily, within
+At most `size` connections exist; callers wait for one first come, first served and for at
+most the given deadline. A released slot is handed straight to the oldest waiter, and one
+timer per pool expires the overdue waiters (a timer per wait, as `asyncio.timeout` around a
+semaphore gives, cost more than the rest of a cache hit). Connections open lazily, within
 `connect_timeout` including the authentication handshake (see `auth.py`). A connection
 comes back to the pool only if its holder says it is clean: after a timeout, cancellation,
 EOF or unexpected reply it is closed.
@@ -55,19 +57,18 @@ class ConnectionPool:
         self._settled = False  # a handshake succeeded: self._forms is the one that works
         self._settling = asyncio.Lock()
         self._idle: deque[Connection] = deque()
-        self._slots = asyncio.Semaphore(size)
+        self._free = size  # slots (the right to hold a connection) nobody holds
+        self._waiters: deque[tuple[asyncio.Future[None], float]] = deque()  # with deadlines
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_loop: asyncio.AbstractEventLoop | None = None
 
     async def acquire(self, timeout: float) -> Connection:
         """A connection to this server; raises `PoolTimeout`, `OSError`, `TimeoutError`
         (connect) or `AuthenticationFailed`."""
-        if self._slots.locked():
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise PoolTimeout(f"no free connection to {self.address}") from None
+        if self._free and not self._waiters:
+            self._free -= 1
         else:
-            await self._slots.acquire()
+            await self._wait_for_slot(timeout)
         try:
             while self._idle:
                 conn = self._idle.pop()
@@ -76,15 +77,61 @@ class ConnectionPool:
                 _close(conn)
             return await self._connect()
         except BaseException:
-            self._slots.release()
+            self._release_slot()
             raise
 
     def release(self, conn: Connection, *, reusable: bool) -> None:
-        if reusable and _usable(conn):
+        """Take back a connection; reuse it only if its holder says it is clean (a dead one
+        is noticed when it is next taken)."""
+        if reusable:
             self._idle.append(conn)
         else:
             _close(conn)
-        self._slots.release()
+        self._release_slot()
+
+    async def _wait_for_slot(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        deadline = loop.time() + timeout
+        self._waiters.append((waiter, deadline))
+        expiry = self._expiry
+        if expiry is None or self._expiry_loop is not loop or deadline < expiry.when():
+            if expiry is not None:
+                expiry.cancel()
+            self._expiry_loop = loop
+            self._expiry = loop.call_at(deadline, self._expire_waiters)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed a slot, then cancelled
+                self._release_slot()
+            raise
+
+    def _release_slot(self) -> None:
+        while self._waiters:
+            waiter, _ = self._waiters.popleft()
+            if not waiter.done():  # skip the cancelled and the expired
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+    def _expire_waiters(self) -> None:
+        """Fail the waiters past their deadline; re-arm for the earliest one left."""
+        self._expiry = None
+        loop = self._expiry_loop
+        if loop is None or loop.is_closed():
+            return
+        now = loop.time()
+        earliest = None
+        for waiter, deadline in self._waiters:  # at most one entry per waiting caller
+            if waiter.done():
+                continue
+            if deadline <= now:
+                waiter.set_exception(PoolTimeout(f"no free connection to {self.address}"))
+            elif earliest is None or deadline < earliest:
+                earliest = deadline
+        if earliest is not None:
+            self._expiry = loop.call_at(earliest, self._expire_waiters)
 
     def clear(self) -> None:
         """Close the idle connections (after a server failure they are suspect)."""

@@ -13,6 +13,7 @@ import aiomcache
 import pytest
 
 from app.cache import CacheClient, KeyBuilder
+from app.cache.backends.pool import PoolTimeout
 from tests.support.fake_servers import Blackhole, FakeMemcached
 
 from .conftest import FAST
@@ -209,6 +210,37 @@ async def test_pool_hands_out_connections_first_come_first_served(memcached, mak
     await asyncio.gather(*tasks)
     assert order == list(range(6))
     assert pool.connect_attempts == 1
+
+
+async def test_each_waiter_times_out_at_its_own_deadline(memcached, make_backend):
+    backend = make_backend([memcached.address], pool_size=1)
+    pool = backend.servers[memcached.address].pool
+    held = await pool.acquire(1.0)
+    patient = asyncio.create_task(pool.acquire(5.0))
+    await asyncio.sleep(0)
+    started_at = time.monotonic()
+    with pytest.raises(PoolTimeout):
+        await pool.acquire(0.1)  # queued behind a longer wait, yet bounded by its own
+    assert time.monotonic() - started_at < 0.1 + 0.3
+    pool.release(held, reusable=True)
+    pool.release(await patient, reusable=True)  # the expired waiter took nothing
+    assert pool.connect_attempts == 1
+
+
+async def test_a_waiter_cancelled_after_being_handed_a_slot_gives_it_back(
+    memcached, make_backend
+):
+    backend = make_backend([memcached.address], pool_size=1)
+    pool = backend.servers[memcached.address].pool
+    held = await pool.acquire(1.0)
+    waiter = asyncio.create_task(pool.acquire(5.0))
+    await asyncio.sleep(0)
+    pool.release(held, reusable=True)  # hands the slot to the waiter...
+    waiter.cancel()  # ...which is cancelled before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    conn = await asyncio.wait_for(pool.acquire(0.1), 1.0)  # the slot came back
+    pool.release(conn, reusable=True)
 
 
 async def test_killing_the_server_mid_run_fails_open(memcached_factory, make_backend):
