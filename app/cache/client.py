@@ -20,7 +20,6 @@ from typing import Any
 
 from .backends.base import MAX_TTL, CacheBackend, PartialResult, ServerUnavailable, ValueTooLarge
 from .entry import DEFAULT_COMPRESS_THRESHOLD, Entry, decode, decode_many, encode
-from .entry import _loads, _new_entry, _set_created, _set_soft, _set_value
 from .keys import KeyBuilder, namespace_of
 from .stats import ERRORS, HITS, INDEX, MISSES, CacheCounters
 
@@ -74,34 +73,11 @@ class CacheClient:
         except Exception as exc:
             self._failed(key, exc, read=True)
             return None
-        try:  # a dict hit (try is free when nothing raises); a new key takes the slow path
-            counts = self._rows[key]
-        except KeyError:
-            counts = self._counts(key)
+        counts = self._counts(key)
         if data is None:
             counts[MISSES] += 1
             return None
-        # `entry.decode`'s ``O`` case inlined (no call, no intermediate tuple): see there
-        if data.startswith(b"O{") and data.endswith(b"}"):
-            try:
-                doc = _loads(data[1:])
-                created = doc["t"]
-                soft = doc["x"]
-                value = doc["d"]
-            except Exception:  # not orjson's JSON, or not an envelope: decode decides
-                entry = decode(data)
-            else:
-                if (type(created) is not float and not isinstance(created, int | float)) or (
-                    soft is not None and type(soft) is not float and not isinstance(soft, int | float)
-                ):
-                    entry = None
-                else:
-                    entry = _new_entry(Entry)
-                    _set_value(entry, value)
-                    _set_created(entry, created)
-                    _set_soft(entry, soft)
-        else:
-            entry = decode(data)
+        entry = decode(data)
         if entry is None:
             counts[ERRORS] += 1
             counts[MISSES] += 1
