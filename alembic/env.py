@@ -7,6 +7,7 @@ A caller that already holds a connection (the tests) passes it in
 from __future__ import annotations
 
 import asyncio
+import os
 from logging.config import fileConfig
 
 from dotenv import load_dotenv
@@ -26,8 +27,6 @@ target_metadata = Base.metadata
 
 
 def database_url() -> str:
-    import os
-
     load_dotenv(PROJECT_ROOT / ".env", override=False)
     return normalise_database_url(os.environ.get("DATABASE_URL", ""))
 
