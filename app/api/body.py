@@ -23,7 +23,9 @@ def json_body(model: type[BaseModel]) -> Callable:
         @wraps(view)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not request.is_json:
-                raise UnsupportedMediaType("Send the body as JSON (Content-Type: application/json).")
+                raise UnsupportedMediaType(
+                    "Send the body as JSON (Content-Type: application/json)."
+                )
             document = parse_json(await request.get_data(cache=True))
             try:
                 data = model.model_validate(document)

@@ -220,7 +220,11 @@ class CacheClient:
         except Exception as exc:
             self._failed("", exc, read=False)
             servers = []
-        return {"backend": self.backend.name, "counters": self.counters.snapshot(), "servers": servers}
+        return {
+            "backend": self.backend.name,
+            "counters": self.counters.snapshot(),
+            "servers": servers,
+        }
 
     async def close(self) -> None:
         try:

@@ -20,11 +20,9 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-
-K = TypeVar("K")
 
 SAFE = b"O"  # plain JSON that orjson reads exactly as the stdlib
 PLAIN = b"J"  # plain JSON, orjson-safety unknown: scanned when read
@@ -108,12 +106,13 @@ def decode(data: bytes) -> Entry | None:
     return _envelope(doc)
 
 
-def decode_many(found: dict[K, bytes]) -> tuple[dict[K, Entry], list[K]]:
+def decode_many[K](found: dict[K, bytes]) -> tuple[dict[K, Entry], list[K]]:
     """`decode` over a batch: the entries by name, and the names whose bytes were not valid
     envelopes. The ``O`` case is `decode`'s, inlined (no call per value)."""
     entries: dict[K, Entry] = {}
     bad: list[K] = []
-    new, set_value, set_created, set_soft, loads = _new_entry, _set_value, _set_created, _set_soft, _loads
+    new, set_value, set_created, set_soft = _new_entry, _set_value, _set_created, _set_soft
+    loads = _loads
     for name, data in found.items():
         if data.startswith(b"O{") and data.endswith(b"}"):
             try:
@@ -124,7 +123,9 @@ def decode_many(found: dict[K, bytes]) -> tuple[dict[K, Entry], list[K]]:
                 entry = decode(data)
             else:
                 if (type(created) is not float and not isinstance(created, int | float)) or (
-                    soft is not None and type(soft) is not float and not isinstance(soft, int | float)
+                    soft is not None
+                    and type(soft) is not float
+                    and not isinstance(soft, int | float)
                 ):
                     entry = None
                 else:

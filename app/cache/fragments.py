@@ -23,8 +23,9 @@ after `vary`), never from the template digest, so `FragmentCache.make_template_f
 names the exact key of a fragment for a delete. The entry holds
 ``{"t": template digest, "r": release, "v": row version or None, "h": html}``; a stored
 digest, release or version that differs from the current one is a miss (counted as one on
-the dashboard), and the fresh rendering overwrites the same key. Editing a template therefore retires its
-fragments without leaving copies behind, and changing one item re-renders that row only.
+the dashboard), and the fresh rendering overwrites the same key. Editing a template
+therefore retires its fragments without leaving copies behind, and changing one item
+re-renders that row only.
 The digest covers the template's own source (the row template's, for rows), not what it
 includes or imports; the `release` a `FragmentCache` is given (the app passes the digest of
 its code, templates and static files) is stored beside it, so a deploy retires every

@@ -38,7 +38,9 @@ async def sample_hit_ratio(cache: CacheClient, history: HitRatioHistory) -> None
     while True:
         namespaces = cache.counters.snapshot()["namespaces"]
         counts = [namespaces.get(kind, {}) for kind in KINDS]
-        history.record(sum(c.get("hits", 0) for c in counts), sum(c.get("misses", 0) for c in counts))
+        history.record(
+            sum(c.get("hits", 0) for c in counts), sum(c.get("misses", 0) for c in counts)
+        )
         await asyncio.sleep(history.interval)
 
 

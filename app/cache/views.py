@@ -104,7 +104,9 @@ class ViewCacheMiddleware:
         spec, view_args = route
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if self.has_session(headers):
-            return await self.asgi_app(scope, receive, _adding(send, _cache_headers(spec, "bypass")))
+            return await self.asgi_app(
+                scope, receive, _adding(send, _cache_headers(spec, "bypass"))
+            )
         await self._serve(service, spec, view_args, scope, headers, receive, send)
 
     async def _serve(

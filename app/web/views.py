@@ -53,7 +53,9 @@ async def rename_task(task_id: int) -> Response:
     except InvalidTaskName as error:
         task = await get_tasks().get(task_id)
         if task is not None:
-            return await _reply(str(error), "error", "tasks/_changed.html", 422, task=task, error=error)
+            return await _reply(
+                str(error), "error", "tasks/_changed.html", 422, task=task, error=error
+            )
     if task is None:
         return await _gone()
     return await _reply(f"Renamed to “{task.name}”.", "success", "tasks/_changed.html", task=task)

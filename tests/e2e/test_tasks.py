@@ -55,7 +55,9 @@ def test_add_rename_complete_delete_with_htmx_never_reloads(page: Page, output_d
 
     rows(page).first.get_by_role("button", name="Done").click()
     expect(rows(page).first).to_have_class("task done")
-    expect(rows(page).first.get_by_role("button", name="Done")).to_have_attribute("aria-pressed", "true")
+    expect(rows(page).first.get_by_role("button", name="Done")).to_have_attribute(
+        "aria-pressed", "true"
+    )
     expect(rows(page).first.get_by_role("button", name="Done")).to_be_focused()
     # caret="initial": hiding the caret would inject a <style>, which our CSP rightly blocks.
     page.screenshot(path=output_dir / "tasks.png", full_page=True, caret="initial")

@@ -13,7 +13,11 @@ from app.htmx import wants_partial
 from app.settings import PROJECT_ROOT
 
 HX = {"HX-Request": "true", "HX-Request-Type": "partial"}
-HISTORY_RESTORE = {"HX-Request": "true", "HX-Request-Type": "full", "HX-History-Restore-Request": "true"}
+HISTORY_RESTORE = {
+    "HX-Request": "true",
+    "HX-Request-Type": "full",
+    "HX-History-Restore-Request": "true",
+}
 
 
 def task_ids(html: str) -> list[int]:
@@ -52,7 +56,9 @@ def status_rules(status: int) -> list[str]:
 
 
 def oob_flash(html: str) -> str:
-    match = re.search(r'<hx-partial hx-target="#flashes" hx-swap="innerHTML">(.*?)</hx-partial>', html, re.S)
+    match = re.search(
+        r'<hx-partial hx-target="#flashes" hx-swap="innerHTML">(.*?)</hx-partial>', html, re.S
+    )
     assert match, html
     return match.group(1)
 
@@ -64,7 +70,14 @@ def oob_flash(html: str) -> str:
         ({"hx-request": "true", "hx-request-type": "full"}, False),
         ({"hx-request": "true"}, False),
         ({"hx-request-type": "partial"}, False),
-        ({"hx-request": "true", "hx-request-type": "partial", "hx-history-restore-request": "true"}, False),
+        (
+            {
+                "hx-request": "true",
+                "hx-request-type": "partial",
+                "hx-history-restore-request": "true",
+            },
+            False,
+        ),
         ({}, False),
     ],
 )
@@ -92,15 +105,22 @@ async def test_history_restore_gets_the_full_page(client: Client) -> None:
     assert_varies(response.headers["Vary"])
 
 
-async def test_create_returns_the_row_a_fresh_form_the_count_and_an_oob_flash(client: Client) -> None:
+async def test_create_returns_the_row_a_fresh_form_the_count_and_an_oob_flash(
+    client: Client,
+) -> None:
     html = await htmx_post(client, "/", name="  Buy milk ")
     assert html.lstrip().startswith('<li id="task-')
     assert 'value="Buy milk"' in html
-    form = re.search(r'<hx-partial hx-target="#new-task" hx-swap="outerHTML">(.*?)</hx-partial>', html, re.S)
+    form = re.search(
+        r'<hx-partial hx-target="#new-task" hx-swap="outerHTML">(.*?)</hx-partial>', html, re.S
+    )
     assert form and 'id="new-task-name"' in form.group(1)
-    assert "value=" not in form.group(1).split('id="new-task-name"')[1].split(">")[0], "form is cleared"
+    new_task_input = form.group(1).split('id="new-task-name"')[1].split(">")[0]
+    assert "value=" not in new_task_input, "form is cleared"
     assert "autofocus" in form.group(1), "focus goes back to the new-task input"
-    assert '<hx-partial hx-target="#task-summary" hx-swap="outerHTML">' in html and "1 task<" in html
+    assert (
+        '<hx-partial hx-target="#task-summary" hx-swap="outerHTML">' in html and "1 task<" in html
+    )
     assert "Added “Buy milk”." in oob_flash(html)
     assert "<html" not in html
     page = await (await client.get("/")).get_data(as_text=True)
@@ -152,7 +172,10 @@ async def test_rename_to_blank_is_422_with_the_row_and_its_message(client: Clien
     task_id = await create(client, "keep me")
     html = await htmx_post(client, f"/{task_id}/rename", 422, name=" ")
     assert task_ids(html) == [task_id] and 'value="keep me"' in html
-    assert f'id="task-{task_id}-error" class="field-error" role="alert">Task name is required.' in html
+    assert (
+        f'id="task-{task_id}-error" class="field-error" role="alert">Task name is required.'
+        in html
+    )
 
 
 async def test_complete_and_reopen_return_the_changed_row(client: Client) -> None:
@@ -181,7 +204,9 @@ async def test_action_on_a_missing_task_is_410_with_a_flash(client: Client, acti
 
 async def test_every_action_without_htmx_still_redirects(client: Client) -> None:
     for path, form in (("/", {"name": "a"}), ("/1/rename", {"name": "b"}), ("/1/delete", {})):
-        response = await client.post(path, form=form, headers={"HX-Request": "true", "HX-Request-Type": "full"})
+        response = await client.post(
+            path, form=form, headers={"HX-Request": "true", "HX-Request-Type": "full"}
+        )
         assert response.status_code == 303
         assert_varies(response.headers["Vary"])
 

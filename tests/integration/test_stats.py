@@ -36,7 +36,9 @@ async def test_api_stats_reports_counts_and_ratio_per_kind(app: Quart, client: C
     assert response.headers["Cache-Control"] == "no-store"
     data = await response.get_json()
     assert set(data["kinds"]) == set(KINDS)
-    assert data["kinds"]["view"] == {"hits": 3, "misses": 1, "sets": 1, "deletes": 0, "hit_ratio": 0.75}
+    assert data["kinds"]["view"] == {
+        "hits": 3, "misses": 1, "sets": 1, "deletes": 0, "hit_ratio": 0.75
+    }
     assert data["kinds"]["memoize"]["hit_ratio"] is None, "no lookups is not a 0% ratio"
     assert data["total"]["hits"] == 3
 

@@ -135,7 +135,8 @@ async def test_htmx_and_full_page_are_different_entries(client: Client) -> None:
     full = await client.get("/")
     partial = await client.get("/", headers=HTMX)
     assert partial.headers["X-Cache"] == "miss"
-    full_body, partial_body = await full.get_data(as_text=True), await partial.get_data(as_text=True)
+    full_body = await full.get_data(as_text=True)
+    partial_body = await partial.get_data(as_text=True)
     assert "<html" in full_body and "<html" not in partial_body
     for response in (full, partial, await client.get("/"), await client.get("/", headers=HTMX)):
         assert {"HX-Request", "HX-Request-Type"} <= {
@@ -233,7 +234,9 @@ def memcached_server() -> Iterator[MemcachedProcess]:
 
 
 @pytest.fixture
-async def memcached_app(database_url: str, memcached_server: MemcachedProcess) -> AsyncIterator[Quart]:
+async def memcached_app(
+    database_url: str, memcached_server: MemcachedProcess
+) -> AsyncIterator[Quart]:
     settings = Settings(
         env="development",
         database_url=database_url,
@@ -247,7 +250,9 @@ async def memcached_app(database_url: str, memcached_server: MemcachedProcess) -
         yield app
 
 
-async def test_readyz_reports_the_cache(memcached_app: Quart, memcached_server: MemcachedProcess) -> None:
+async def test_readyz_reports_the_cache(
+    memcached_app: Quart, memcached_server: MemcachedProcess
+) -> None:
     client = memcached_app.test_client()
     ready = await client.get("/readyz")
     assert (ready.status_code, (await ready.get_json())["cache"]) == (200, "ok")

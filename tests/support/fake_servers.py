@@ -73,11 +73,13 @@ class FakeMemcached(_LoopbackServer):
         self.delay = delay
         self.commands: list[bytes] = []
         self.received_at: list[float] = []  # loop.time() of each command
+        self.command_received = asyncio.Event()  # set once the first command has arrived
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while line := await reader.readline():
             self.commands.append(line)
             self.received_at.append(asyncio.get_running_loop().time())
+            self.command_received.set()
             verb, *args = line.split()
             if verb in (b"set", b"add"):
                 await reader.readexactly(int(args[3]) + 2)

@@ -58,7 +58,9 @@ def test_memcachier_settings_are_read() -> None:
             "CACHE_KEY_PREFIX": "shop",
         }
     )
-    assert settings.memcache_servers == ("mc1.example:11211", "mc2.example:11212", "mc3.example:11211")
+    assert settings.memcache_servers == (
+        "mc1.example:11211", "mc2.example:11212", "mc3.example:11211"
+    )
     assert (settings.memcache_username, settings.memcache_password) == ("user", "pass")
     assert settings.cache_key_prefix == "shop"
 

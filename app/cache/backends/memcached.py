@@ -172,7 +172,10 @@ class MemcachedBackend:
     async def server_stats(self) -> list[ServerStatus]:
         """Each server's state and ``stats``; an unreachable server has empty stats."""
         results = await asyncio.gather(
-            *(server.call(self._codec.server_stats, write=False) for server in self.servers.values()),
+            *(
+                server.call(self._codec.server_stats, write=False)
+                for server in self.servers.values()
+            ),
             return_exceptions=True,
         )
         statuses = []

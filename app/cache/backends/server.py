@@ -39,7 +39,9 @@ from .protocol import Codec, CommandRejected, Connection
 logger = logging.getLogger("app.cache")
 T = TypeVar("T")
 # Errors that say nothing about the server's health.
-_NOT_THE_SERVERS_FAULT = (PoolTimeout, ValidationException, InvalidKey, CommandRejected, ValueTooLarge)
+_NOT_THE_SERVERS_FAULT = (
+    PoolTimeout, ValidationException, InvalidKey, CommandRejected, ValueTooLarge
+)
 
 
 class Server:

@@ -138,8 +138,7 @@ async def test_cancelled_command_closes_its_connection(fake_factory, make_backen
     fake = await fake_factory("delay_first", delay=0.6)
     backend = make_backend([fake.address], pool_size=1)
     task = asyncio.create_task(backend.get("a"))
-    while not fake.commands:
-        await asyncio.sleep(0.005)
+    await fake.command_received.wait()  # the get is in flight, its reply delayed
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

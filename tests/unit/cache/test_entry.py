@@ -1,8 +1,7 @@
+import json
 import zlib
 
 import pytest
-
-import json
 
 from app.cache.entry import COMPRESSED, PLAIN, SAFE, Entry, decode, decode_many, encode
 
@@ -65,8 +64,8 @@ def test_safe_header_envelopes_are_checked_like_the_others():
     "garbage",
     [b"", b"J", b"O", b"O{", b'O {"d":1,"t":1,"x":null}', b'O{"d":1,"t":1,"x":null} ',
      b'O{"d":1,"t":"1","x":null}', b'O{"d":1,"t":1,"x":"2"}', b'O{"d":1}', b"O{}", b"O{1}",
-     b'O["d","t","x"]', b"Jnot json", b"Z\x00\x01", b"J[1,2]", b'J{"d":1}', b'J{"d":1,"t":"x","x":null}',
-     b"\x80\x04pickle", COMPRESSED + zlib.compress(b"\xff\xfe")],
+     b'O["d","t","x"]', b"Jnot json", b"Z\x00\x01", b"J[1,2]", b'J{"d":1}',
+     b'J{"d":1,"t":"x","x":null}', b"\x80\x04pickle", COMPRESSED + zlib.compress(b"\xff\xfe")],
 )
 def test_garbage_decodes_to_none(garbage):
     assert decode(garbage) is None
@@ -103,6 +102,8 @@ def test_decode_many_agrees_with_decode():
         "bad-json": b"O{1}",
     }
     entries, bad = decode_many(found)
-    assert entries == {name: decode(data) for name, data in found.items() if decode(data) is not None}
+    assert entries == {
+        name: decode(data) for name, data in found.items() if decode(data) is not None
+    }
     assert bad == ["garbage", "forged", "not-envelope", "bad-json"]
     assert entries["none"] == Entry(None, 1.0)
