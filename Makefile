@@ -8,15 +8,18 @@ BIN := $(VENV)/bin
 # Quart 0.23 needs Python 3.13: python3.13 on PATH if it really runs, else pyenv's newest 3.13.
 PYTHON313 := $(shell (python3.13 -c 'import sys' >/dev/null 2>&1 && command -v python3.13) \
 	|| ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | sort -V | tail -n 1)
-# Debian packages the tests drive as real processes.
+# Debian packages (package:path) the tests drive as real processes, and the benchmarks' tools.
 TEST_SYSTEM_PACKAGES := memcached:/usr/bin/memcached chromium:/usr/bin/chromium
+BENCH_SYSTEM_PACKAGES := memcached:/usr/bin/memcached wrk:/usr/bin/wrk valgrind:/usr/bin/valgrind
+SYSTEM_PACKAGES ?= $(TEST_SYSTEM_PACKAGES)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help run test assets migrate system-packages clean
+.PHONY: help run test bench assets migrate system-packages clean
 
 help:
 	@echo "make run    serve the app on http://127.0.0.1:$(PORT) (SQLite, in-process cache)"
 	@echo "make test   run the whole test suite (installs what it needs)"
+	@echo "make bench  run the benchmarks and rewrite their results in docs/PERFORMANCE.md"
 
 $(BIN)/.installed: pyproject.toml
 	@if [ -z "$(PYTHON313)" ]; then \
@@ -46,16 +49,23 @@ run: $(BIN)/.installed $(ASSETS)
 	APP_ENV=$${APP_ENV:-development} $(BIN)/hypercorn --bind 127.0.0.1:$(PORT) 'app:create_app()'
 
 system-packages:
-	@missing=""; for entry in $(TEST_SYSTEM_PACKAGES); do \
+	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
 		[ -x "$${entry#*:}" ] || missing="$$missing $${entry%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
-		echo "Installing Debian packages for the tests:$$missing"; \
+		echo "Installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 test: $(BIN)/.installed $(ASSETS) system-packages
+	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+# Not part of `make test`: minutes of load on real servers (PostgreSQL as for the tests).
+bench: $(BIN)/.installed $(ASSETS)
+	@$(MAKE) --no-print-directory system-packages SYSTEM_PACKAGES="$(BENCH_SYSTEM_PACKAGES)"
+	$(BIN)/python bench/cache_client.py
+	$(BIN)/python bench/task_list_http.py
 
 clean:
 	rm -rf $(VENV) node_modules instance test-output $(VENDOR)

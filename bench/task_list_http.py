@@ -12,8 +12,8 @@ first answer: 304) against the cached 200 of the same page. Last, a write-then-r
 `POST /api/tasks` through one server process then, right after the answer, `GET /` and
 `GET /api/tasks` through a second one, counting stale reads.
 
-Prints a table and rewrites the "Task list over HTTP" section of docs/PERFORMANCE.md
-(nothing else in it). Not a test: the numbers depend on the machine.
+Prints a table and the goals it meets, and rewrites its part of docs/PERFORMANCE.md (see
+bench/report.py). Not a test: the numbers depend on the machine.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench.report import write_results  # noqa: E402
 from tests.support.databases import (  # noqa: E402
     create_postgres_database,
     drop_postgres_database,
@@ -51,30 +52,10 @@ from tests.support.databases import (  # noqa: E402
 from tests.support.memcached import MemcachedProcess  # noqa: E402
 from tests.support.servers import LiveServer  # noqa: E402
 
-DOC = ROOT / "docs" / "PERFORMANCE.md"
-SECTION = "## Task list over HTTP"
+HEADING = "## Task list over HTTP"
 WRK = "/usr/bin/wrk"
 THREADS, CONNECTIONS = 2, 32
 PATHS = ("/", "/api/tasks")
-# Hand-written from the profiles (py-spy 0.4.3 in a scratch venv, `py-spy record
-# --subprocesses`); re-check it when the numbers move.
-ANALYSIS = """\
-Reading the numbers:
-
-- The machine is a shared 2-CPU VM: wrk, hypercorn, PostgreSQL and memcached compete for
-  the same two CPUs, and other people's jobs ran at the same time, so runs vary by about
-  +-30%. Two workers help only where a single worker is CPU-bound and wrk leaves room.
-- Uncached `GET /` renders every task (no paging) and, with `CACHE_ENABLED=0`, without
-  fragment caching: ~0.2 s of CPU per page at 1000 tasks, so 32 connections queue past
-  wrk's 2 s timeout (the "timeout" socket errors in the table: wrk's rate counts only
-  the answers it got, the server's real completion rate).
-- A cached `GET /` with 1000 tasks is a 1.08 MB page: a hit moves it out of memcached
-  (zlib-compressed), decompresses it, parses the JSON envelope and sends the body, which is
-  why its rate is far below the small pages'. A revalidation (`If-None-Match`) reads only
-  the generation tokens and never fetches the stored page, so the 304 path costs the same
-  whatever the page size.
-- Run-to-run variation on this machine is about +-30%; compare ratios within one table.
-"""
 
 
 @dataclass
@@ -262,8 +243,6 @@ def render(args: argparse.Namespace, info: dict[str, str], results: list[dict[st
         return None
 
     lines = [
-        SECTION,
-        "",
         "Written by `bench/task_list_http.py`. Command:",
         "",
         "```",
@@ -316,21 +295,7 @@ def render(args: argparse.Namespace, info: dict[str, str], results: list[dict[st
             f"(goal: zero), {loop['hits']} cache hits seen by the hot reader."
         )
         lines += [f"  - {s}" for s in stale[:10]]
-    lines += ["", ANALYSIS.rstrip("\n")]
-    return "\n".join(lines) + "\n"
-
-
-def write_section(text: str) -> None:
-    """Replace the section (up to the next `## ` heading) or append it; touch nothing else."""
-    doc = DOC.read_text() if DOC.exists() else "# Performance\n"
-    start = doc.find(SECTION + "\n")
-    if start == -1:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = doc.find("\n## ", start + len(SECTION))
-        rest = doc[end + 1:] if end != -1 else ""
-        doc = doc[:start] + text + ("\n" + rest if rest else "")
-    DOC.write_text(doc)
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -364,7 +329,7 @@ def main() -> None:
     text = render(args, info, results, loop)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_results("bench/task_list_http.py", HEADING, text)
     shutil.rmtree(logs, ignore_errors=True)
 
 
