@@ -55,6 +55,7 @@ from tests.support.servers import LiveServer  # noqa: E402
 HEADING = "## Task list over HTTP"
 WRK = "/usr/bin/wrk"
 THREADS, CONNECTIONS = 2, 32
+COMPARED_ROUNDS = 3  # alternating runs of a cached 200 and its 304, best of each
 PATHS = ("/", "/api/tasks")
 
 
@@ -71,6 +72,10 @@ class WrkResult:
         bad = f", {self.non_2xx} non-2xx/3xx" if self.non_2xx else ""
         errors = f", socket errors {self.errors}" if self.errors else ""
         return f"{self.rps:,.0f} | {self.latency_avg} | {self.latency_p99}{bad}{errors}"
+
+
+def rps(result: WrkResult) -> float:
+    return result.rps
 
 
 def wrk(url: str, seconds: int, headers: dict[str, str] | None = None) -> WrkResult:
@@ -140,10 +145,18 @@ def throughput(args: argparse.Namespace, database_url: str, memcached: Memcached
                         etag = first.headers.get("etag")
                         if cache == "on" and size == max(args.sizes) and etag:
                             assert get(url, {"If-None-Match": etag}).status_code == 304
-                            result = wrk(url, args.seconds, {"If-None-Match": etag})
-                            results.append({**record, "kind": "304", "result": result})
+                            # the goal compares these two: alternate them, keep the best of each
+                            not_modified = wrk(url, args.seconds, {"If-None-Match": etag})
+                            for _ in range(COMPARED_ROUNDS - 1):
+                                result = max(result, wrk(url, args.seconds), key=rps)
+                                not_modified = max(
+                                    not_modified, wrk(url, args.seconds, {"If-None-Match": etag}),
+                                    key=rps,
+                                )
+                            record["result"] = result
+                            results.append({**record, "kind": "304", "result": not_modified})
                             print(f"{workers}w cache {cache:3} {size:5} {path:11} 304  "
-                                  f"{result.row()}", flush=True)
+                                  f"{not_modified.row()}", flush=True)
             finally:
                 server.stop()
     return results
@@ -254,7 +267,9 @@ def render(args: argparse.Namespace, info: dict[str, str], results: list[dict[st
         "PostgreSQL database and one memcached (`-m 64 -t 1`), `APP_ENV=development`; cache "
         "off is `CACHE_ENABLED=0` (no view, memoize or fragment caching). The table is seeded "
         "with SQL, memcached flushed, then the URL requested twice before wrk runs. wrk, "
-        "hypercorn, PostgreSQL and memcached all share the machine.",
+        "hypercorn, PostgreSQL and memcached all share the machine. The cached 200 and the 304 "
+        f"of the largest table, which a goal compares, are the best of {COMPARED_ROUNDS} "
+        "alternating runs each.",
         "",
         f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']} RAM, {info['os']}. "
         f"Python {info['python']}; {info['packages']}; PostgreSQL {info['postgres']}; "
