@@ -2,8 +2,9 @@
 
 At most `size` connections exist; callers wait for one first come, first served and for at
 most the given deadline. A released slot is handed straight to the oldest waiter, and one
-timer per pool expires the overdue waiters (a timer per wait, as `asyncio.timeout` around a
-semaphore gives, cost more than the rest of a cache hit). Connections open lazily, within
+timer per pool expires the overdue waiters (`deadlines.py`: a timer per wait, as
+`asyncio.timeout` around a semaphore gives, cost more than the rest of a cache hit).
+Connections open lazily, within
 `connect_timeout` including the authentication handshake (see `auth.py`). A connection
 comes back to the pool only if its holder says it is clean: after a timeout, cancellation,
 EOF or unexpected reply it is closed.
@@ -25,6 +26,7 @@ from .auth import (
     echoes_password,
     forget_password,
 )
+from .deadlines import Deadlines
 from .protocol import Connection
 
 logger = logging.getLogger("app.cache")
@@ -58,9 +60,8 @@ class ConnectionPool:
         self._settling = asyncio.Lock()
         self._idle: deque[Connection] = deque()
         self._free = size  # slots (the right to hold a connection) nobody holds
-        self._waiters: deque[tuple[asyncio.Future[None], float]] = deque()  # with deadlines
-        self._expiry: asyncio.TimerHandle | None = None
-        self._expiry_loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()  # first come, first served
+        self._waiting: Deadlines[asyncio.Future[None]] = Deadlines(self._time_out)
 
     # `timeout` is a deadline the pool's one expiry timer enforces: wrapping each wait in
     # `asyncio.timeout` instead is what this pool avoids (see the module docstring).
@@ -92,48 +93,29 @@ class ConnectionPool:
         self._release_slot()
 
     async def _wait_for_slot(self, timeout: float) -> None:  # noqa: ASYNC109 (as acquire)
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        deadline = loop.time() + timeout
-        self._waiters.append((waiter, deadline))
-        expiry = self._expiry
-        if expiry is None or self._expiry_loop is not loop or deadline < expiry.when():
-            if expiry is not None:
-                expiry.cancel()
-            self._expiry_loop = loop
-            self._expiry = loop.call_at(deadline, self._expire_waiters)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._waiting.add(waiter, timeout)
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():  # handed a slot, then cancelled
                 self._release_slot()
             raise
+        finally:
+            self._waiting.discard(waiter)
 
     def _release_slot(self) -> None:
         while self._waiters:
-            waiter, _ = self._waiters.popleft()
-            if not waiter.done():  # skip the cancelled and the expired
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # skip the cancelled and the timed out
                 waiter.set_result(None)
                 return
         self._free += 1
 
-    def _expire_waiters(self) -> None:
-        """Fail the waiters past their deadline; re-arm for the earliest one left."""
-        self._expiry = None
-        loop = self._expiry_loop
-        if loop is None or loop.is_closed():
-            return
-        now = loop.time()
-        earliest = None
-        for waiter, deadline in self._waiters:  # at most one entry per waiting caller
-            if waiter.done():
-                continue
-            if deadline <= now:
-                waiter.set_exception(PoolTimeout(f"no free connection to {self.address}"))
-            elif earliest is None or deadline < earliest:
-                earliest = deadline
-        if earliest is not None:
-            self._expiry = loop.call_at(earliest, self._expire_waiters)
+    def _time_out(self, waiter: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            waiter.set_exception(PoolTimeout(f"no free connection to {self.address}"))
 
     def clear(self) -> None:
         """Close the idle connections (after a server failure they are suspect)."""

@@ -15,10 +15,8 @@ The caller's own cancellation is not the server's fault: it closes the connectio
 
 Deadlines: an operation that outlives `op_timeout` has its connection aborted, which ends
 whatever it awaits on that connection (every `Codec` operation awaits nothing else) and
-surfaces as `TimeoutError`. The connections in flight sit in a dict with their deadlines,
-watched by one timer per server armed for the earliest deadline: an operation costs a dict
-insert and delete instead of an `asyncio.timeout` (timer handle plus context manager,
-~5 us). The caller's cancellation is never involved and propagates untouched.
+surfaces as `TimeoutError`; one timer per server watches them all (`deadlines.py`). The
+caller's cancellation is never involved and propagates untouched.
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ from aiomcache.exceptions import ValidationException
 
 from ..keys import InvalidKey
 from .base import ServerState, ServerUnavailable, ValueTooLarge
+from .deadlines import Deadlines
 from .pool import ConnectionPool, PoolTimeout
 from .protocol import Codec, CommandRejected, Connection
 
@@ -70,9 +69,7 @@ class Server:
         self._retry_at = 0.0
         self._probe_ended: asyncio.Event | None = None  # while a probe runs
         self._stale = False
-        self._inflight: dict[Connection, float] = {}  # connection -> deadline, earliest first
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._watchdog_loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines: Deadlines[Connection] = Deadlines(_abort)
 
     async def call(
         self, op: Callable[[Connection], Awaitable[T]], *, write: bool, urgent: bool = False
@@ -126,23 +123,17 @@ class Server:
     ) -> T:
         try:
             conn = await self.pool.acquire(self.op_timeout)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.op_timeout
-            inflight = self._inflight
-            inflight[conn] = deadline
-            if self._watchdog is None or self._watchdog_loop is not loop:
-                self._watchdog_loop = loop
-                self._watchdog = loop.call_at(deadline, self._watch)
+            deadline = self._deadlines.add(conn, self.op_timeout)
             clean = False
             try:
                 result = await op(conn)
                 clean = True
             except Exception as exc:
-                if loop.time() >= deadline:  # aborted by the watchdog (or failed too late)
+                if asyncio.get_running_loop().time() >= deadline:  # aborted, or failed too late
                     raise TimeoutError(f"cache operation on {self.address} timed out") from exc
                 raise
             finally:
-                del inflight[conn]
+                self._deadlines.discard(conn)
                 self.pool.release(conn, reusable=clean)
         except _NOT_THE_SERVERS_FAULT:
             raise
@@ -152,22 +143,6 @@ class Server:
         if self.failures and self.state == "up":
             self.failures = 0
         return result
-
-    def _watch(self) -> None:
-        """Abort the connections past their deadline; re-arm for the earliest one left."""
-        self._watchdog = None
-        loop = self._watchdog_loop
-        if loop is None or loop.is_closed():
-            return
-        now = loop.time()
-        earliest = None
-        for conn, deadline in self._inflight.items():  # at most pool-size entries
-            if deadline <= now:
-                conn.writer.transport.abort()  # an aborted connection is never pooled again
-            elif earliest is None or deadline < earliest:
-                earliest = deadline
-        if earliest is not None:
-            self._watchdog = loop.call_at(earliest, self._watch)
 
     def _fail(self, write: bool, probing: bool) -> None:
         if write:
@@ -189,3 +164,8 @@ class Server:
     def _recover(self, how: str) -> None:
         logger.info("cache server %s is up again (%s)", self.address, how)
         self.state, self.failures, self._stale = "up", 0, False
+
+
+def _abort(conn: Connection) -> None:
+    """End whatever awaits `conn` now; an aborted connection is never pooled again."""
+    conn.writer.transport.abort()
