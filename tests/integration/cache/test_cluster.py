@@ -20,6 +20,14 @@ def three(memcached_factory):
     return [memcached_factory() for _ in range(3)]
 
 
+@pytest.fixture
+async def proxy(memcached):
+    """`memcached` behind a proxy that can cut and restore the connections to it."""
+    proxy = await CutProxy(memcached.address).start()
+    yield proxy
+    await proxy.stop()
+
+
 def owned(backend, keys):
     by_server = {address: [] for address in backend.servers}
     for key in keys:
@@ -110,69 +118,59 @@ async def test_a_dead_server_is_skipped_not_remapped_then_rejoins_empty(three, m
     assert client.healthy()
 
 
-async def test_an_unreachable_server_never_serves_entries_from_before(memcached, make_backend):
-    proxy = await CutProxy(memcached.address).start()
-    try:
-        backend = make_backend([proxy.address])
-        client = CacheClient(backend, keys=KEYS)
-        server = backend.servers[proxy.address]
-        key = KEYS.key("ns", "old")
-        assert await client.set(key, "before the outage", 60)
+async def test_an_unreachable_server_never_serves_entries_from_before(
+    memcached, proxy, make_backend
+):
+    backend = make_backend([proxy.address])
+    client = CacheClient(backend, keys=KEYS)
+    server = backend.servers[proxy.address]
+    key = KEYS.key("ns", "old")
+    assert await client.set(key, "before the outage", 60)
 
-        await proxy.cut()
-        assert await client.get(key) is None
-        for _ in range(FAST["failure_limit"] - 1):
-            await asyncio.sleep(FAST["retry_timeout"] + 0.05)
-            await client.get(key)
-        assert server.state == "dead"
-        assert memcached.command(b"get %b\r\n" % key.encode()).startswith(b"VALUE")
-
-        await proxy.restore()  # same port; the server behind still holds the old entry
-        assert await client.get(key) is None  # still within dead_timeout: skipped
-        await asyncio.sleep(FAST["dead_timeout"] + 0.05)
-        assert await client.get(key) is None  # rejoined: flushed before serving
-        assert server.state == "up" and server.flushes == 1
-        assert memcached.command(b"get %b\r\n" % key.encode()) == b"END\r\n"
-    finally:
-        await proxy.stop()
-
-
-async def test_a_brief_outage_without_lost_writes_keeps_the_entries(memcached, make_backend):
-    proxy = await CutProxy(memcached.address).start()
-    try:
-        backend = make_backend([proxy.address], failure_limit=3)
-        client = CacheClient(backend, keys=KEYS)
-        server = backend.servers[proxy.address]
-        key = KEYS.key("ns", "k")
-        assert await client.set(key, "v", 60)
-        await proxy.cut()
-        assert await client.get(key) is None
-        assert server.state == "retrying"
-        await proxy.restore()
+    await proxy.cut()
+    assert await client.get(key) is None
+    for _ in range(FAST["failure_limit"] - 1):
         await asyncio.sleep(FAST["retry_timeout"] + 0.05)
-        assert (await client.get(key)).value == "v"
-        assert server.state == "up" and server.flushes == 0
-    finally:
-        await proxy.stop()
+        await client.get(key)
+    assert server.state == "dead"
+    assert memcached.command(b"get %b\r\n" % key.encode()).startswith(b"VALUE")
+
+    await proxy.restore()  # same port; the server behind still holds the old entry
+    assert await client.get(key) is None  # still within dead_timeout: skipped
+    await asyncio.sleep(FAST["dead_timeout"] + 0.05)
+    assert await client.get(key) is None  # rejoined: flushed before serving
+    assert server.state == "up" and server.flushes == 1
+    assert memcached.command(b"get %b\r\n" % key.encode()) == b"END\r\n"
 
 
-async def test_a_write_dropped_while_retrying_forces_a_flush(memcached, make_backend):
-    proxy = await CutProxy(memcached.address).start()
-    try:
-        backend = make_backend([proxy.address], failure_limit=3)
-        client = CacheClient(backend, keys=KEYS)
-        server = backend.servers[proxy.address]
-        key = KEYS.key("ns", "k")
-        assert await client.set(key, "v1", 60)
-        await proxy.cut()
-        assert await client.get(key) is None
-        assert not await client.delete(key)  # dropped: the server would keep serving v1
-        await proxy.restore()
-        await asyncio.sleep(FAST["retry_timeout"] + 0.05)
-        assert await client.get(key) is None
-        assert server.state == "up" and server.flushes == 1
-    finally:
-        await proxy.stop()
+async def test_a_brief_outage_without_lost_writes_keeps_the_entries(proxy, make_backend):
+    backend = make_backend([proxy.address], failure_limit=3)
+    client = CacheClient(backend, keys=KEYS)
+    server = backend.servers[proxy.address]
+    key = KEYS.key("ns", "k")
+    assert await client.set(key, "v", 60)
+    await proxy.cut()
+    assert await client.get(key) is None
+    assert server.state == "retrying"
+    await proxy.restore()
+    await asyncio.sleep(FAST["retry_timeout"] + 0.05)
+    assert (await client.get(key)).value == "v"
+    assert server.state == "up" and server.flushes == 0
+
+
+async def test_a_write_dropped_while_retrying_forces_a_flush(proxy, make_backend):
+    backend = make_backend([proxy.address], failure_limit=3)
+    client = CacheClient(backend, keys=KEYS)
+    server = backend.servers[proxy.address]
+    key = KEYS.key("ns", "k")
+    assert await client.set(key, "v1", 60)
+    await proxy.cut()
+    assert await client.get(key) is None
+    assert not await client.delete(key)  # dropped: the server would keep serving v1
+    await proxy.restore()
+    await asyncio.sleep(FAST["retry_timeout"] + 0.05)
+    assert await client.get(key) is None
+    assert server.state == "up" and server.flushes == 1
 
 
 async def test_an_invalidation_reaches_a_server_this_process_still_counts_failed(
@@ -219,26 +217,20 @@ async def test_invalidations_during_an_outage_share_one_connection_attempt(make_
         hole.close()
 
 
-async def test_an_invalidation_waiting_for_a_probe_lands_after_its_flush(
-    memcached, make_backend
-):
-    proxy = await CutProxy(memcached.address).start()
-    try:
-        backend = make_backend([proxy.address])
-        client = CacheClient(backend, keys=KEYS)
-        server = backend.servers[proxy.address]
-        key = KEYS.key("gen", "tasks")
-        assert await client.set(key, "old", 60)
-        await proxy.cut()
-        assert await client.set(key, "lost", 60, urgent=True) is False  # stale from now on
-        await proxy.restore()
+async def test_an_invalidation_waiting_for_a_probe_lands_after_its_flush(proxy, make_backend):
+    backend = make_backend([proxy.address])
+    client = CacheClient(backend, keys=KEYS)
+    server = backend.servers[proxy.address]
+    key = KEYS.key("gen", "tasks")
+    assert await client.set(key, "old", 60)
+    await proxy.cut()
+    assert await client.set(key, "lost", 60, urgent=True) is False  # stale from now on
+    await proxy.restore()
 
-        # a probe (it flushes first) and an invalidation that arrives while it runs
-        probe = asyncio.create_task(client.set(KEYS.key("ns", "x"), 1, 60, urgent=True))
-        await asyncio.sleep(0)
-        assert await client.set(key, "new", 60, urgent=True)
-        assert await probe
-        assert server.flushes == 1
-        assert (await client.get(key)).value == "new"
-    finally:
-        await proxy.stop()
+    # a probe (it flushes first) and an invalidation that arrives while it runs
+    probe = asyncio.create_task(client.set(KEYS.key("ns", "x"), 1, 60, urgent=True))
+    await asyncio.sleep(0)
+    assert await client.set(key, "new", 60, urgent=True)
+    assert await probe
+    assert server.flushes == 1
+    assert (await client.get(key)).value == "new"
