@@ -7,9 +7,9 @@ those generations and the stored entry in one `get_many`; the entry sits under a
 key (path, sorted query, variant) with the generations it was built from stored inside it
 (Rails' cache versioning), so a write anywhere in a namespace makes it a miss. The key
 also names the release (the code that renders the views), so a deploy never serves pages
-rendered by the code it replaced. A hit sends
-the stored bytes without touching Quart; `If-None-Match` with the current ETag (derived
-from the generations) gets a 304 without touching the database. An entry older than the
+rendered by the code it replaced. A hit sends the stored bytes without touching Quart;
+`If-None-Match` with the current ETag (derived from the generations) gets a 304 without
+touching the database. An entry older than the
 view's timeout (but with current tokens, so its data is as fresh as the database) is sent
 as `stale` while one background render replaces it; it is kept for twice the timeout.
 
