@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PYTHON313 := $(shell (python3.13 -c 'import sys' >/dev/null 2>&1 && command -v python3.13) \
 	|| ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | sort -V | tail -n 1)
 # Debian packages (package:path) the tests drive as real processes, and the benchmarks' tools.
-TEST_SYSTEM_PACKAGES := memcached:/usr/bin/memcached chromium:/usr/bin/chromium
+TEST_SYSTEM_PACKAGES := memcached:/usr/bin/memcached chromium:/usr/bin/chromium wrk:/usr/bin/wrk
 BENCH_SYSTEM_PACKAGES := memcached:/usr/bin/memcached wrk:/usr/bin/wrk valgrind:/usr/bin/valgrind
 SYSTEM_PACKAGES ?= $(TEST_SYSTEM_PACKAGES)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -65,7 +65,7 @@ test: $(BIN)/.installed $(ASSETS) system-packages
 bench: $(BIN)/.installed $(ASSETS)
 	@$(MAKE) --no-print-directory system-packages SYSTEM_PACKAGES="$(BENCH_SYSTEM_PACKAGES)"
 	$(BIN)/python bench/cache_client.py
-	$(BIN)/python bench/task_list_http.py
+	$(BIN)/python bench/http_benchmark.py
 
 clean:
 	rm -rf $(VENV) node_modules instance test-output $(VENDOR)

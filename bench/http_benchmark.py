@@ -1,0 +1,1046 @@
+"""Benchmark: the task list over HTTP, served as production serves it, in units of Q.
+
+    .venv/bin/python bench/http_benchmark.py [--sizes 10,100,1000,10000] [--seconds 10]
+        [--rounds 3] [--write-sizes 10,100] [--write-seconds 10] [--workers N]
+        [--servers hypercorn,uvicorn,granian] [--out DIR] [--no-write] [--smoke]
+
+Starts its own services: a fresh PostgreSQL database (migrated by Alembic, dropped at the
+end; `TASKLIST_TEST_POSTGRES_URL` as for the tests) and a memcached on a free port. The app
+runs as in production: `hypercorn --config hypercorn.toml 'app:create_app()'` with
+`APP_ENV=production`, once with the cache on and once with `CACHE_ENABLED=0`.
+
+For each task count it seeds the table with SQL, flushes memcached and runs
+`wrk -t2 -c32 --latency` on `GET /` (with and without gzip accepted), `GET /api/tasks`
+(likewise), the htmx fragment of `GET /`, the first page's `rel="next"` page, and, cached,
+the revalidation of `GET /` (`If-None-Match`: 304) against its 200 in alternating rounds.
+A cached measurement starts once a probe sees `X-Cache: hit`. Then a write-then-read loop
+across two app processes counts stale reads.
+
+Every figure is also given in Q: the rate of a bare Quart app serving a constant 5 KB page
+(bench/baselines.py) under hypercorn's defaults, measured several times in the same run
+(the median is Q), next to a bare ASGI app and the cheapest possible cache hit.
+
+Writes docs/performance/http.json and http.png (or into `--out`) and its block of
+docs/PERFORMANCE.md (bench/report.py). `--smoke` is a one-minute check of the whole
+pipeline that writes to a temporary directory only. Not a test: the numbers depend on the
+machine; the goals are computed from the run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import gzip  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import secrets  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import tomllib  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+from collections import Counter  # noqa: E402
+from collections.abc import Iterator, Mapping, Sequence  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
+from email.message import Message  # noqa: E402
+from html.parser import HTMLParser  # noqa: E402
+from importlib.metadata import version  # noqa: E402
+from typing import Any  # noqa: E402
+from urllib.parse import urljoin  # noqa: E402
+
+import asyncpg  # noqa: E402
+import httpx  # noqa: E402
+import pytest  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from bench.report import DOC, write_results  # noqa: E402
+from tests.support.databases import (  # noqa: E402
+    create_postgres_database,
+    drop_postgres_database,
+    run_alembic,
+)
+from tests.support.memcached import MEMCACHED, MemcachedProcess, free_port  # noqa: E402
+from tests.support.servers import LiveServer, ServerFailed  # noqa: E402
+
+SCRIPT = "bench/http_benchmark.py"
+HEADING = "## Task list over HTTP"
+OUT = ROOT / "docs" / "performance"
+BIN = Path(sys.executable).parent  # .venv/bin: the script runs under .venv/bin/python
+WRK = "/usr/bin/wrk"
+THREADS, CONNECTIONS = 2, 32
+WRITERS = 8
+WARM_TRIES = 10
+START_TIMEOUT = 60.0
+GZIP = (("Accept-Encoding", "gzip"),)
+HTMX = (("HX-Request", "true"), ("HX-Request-Type", "partial"))
+NEXT_PAGE = "<the first page's rel=next link>"
+Record = dict[str, Any]
+
+
+# --- servers -----------------------------------------------------------------------------
+
+
+class Server:
+    """A server process started from `argv` in the repository root; up once `ready_path`
+    answers 200. The app's variables are removed from the inherited environment first, as
+    LiveServer does, so that only `env` configures it."""
+
+    def __init__(self, name: str, argv: Sequence[str], port: int, env: Mapping[str, str],
+                 log: Path, ready_path: str = "/healthz") -> None:
+        self.name, self.argv, self.port, self.log = name, list(argv), port, log
+        self.ready_path = ready_path
+        inherited = {k: v for k, v in os.environ.items()
+                     if not k.startswith(LiveServer.APP_VARIABLES)}
+        self.env = {**inherited, **env}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        with self.log.open("ab") as sink:
+            self._proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=sink,
+                                          stderr=subprocess.STDOUT)
+        try:
+            self._wait_until_up()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_up(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise ServerFailed(f"{self.name} exited with {self._proc.returncode}:\n"
+                                   f"{self.log_tail()}")
+            if probe(self.url + self.ready_path, timeout=1).status == 200:
+                return
+            time.sleep(0.1)
+        raise ServerFailed(f"{self.name} did not answer {self.ready_path} within "
+                           f"{START_TIMEOUT:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class Services:
+    """What every server of the run shares: the database, memcached, a log directory."""
+
+    database_url: str
+    memcached: MemcachedProcess
+    logs: Path
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+
+    def app_env(self, cache: bool) -> dict[str, str]:
+        return {"APP_ENV": "production", "SECRET_KEY": self.secret_key,
+                "DATABASE_URL": self.database_url,
+                "MEMCACHIER_SERVERS": self.memcached.address,
+                "CACHE_ENABLED": "1" if cache else "0"}
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+
+def app_server(services: Services, kind: str, cache: bool, workers: int | None,
+               name: str = "") -> Server:
+    """The app under `kind` (hypercorn as in production, or uvicorn, or granian)."""
+    port = free_port()
+    name = name or f"{kind}-cache-{'on' if cache else 'off'}"
+    if kind == "hypercorn":
+        argv = [str(BIN / "hypercorn"), "--config", "hypercorn.toml",
+                "--bind", f"127.0.0.1:{port}"]
+        argv += ["--workers", str(workers)] if workers else []
+        argv.append("app:create_app()")
+    elif kind == "uvicorn":
+        argv = [str(BIN / "uvicorn"), "--factory", "app:create_app", "--workers", "2",
+                "--loop", "uvloop", "--host", "127.0.0.1", "--port", str(port)]
+    elif kind == "granian":
+        argv = [str(BIN / "granian"), "--interface", "asgi", "--factory", "--workers", "2",
+                "--host", "127.0.0.1", "--port", str(port), "app:create_app"]
+    else:
+        raise ValueError(f"unknown server {kind!r}")
+    return Server(name, argv, port, services.app_env(cache), services.log(name))
+
+
+def baseline_server(services: Services, app: str, loop: str) -> Server:
+    """A bench/baselines.py app under hypercorn's defaults, 2 workers, `loop` worker class."""
+    port = free_port()
+    argv = [str(BIN / "hypercorn"), "--workers", "2", "--bind", f"127.0.0.1:{port}"]
+    argv += ["--worker-class", loop] if loop != "asyncio" else []
+    argv.append(f"bench.baselines:{app}")
+    env = {"BENCH_MEMCACHED": services.memcached.address}
+    return Server(f"{app}-{loop}", argv, port, env, services.log(f"{app}-{loop}"),
+                  ready_path="/")
+
+
+# --- measuring ---------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    latency_avg_ms: float
+    latency_p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: dict[str, int]
+
+    def notes(self) -> str:
+        bad = [f"{self.non_2xx:,} non-2xx/3xx"] if self.non_2xx else []
+        bad += [f"{n:,} {kind} errors" for kind, n in self.socket_errors.items() if n]
+        return ", ".join(bad)
+
+
+UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def milliseconds(text: str) -> float:
+    """wrk's `23.90ms`, `1.08s`, `512.00us` in milliseconds."""
+    number, unit = re.fullmatch(r"([\d.]+)([a-z]+)", text).groups()  # type: ignore[union-attr]
+    return float(number) * UNITS_MS[unit]
+
+
+def parse_wrk(out: str) -> WrkResult:
+    def find(pattern: str) -> str:
+        match = re.search(pattern, out)
+        if match is None:
+            raise RuntimeError(f"wrk output lacks {pattern!r}:\n{out}")
+        return match.group(1)
+
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    socket_errors = {kind: int(n) for kind, n in
+                     re.findall(r"(\w+) (\d+)", errors.group(1) if errors else "")}
+    return WrkResult(
+        rps=float(find(r"Requests/sec:\s+([\d.]+)")),
+        latency_avg_ms=milliseconds(find(r"Latency\s+(\S+)")),
+        latency_p99_ms=milliseconds(find(r"\s99%\s+(\S+)")),
+        requests=int(find(r"(\d+) requests in")),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=socket_errors,
+    )
+
+
+def wrk(url: str, seconds: int, headers: Sequence[tuple[str, str]] = ()) -> WrkResult:
+    args = [WRK, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
+    for name, value in headers:
+        args += ["-H", f"{name}: {value}"]
+    done = subprocess.run([*args, url], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed on {url}: {done.stderr or done.stdout}")
+    return parse_wrk(done.stdout)
+
+
+@dataclass
+class Probe:
+    """One answer as a client without decompression sees it (like wrk)."""
+
+    status: int
+    headers: Message
+    body: bytes
+
+    def summary(self) -> Record:
+        return {"status": self.status,
+                "content_encoding": self.headers.get("Content-Encoding") or "identity",
+                "body_bytes": len(self.body), "x_cache": self.headers.get("X-Cache")}
+
+    def text(self) -> str:
+        raw = gzip.decompress(self.body) if self.headers.get("Content-Encoding") == "gzip" \
+            else self.body
+        return raw.decode(errors="replace")
+
+
+def probe(url: str, headers: Sequence[tuple[str, str]] = (), timeout: float = 30) -> Probe:
+    """GET with urllib, which sends no Accept-Encoding unless told and never decodes."""
+    request = urllib.request.Request(url, headers=dict(headers))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return Probe(response.status, response.headers, response.read())
+    except urllib.error.HTTPError as error:  # 304 and 4xx/5xx come here
+        return Probe(error.code, error.headers, error.read())
+    except OSError as error:
+        return Probe(0, Message(), str(error).encode())
+
+
+def warm(url: str, headers: Sequence[tuple[str, str]], cache: bool) -> Probe:
+    """Request `url` until an answer is a cache hit (cached app) or twice (uncached)."""
+    answer = probe(url, headers)
+    for _ in range(WARM_TRIES if cache else 1):
+        answer = probe(url, headers)
+        if cache and answer.headers.get("X-Cache") == "hit":
+            break
+    return answer
+
+
+class _NextLink(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.href: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "a" and self.href is None and "next" in (values.get("rel") or "").split():
+            self.href = values.get("href")
+
+
+def next_page_path(base_url: str) -> str | None:
+    """The href of the first page's `<a rel="next">`, if it has one."""
+    parser = _NextLink()
+    parser.feed(probe(base_url + "/").text())
+    if not parser.href:
+        return None
+    return urljoin(base_url + "/", parser.href).removeprefix(base_url)
+
+
+def seed(database_url: str, count: int) -> None:
+    """Exactly `count` tasks, ids 1..count (straight SQL: flush the cache after)."""
+
+    async def insert() -> None:
+        connection = await asyncpg.connect(dsn(database_url))
+        try:
+            await connection.execute("TRUNCATE task RESTART IDENTITY")
+            await connection.executemany(
+                "INSERT INTO task (name, done, created_at, updated_at) "
+                "VALUES ($1, $2, now(), now())",
+                [(f"Task number {i}: buy milk, call Bob", i % 3 == 0)
+                 for i in range(1, count + 1)],
+            )
+        finally:
+            await connection.close()
+
+    asyncio.run(insert())
+
+
+def dsn(database_url: str) -> str:
+    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    group: str  # the table it goes in
+    label: str  # the request, as printed
+    path: str  # or NEXT_PAGE
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+CASES = (
+    Case("page", "GET /", "/"),
+    Case("page", "GET / gzip", "/", GZIP),
+    Case("api", "GET /api/tasks", "/api/tasks"),
+    Case("api", "GET /api/tasks gzip", "/api/tasks", GZIP),
+    Case("fragment", "GET / htmx fragment", "/", HTMX),
+    Case("next", "GET next page", NEXT_PAGE),
+)
+BASELINES = (("quart_app", "asyncio"), ("asgi_app", "asyncio"), ("hit_floor_app", "asyncio"),
+             ("hit_floor_app", "uvloop"), ("quart_app", "uvloop"))
+Q_CASE = ("quart_app", "asyncio")
+
+
+class Run:
+    """The results so far, Q so far, and the progress line."""
+
+    def __init__(self, args: argparse.Namespace, services: Services) -> None:
+        self.args, self.services = args, services
+        self.records: list[Record] = []
+        self.step, self.total = 0, planned_steps(args)
+
+    @property
+    def q(self) -> float:
+        runs = self.q_runs()
+        return statistics.median(runs) if runs else math.nan
+
+    def q_runs(self) -> list[float]:
+        return [r["rps"] for r in self.records
+                if r["group"] == "baseline" and (r["app"], r["loop"]) == Q_CASE]
+
+    def add(self, record: Record, what: str) -> Record:
+        """Keep `record` and print its progress line (rates in Q as measured so far)."""
+        self.step += 1
+        self.records.append(record)
+        if "skipped" in record:
+            outcome = f"skipped: {record['skipped']}"
+        else:
+            rate = record.get("pairs_per_s", record.get("rps", 0.0))
+            unit = "pairs/s" if "pairs_per_s" in record else "req/s"
+            outcome = f"{rate:,.0f} {unit} ({rate / self.q:.2f} Q)"
+            if "compared_200" in record:
+                outcome += f" against its 200's {record['compared_200']['rps']:,.0f} req/s"
+            if record.get("notes"):
+                outcome += f", {record['notes']}"
+        print(f"[{self.step}/{self.total}] {what} ... {outcome}", flush=True)
+        return record
+
+
+def planned_steps(args: argparse.Namespace) -> int:
+    per_size = 2 * len(CASES) + 1 + (0 if args.smoke else 1)  # cases on/off, 304, a Q
+    others = 2 * len([s for s in args.servers if s != "hypercorn"])
+    return len(BASELINES) + per_size * len(args.sizes) + len(args.write_sizes) + others
+
+
+def measured(result: WrkResult) -> Record:
+    return {**asdict(result), "notes": result.notes()}
+
+
+def baselines(run: Run, which: Sequence[tuple[str, str]], when: str) -> None:
+    for app, loop in which:
+        with baseline_server(run.services, app, loop) as server:
+            answer = warm(server.url + "/", (), cache=False)
+            result = wrk(server.url + "/", run.args.seconds)
+        record = {"group": "baseline", "app": app, "loop": loop, "when": when,
+                  **answer.summary(), **measured(result)}
+        run.add(record, f"baseline {app} ({loop}, {when})")
+
+
+def measure_case(run: Run, server: Server, case: Case, *, cache: bool, tasks: int,
+                 kind: str = "hypercorn") -> Record:
+    record: Record = {"group": case.group, "case": case.label, "server": kind,
+                      "cache": "on" if cache else "off", "tasks": tasks,
+                      "headers": dict(case.headers)}
+    path = next_page_path(server.url) if case.path == NEXT_PAGE else case.path
+    if path is None:
+        return {**record, "skipped": "no next page"}
+    answer = warm(server.url + path, case.headers, cache)
+    result = wrk(server.url + path, run.args.seconds, case.headers)
+    return {**record, "path": path, **answer.summary(), **measured(result)}
+
+
+def case_line(kind: str, cache: bool, tasks: int, label: str) -> str:
+    server = "" if kind == "hypercorn" else f"{kind} "
+    return f"{server}cache {'on ' if cache else 'off'} {tasks:5} tasks {label}"
+
+
+def not_modified(run: Run, server: Server, tasks: int) -> Record:
+    """The 304 of `GET /` against its cached 200: alternating rounds, the best of each."""
+    url = server.url + "/"
+    record: Record = {"group": "304", "case": "GET / If-None-Match", "server": "hypercorn",
+                      "cache": "on", "tasks": tasks, "rounds": run.args.rounds}
+    first = warm(url, (), cache=True)
+    etag = first.headers.get("ETag")
+    if not etag:
+        return {**record, "skipped": f"no ETag on the 200 (status {first.status})"}
+    headers = (("If-None-Match", etag),)
+    answer = probe(url, headers)
+    best_200: WrkResult | None = None
+    best_304: WrkResult | None = None
+    for _ in range(run.args.rounds):
+        best_200 = best(best_200, wrk(url, run.args.seconds))
+        best_304 = best(best_304, wrk(url, run.args.seconds, headers))
+    assert best_200 is not None and best_304 is not None
+    return {**record, "path": "/", "headers": dict(headers), **answer.summary(),
+            **measured(best_304), "compared_200": asdict(best_200)}
+
+
+def best(so_far: WrkResult | None, result: WrkResult) -> WrkResult:
+    return result if so_far is None or result.rps > so_far.rps else so_far
+
+
+def sizes_loop(run: Run) -> None:
+    """Both app servers stay up while the table is re-seeded for each size."""
+    services = run.services
+    cached = app_server(services, "hypercorn", True, run.args.workers)
+    uncached = app_server(services, "hypercorn", False, run.args.workers)
+    with cached, uncached:
+        for tasks in run.args.sizes:
+            seed(services.database_url, tasks)
+            services.memcached.flush()  # the seed bypassed the app: drop every generation
+            for server, cache in ((cached, True), (uncached, False)):
+                for case in CASES:
+                    run.add(measure_case(run, server, case, cache=cache, tasks=tasks),
+                            case_line("hypercorn", cache, tasks, case.label))
+                if cache:
+                    run.add(not_modified(run, server, tasks),
+                            case_line("hypercorn", cache, tasks, "GET / 304 (vs its 200)"))
+            if not run.args.smoke:
+                baselines(run, [Q_CASE], f"after {tasks} tasks")
+
+
+def other_servers(run: Run) -> None:
+    """The app's `GET /` under uvicorn and granian; a server that fails is reported."""
+    tasks = server_size(run.args)
+    others = [s for s in run.args.servers if s != "hypercorn"]
+    if not others:
+        return
+    seed(run.services.database_url, tasks)
+    run.services.memcached.flush()
+    for kind in others:
+        for cache in (True, False):
+            server = app_server(run.services, kind, cache, None)
+            line = case_line(kind, cache, tasks, "GET /")
+            try:
+                with server:
+                    record = measure_case(run, server, CASES[0], cache=cache, tasks=tasks,
+                                          kind=kind)
+            except (ServerFailed, RuntimeError) as error:
+                record = {"case": "GET /", "server": kind, "cache": "on" if cache else "off",
+                          "tasks": tasks, "skipped": f"failed: {str(error).splitlines()[0]}",
+                          "error": str(error)}
+            run.add({**record, "group": "servers"}, line)
+
+
+def server_size(args: argparse.Namespace) -> int:
+    """The size the other servers are measured at: 100 tasks, or the first of --sizes."""
+    return 100 if 100 in args.sizes else args.sizes[0]
+
+
+@dataclass
+class PairLog:
+    durations: list[float] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    x_cache: Counter[str] = field(default_factory=Counter)
+
+
+async def writer(client: httpx.AsyncClient, urls: tuple[str, str], number: int,
+                 deadline: float, log: PairLog) -> None:
+    """POST through one process, then at once GET / through the other (alternating)."""
+    i = 0
+    while time.monotonic() < deadline:
+        write_url, read_url = urls[(number + i) % 2], urls[(number + i + 1) % 2]
+        name = f"bench-{number}-{i}-{secrets.token_hex(4)}"
+        i += 1
+        started = time.monotonic()
+        try:
+            created = await client.post(f"{write_url}/api/tasks", json={"name": name})
+            if created.status_code != 201:
+                log.errors.append(f"POST via {write_url}: {created.status_code}")
+                continue
+            page = await client.get(f"{read_url}/")
+        except httpx.HTTPError as error:
+            log.errors.append(f"{error.__class__.__name__} via {write_url}/{read_url}: {error}")
+            continue
+        log.durations.append(time.monotonic() - started)
+        log.x_cache[page.headers.get("x-cache", "-")] += 1
+        if page.status_code != 200:
+            log.errors.append(f"GET / via {read_url}: {page.status_code}")
+        elif name not in page.text:
+            log.stale.append(f"GET / via {read_url} lacks {name} "
+                             f"(X-Cache {page.headers.get('x-cache')})")
+
+
+def write_then_read(run: Run, tasks: int) -> Record:
+    """Two app processes of one worker each (so the reader is another process than the
+    writer), sharing PostgreSQL and memcached, and `WRITERS` concurrent write/read pairs."""
+    services = run.services
+    seed(services.database_url, tasks)
+    services.memcached.flush()
+    a = app_server(services, "hypercorn", True, 1, name=f"write-read-{tasks}-a")
+    b = app_server(services, "hypercorn", True, 1, name=f"write-read-{tasks}-b")
+    log = PairLog()
+
+    async def loop() -> float:
+        async with httpx.AsyncClient(timeout=30) as client:
+            started = time.monotonic()
+            deadline = started + run.args.write_seconds
+            await asyncio.gather(*(writer(client, (a.url, b.url), n, deadline, log)
+                                   for n in range(WRITERS)))
+            return time.monotonic() - started
+
+    with a, b:
+        seconds = asyncio.run(loop())
+    pairs = len(log.durations)
+    notes = ", ".join(filter(None, [f"{len(log.stale)} stale" if log.stale else "",
+                                    f"{len(log.errors)} errors" if log.errors else ""]))
+    return {"group": "write-read", "tasks": tasks, "writers": WRITERS, "seconds": seconds,
+            "pairs": pairs, "pairs_per_s": pairs / seconds, "stale": len(log.stale),
+            "stale_examples": log.stale[:5], "errors": len(log.errors),
+            "error_examples": log.errors[:5], "x_cache": dict(log.x_cache),
+            "pair_avg_ms": 1000 * statistics.fmean(log.durations) if pairs else math.nan,
+            "pair_p99_ms": 1000 * percentile(log.durations, 99), "notes": notes}
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+# --- what the run was on -----------------------------------------------------------------
+
+
+PACKAGES = ("hypercorn", "quart", "sqlalchemy", "asyncpg", "uvloop", "aiomcache", "httpx",
+            "uvicorn", "granian")
+
+
+def versions(database_url: str) -> dict[str, str]:
+    def first_line(argv: list[str]) -> str:
+        done = subprocess.run(argv, capture_output=True, text=True)
+        return (done.stdout or done.stderr).strip().splitlines()[0]
+
+    return {"python": platform.python_version(),
+            **{p: version(p) for p in PACKAGES},
+            "memcached": first_line([MEMCACHED, "-V"]).removeprefix("memcached "),
+            "postgres": asyncio.run(postgres_version(database_url)),
+            "wrk": first_line([WRK, "-v"]).split()[1]}
+
+
+async def postgres_version(database_url: str) -> str:
+    connection = await asyncpg.connect(dsn(database_url))
+    try:
+        return (await connection.fetchval("SHOW server_version")).split()[0]
+    finally:
+        await connection.close()
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("Model name:"):
+            cpu = line.split(":", 1)[1].strip()
+    with open("/proc/meminfo") as meminfo:
+        kib = int(meminfo.readline().split()[1])
+    return {"cpu": cpu, "nproc": str(os.cpu_count()), "memory": f"{kib / 1024**2:.1f} GiB",
+            "os": platform.platform()}
+
+
+def production_config() -> dict[str, Any]:
+    with (ROOT / "hypercorn.toml").open("rb") as config:
+        return tomllib.load(config)
+
+
+# --- goals, report, chart ----------------------------------------------------------------
+
+
+@dataclass
+class Goal:
+    text: str
+    met: bool | None  # None: not measured in this run
+    detail: str
+
+    def line(self) -> str:
+        verdict = {True: "met", False: "not met", None: "not measured"}[self.met]
+        return f"- {self.text}: {self.detail}: **{verdict}**."
+
+
+class Results:
+    """Look-ups over the records of one run."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.records = records
+        self.q_runs = [r["rps"] for r in records
+                       if r["group"] == "baseline" and (r["app"], r["loop"]) == Q_CASE]
+        self.q = statistics.median(self.q_runs) if self.q_runs else math.nan
+
+    def find(self, **match: Any) -> Record | None:
+        for r in self.records:
+            if all(r.get(k) == v for k, v in match.items()) and "skipped" not in r:
+                return r
+        return None
+
+    def page(self, tasks: int, cache: str, case: str = "GET /") -> Record | None:
+        return self.find(group="page", server="hypercorn", cache=cache, tasks=tasks, case=case)
+
+    def in_q(self, rate: float) -> str:
+        return f"{rate / self.q:.2f} Q"
+
+
+def goals(res: Results) -> list[Goal]:
+    return [*cached_page_goals(res), *uncached_page_goals(res), *write_read_goals(res),
+            *not_modified_goals(res), p99_goal(res)]
+
+
+def at_least(res: Results, text: str, record: Record | None, ratio: float) -> Goal:
+    if record is None:
+        return Goal(text, None, "not in this run")
+    return Goal(text, record["rps"] >= ratio * res.q,
+                f"{record['rps']:,.0f} req/s = {res.in_q(record['rps'])}")
+
+
+def cached_page_goals(res: Results) -> list[Goal]:
+    found = [at_least(res, f"cached `GET /`, {n} tasks, >= 2.0 Q", res.page(n, "on"), 2.0)
+             for n in (10, 100)]
+    for n in (1000, 10000):
+        found.append(at_least(res, f"cached `GET /`, {n} tasks (first page), >= 2.0 Q",
+                              res.page(n, "on"), 2.0))
+        gz = res.page(n, "on", "GET / gzip")
+        goal = at_least(res, f"cached `GET /` with gzip accepted, {n} tasks, >= 2.0 Q", gz, 2.0)
+        if gz is not None:
+            goal.detail += f" (served {gz['content_encoding']}, {gz['body_bytes']:,} B)"
+        found.append(goal)
+    return found
+
+
+def uncached_page_goals(res: Results) -> list[Goal]:
+    found = [at_least(res, "uncached `GET /`, 10 tasks, >= 0.75 Q", res.page(10, "off"), 0.75),
+             at_least(res, "uncached `GET /`, 100 tasks, >= 0.19 Q", res.page(100, "off"), 0.19)]
+    hundred = res.page(100, "off")
+    for n in (1000, 10000):
+        text = f"uncached `GET /`, {n} tasks, within 10% of 100 tasks (>= 90% of its rate)"
+        record = res.page(n, "off")
+        if record is None or hundred is None:
+            found.append(Goal(text, None, "not in this run"))
+            continue
+        share = record["rps"] / hundred["rps"]
+        found.append(Goal(text, share >= 0.9, f"{record['rps']:,.0f} against "
+                          f"{hundred['rps']:,.0f} req/s ({share:.0%})"))
+    return found
+
+
+def write_read_goals(res: Results) -> list[Goal]:
+    found = []
+    for n, ratio in ((10, 0.19), (100, 0.09)):
+        text = f"write then read, {WRITERS} writers, {n} tasks, >= {ratio} Q pairs/s"
+        record = res.find(group="write-read", tasks=n)
+        if record is None:
+            found.append(Goal(text, None, "not in this run"))
+            continue
+        found.append(Goal(text, record["pairs_per_s"] >= ratio * res.q,
+                          f"{record['pairs_per_s']:,.0f} pairs/s = "
+                          f"{res.in_q(record['pairs_per_s'])}"))
+    loops = [r for r in res.records if r["group"] == "write-read"]
+    stale = sum(r["stale"] for r in loops)
+    pairs = sum(r["pairs"] for r in loops)
+    found.append(Goal("write then read: zero stale reads", (stale == 0) if loops else None,
+                      f"{stale} stale of {pairs:,} reads"))
+    return found
+
+
+def not_modified_goals(res: Results) -> list[Goal]:
+    found = []
+    for r in res.records:
+        if r["group"] != "304":
+            continue
+        text = f"`GET /` 304 at least as fast as the cached 200, {r['tasks']} tasks"
+        if "skipped" in r:
+            found.append(Goal(text, None, r["skipped"]))
+            continue
+        ok = r["compared_200"]["rps"]
+        found.append(Goal(text, r["rps"] >= ok, f"{r['rps']:,.0f} against {ok:,.0f} req/s "
+                          f"(best of {r['rounds']} each)"))
+    return found
+
+
+def p99_goal(res: Results) -> Goal:
+    sizes = sorted({r["tasks"] for r in res.records if r["group"] == "page"})
+    p99 = {n: r["latency_p99_ms"] for n in sizes if (r := res.page(n, "on")) is not None}
+    detail = ", ".join(f"{n} tasks {p99[n]:,.1f} ms" if n in p99 else f"{n} tasks missing"
+                       for n in sizes)
+    return Goal("p99 of cached `GET /` recorded for each size",
+                (set(p99) == set(sizes)) if sizes else None, detail or "no sizes")
+
+
+GROUP_TITLES = {
+    "page": "`GET /` (the full page)",
+    "api": "`GET /api/tasks`",
+    "fragment": "`GET /` as an htmx fragment (`HX-Request: true`, `HX-Request-Type: partial`)",
+    "next": "The next page (the first page's `rel=\"next\"` link)",
+}
+
+
+def served(r: Record) -> str:
+    return f"{r['status']} {r['content_encoding']}, {r['body_bytes']:,} B"
+
+
+def rate_cells(res: Results, r: Record) -> str:
+    """req/s | Q | avg | p99 | notes (or the reason it was skipped)."""
+    if "skipped" in r:
+        return f"– | – | – | – | {r['skipped']}"
+    return (f"{r['rps']:,.0f} | {res.in_q(r['rps'])} | {r['latency_avg_ms']:,.1f} ms | "
+            f"{r['latency_p99_ms']:,.1f} ms | {r.get('notes', '')}")
+
+
+def case_table(res: Results, group: str) -> list[str]:
+    lines = [f"#### {GROUP_TITLES[group]}", "",
+             "| tasks | cache | request | path | served (status, encoding, bytes) | X-Cache "
+             "| req/s | in Q | avg | p99 | notes |",
+             "|---:|---|---|---|---|---|---:|---:|---:|---:|---|"]
+    for r in res.records:
+        if r["group"] == group and r["server"] == "hypercorn":
+            path, shown = ("–", "–") if "skipped" in r else (f"`{r['path']}`", served(r))
+            lines.append(f"| {r['tasks']} | {r['cache']} | {r['case']} | {path} | {shown} | "
+                         f"{r.get('x_cache') or '–'} | {rate_cells(res, r)} |")
+    return [*lines, ""]
+
+
+def not_modified_table(res: Results) -> list[str]:
+    lines = ["#### `GET /` revalidated (`If-None-Match`: 304) against its cached 200", "",
+             "| tasks | 304 req/s | in Q | p99 | cached 200 req/s | in Q | p99 | 304 / 200 |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in res.records:
+        if r["group"] != "304":
+            continue
+        if "skipped" in r:
+            lines.append(f"| {r['tasks']} | {r['skipped']} | | | | | | |")
+            continue
+        ok = r["compared_200"]
+        lines.append(f"| {r['tasks']} | {r['rps']:,.0f} | {res.in_q(r['rps'])} | "
+                     f"{r['latency_p99_ms']:,.1f} ms | {ok['rps']:,.0f} | "
+                     f"{res.in_q(ok['rps'])} | {ok['latency_p99_ms']:,.1f} ms | "
+                     f"{r['rps'] / ok['rps']:.2f} |")
+    return [*lines, ""]
+
+
+def baseline_table(res: Results) -> list[str]:
+    lines = ["#### Baselines (bench/baselines.py, a 5,120-byte `text/html` page)", "",
+             "| app | worker class | when | req/s | in Q | avg | p99 | notes |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
+    for r in res.records:
+        if r["group"] == "baseline":
+            lines.append(f"| `{r['app']}` | {r['loop']} | {r['when']} | {rate_cells(res, r)} |")
+    spread = (max(res.q_runs) - min(res.q_runs)) / res.q if res.q_runs else math.nan
+    runs = ", ".join(f"{q:,.0f}" for q in res.q_runs)
+    return [*lines, "", f"Q = the median of the {len(res.q_runs)} run(s) of `quart_app` (asyncio): "
+            f"{runs} req/s, so **Q = {res.q:,.0f} req/s** (spread {spread:.0%} of Q).", ""]
+
+
+def write_read_table(res: Results) -> list[str]:
+    lines = ["#### Write then read across two processes", "",
+             f"{WRITERS} concurrent writers, each: `POST /api/tasks` through one app process "
+             "(one worker), then as soon as the 201 arrives `GET /` through the other; the "
+             "read is stale if the page lacks the new task.", "",
+             "| tasks at start | pairs | pairs/s | in Q | avg pair | p99 pair | stale "
+             "| errors | X-Cache of the reads |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in res.records:
+        if r["group"] == "write-read":
+            seen = ", ".join(f"{k} {v:,}" for k, v in sorted(r["x_cache"].items()))
+            lines.append(f"| {r['tasks']} | {r['pairs']:,} | {r['pairs_per_s']:,.0f} | "
+                         f"{res.in_q(r['pairs_per_s'])} | {r['pair_avg_ms']:,.1f} ms | "
+                         f"{r['pair_p99_ms']:,.1f} ms | {r['stale']} | {r['errors']} | "
+                         f"{seen} |")
+    examples = [e for r in res.records if r["group"] == "write-read"
+                for e in r["stale_examples"] + r["error_examples"]]
+    return [*lines, *[f"- {e}" for e in examples[:10]], ""]
+
+
+def servers_table(res: Results, tasks: int) -> list[str]:
+    rows = [r for r in res.records if r["group"] == "servers"]
+    if not rows:
+        return []
+    ours = [r for r in res.records if r["group"] == "page" and r["case"] == "GET /"
+            and r["tasks"] == tasks]
+    lines = [f"#### The app's `GET /` under other servers ({tasks} tasks, 2 workers)", "",
+             "| server | cache | req/s | in Q | avg | p99 | notes |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for r in ours + rows:
+        lines.append(f"| {r['server']} | {r['cache']} | {rate_cells(res, r)} |")
+    return [*lines, ""]
+
+
+def render(res: Results, meta: Record) -> str:
+    v, m, config = meta["versions"], meta["machine"], meta["hypercorn_toml"]
+    packages = ", ".join(f"{p} {v[p]}" for p in PACKAGES)
+    workers = meta["workers"] or config.get("workers", 1)
+    lines = [
+        f"Written by `{SCRIPT}` on {meta['date']}. Command:", "", "```", meta["command"], "```",
+        "",
+        f"Each cell: `wrk -t{THREADS} -c{CONNECTIONS} -d{meta['seconds']}s --latency` against "
+        "`hypercorn --config hypercorn.toml 'app:create_app()'` "
+        f"(worker class {config.get('worker_class', 'asyncio')}, {workers} workers), "
+        "`APP_ENV=production`, on a fresh PostgreSQL database and one memcached; \"cache off\" "
+        "is `CACHE_ENABLED=0`. The table is seeded with SQL and memcached flushed; a cached "
+        "case starts once a probe sees `X-Cache: hit` (the X-Cache column), and the probe "
+        "(no decompression, like wrk) shows the encoding and size served. wrk, the servers, "
+        "PostgreSQL and memcached share the machine. \"In Q\" divides by Q, the median rate "
+        "of a bare Quart app serving a constant 5 KB page (the baselines below); the 304 and "
+        f"its cached 200 are the best of {meta['rounds']} alternating runs each.",
+        "",
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, {m['os']}. "
+        f"Python {v['python']}; {packages}; PostgreSQL {v['postgres']}; memcached "
+        f"{v['memcached']}; wrk {v['wrk']}.",
+        "",
+        *baseline_table(res),
+        *[line for group in GROUP_TITLES for line in case_table(res, group)],
+        *not_modified_table(res),
+        *write_read_table(res),
+        *servers_table(res, meta["server_size"]),
+        "Goals (computed from the figures above):", "",
+        *[goal.line() for goal in goals(res)],
+    ]
+    return "\n".join(lines)
+
+
+SERIES = (*((c.group, c.label) for c in CASES), ("304", "GET / If-None-Match"))
+
+
+def chart(res: Results, path: Path) -> None:
+    """req/s against tasks (log x), one line per case, Q as a horizontal line; and the same
+    in Q units."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (rates, units) = plt.subplots(1, 2, figsize=(13, 7))
+    colours = iter(plt.get_cmap("tab20").colors)
+    for group, case in SERIES:
+        for cache in ("on", "off"):
+            points = sorted((r["tasks"], r["rps"]) for r in res.records
+                            if r["group"] == group and r.get("case") == case
+                            and r.get("server") == "hypercorn" and r["cache"] == cache
+                            and "skipped" not in r)
+            if points:
+                xs, ys = zip(*points, strict=True)
+                style = {"linestyle": "-" if cache == "on" else "--", "marker": "o",
+                         "color": next(colours), "label": f"{case}, cache {cache}"}
+                rates.plot(xs, ys, **style)
+                units.plot(xs, [y / res.q for y in ys], **style)
+    loops = sorted((r["tasks"], r["pairs_per_s"]) for r in res.records
+                   if r["group"] == "write-read")
+    if loops:
+        xs, ys = zip(*loops, strict=True)
+        style = {"linestyle": ":", "marker": "s", "color": "black",
+                 "label": f"write then read ({WRITERS} writers), pairs/s"}
+        rates.plot(xs, ys, **style)
+        units.plot(xs, [y / res.q for y in ys], **style)
+    q_line = {"color": "grey", "linewidth": 3, "alpha": 0.6,
+              "label": f"Q = {res.q:,.0f} req/s (bare Quart app, 5 KB page)"}
+    rates.axhline(res.q, **q_line)
+    units.axhline(1.0, **q_line)
+    units.axhline(2.0, color="grey", linewidth=1, linestyle=":", label="2 Q (cached goal)")
+    for axes, ylabel in ((rates, "requests/s"), (units, "requests/s / Q")):
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_xlabel("tasks in the table")
+        axes.set_ylabel(ylabel)
+        axes.grid(True, which="both", alpha=0.3)
+    rates.set_title("requests/s")
+    units.set_title("in Q")
+    handles, labels = units.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+    figure.suptitle("Task list over HTTP (hypercorn as in production)")
+    figure.tight_layout(rect=(0, 0.15, 1, 1))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10,100,1000,10000", help="task counts")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating runs of the cached 200 and its 304, best of each")
+    parser.add_argument("--write-sizes", default="10,100", help="task counts of the loop")
+    parser.add_argument("--write-seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="app workers (default: what hypercorn.toml says)")
+    parser.add_argument("--servers", default="hypercorn",
+                        help="also measure the app under uvicorn and/or granian")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"where http.json and http.png go (default {OUT.relative_to(ROOT)})")
+    parser.add_argument("--no-write", action="store_true", help="leave PERFORMANCE.md alone")
+    parser.add_argument("--smoke", action="store_true",
+                        help="sizes 10,150, 1 s runs, baselines once; writes no docs")
+    args = parser.parse_args(argv)
+    args.command = " ".join([".venv/bin/python", SCRIPT, *sys.argv[1:]])
+    if args.smoke:
+        args.sizes, args.write_sizes, args.seconds = "10,150", "10", 1
+        args.write_seconds, args.rounds, args.no_write = 1, 1, True
+        args.out = args.out or Path(tempfile.mkdtemp(prefix="bench-http-smoke-"))
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    args.write_sizes = [int(s) for s in args.write_sizes.split(",")]
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    args.out = args.out or OUT
+    return args
+
+
+@contextmanager
+def started_services() -> Iterator[Services]:
+    """A migrated PostgreSQL database and a memcached, gone afterwards."""
+    try:
+        database_url = create_postgres_database()
+        memcached = MemcachedProcess().start()
+    except (pytest.fail.Exception, pytest.skip.Exception) as error:  # the tests' helpers
+        sys.exit(str(error))
+    logs = Path(tempfile.mkdtemp(prefix="bench-http-logs-"))
+    try:
+        run_alembic(database_url, ("upgrade", "head"))
+        yield Services(database_url, memcached, logs)
+    except BaseException:
+        print(f"The servers' logs are kept in {logs}", file=sys.stderr, flush=True)
+        raise
+    else:
+        shutil.rmtree(logs, ignore_errors=True)
+    finally:
+        memcached.kill()
+        drop_postgres_database(database_url)
+
+
+def measure(args: argparse.Namespace, services: Services) -> tuple[list[Record], Record]:
+    meta: Record = {
+        "command": args.command, "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "seconds": args.seconds, "rounds": args.rounds, "write_seconds": args.write_seconds,
+        "threads": THREADS, "connections": CONNECTIONS, "workers": args.workers,
+        "server_size": server_size(args), "hypercorn_toml": production_config(),
+        "versions": versions(services.database_url), "machine": machine(),
+    }
+    print(json.dumps({k: meta[k] for k in ("versions", "machine")}, indent=1), flush=True)
+    run = Run(args, services)
+    baselines(run, BASELINES, "at the start")
+    sizes_loop(run)
+    other_servers(run)
+    for tasks in args.write_sizes:
+        run.add(write_then_read(run, tasks), f"write then read, {tasks} tasks at start")
+    return run.records, meta
+
+
+def save(args: argparse.Namespace, records: list[Record], meta: Record) -> str:
+    res = Results(records)
+    text = render(res, meta)
+    args.out.mkdir(parents=True, exist_ok=True)
+    document = {**meta, "q": {"median": res.q, "runs": res.q_runs},
+                "goals": [asdict(g) for g in goals(res)], "cases": records}
+    (args.out / "http.json").write_text(json.dumps(document, indent=1) + "\n")
+    chart(res, args.out / "http.png")
+    if not args.no_write:
+        write_results(SCRIPT, HEADING, text)
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if not shutil.which(WRK):
+        sys.exit(f"{WRK} is missing: apt-get install wrk (make bench installs it)")
+    with started_services() as services:
+        records, meta = measure(args, services)
+    text = save(args, records, meta)
+    print(text)
+    written = "" if args.no_write else f" and {DOC.relative_to(ROOT)}"
+    print(f"\nWrote {args.out / 'http.json'}, {args.out / 'http.png'}{written}.", flush=True)
+
+
+if __name__ == "__main__":
+    main()
