@@ -1,0 +1,120 @@
+"""`bench/http_benchmark.py --smoke` runs end to end and writes well-formed results.
+
+The whole pipeline, for real: its own PostgreSQL database and memcached, hypercorn as in
+production, the baselines, wrk, the write-then-read loop, the JSON and the chart. Asserts
+what a run must hold whatever the machine: every kind of case measured (a positive rate),
+Q measured, no stale read, no failed request in the cached cases. No rates are compared.
+
+The next page and gzip are checked only when the app serves them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from app.settings import PROJECT_ROOT
+
+pytestmark = pytest.mark.postgres
+
+SCRIPT = PROJECT_ROOT / "bench" / "http_benchmark.py"
+WRK = "/usr/bin/wrk"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HANG_GUARD = 600  # seconds: only so that a stuck server cannot hang the test run
+APP_CASES = {
+    ("page", "GET /"), ("page", "GET / gzip"), ("api", "GET /api/tasks"),
+    ("api", "GET /api/tasks gzip"), ("fragment", "GET / htmx fragment"),
+}
+BASELINES = {("quart_app", "asyncio"), ("asgi_app", "asyncio"), ("hit_floor_app", "asyncio"),
+             ("hit_floor_app", "uvloop"), ("quart_app", "uvloop")}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> dict[str, Any]:
+    """One smoke run, shared by the tests below. `postgres_url` is requested for its check
+    only: it fails (or skips, on purpose) with a clear message when PostgreSQL is missing."""
+    if not os.access(WRK, os.X_OK):
+        pytest.fail(f"{WRK} is missing: run `make test` (it apt-installs wrk) "
+                    "or apt-get install wrk", pytrace=False)
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=HANG_GUARD)
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-5000:]}\nstderr:\n{done.stderr[-5000:]}"
+    assert (out / "http.png").read_bytes().startswith(PNG_SIGNATURE)
+    return json.loads((out / "http.json").read_text())
+
+
+def cases(results: dict[str, Any], group: str) -> list[dict[str, Any]]:
+    return [c for c in results["cases"] if c["group"] == group]
+
+
+def test_every_app_case_is_measured_cached_and_uncached(results: dict[str, Any]) -> None:
+    measured = {(c["group"], c["case"], c["cache"], c["tasks"]) for c in results["cases"]
+                if c["group"] in ("page", "api", "fragment") and c["rps"] > 0}
+    expected = {(group, case, cache, tasks) for group, case in APP_CASES
+                for cache in ("on", "off") for tasks in (10, 150)}
+    assert expected <= measured
+
+
+def test_q_and_the_baselines(results: dict[str, Any]) -> None:
+    assert results["q"]["median"] > 0
+    baselines = cases(results, "baseline")
+    assert {(c["app"], c["loop"]) for c in baselines if c["rps"] > 0} == BASELINES
+    assert all(c["body_bytes"] == 5120 and c["non_2xx"] == 0 for c in baselines)
+
+
+def test_not_modified_is_compared_with_the_cached_200(results: dict[str, Any]) -> None:
+    compared = cases(results, "304")
+    assert {c["tasks"] for c in compared} == {10, 150}
+    for case in compared:
+        assert case["status"] == 304
+        assert case["rps"] > 0 and case["compared_200"]["rps"] > 0
+
+
+def test_the_next_page_is_measured_or_said_to_be_missing(results: dict[str, Any]) -> None:
+    pages = cases(results, "next")
+    assert {(c["cache"], c["tasks"]) for c in pages} == {
+        (cache, tasks) for cache in ("on", "off") for tasks in (10, 150)
+    }
+    for page in pages:
+        if "skipped" in page:
+            assert page["skipped"] == "no next page"
+        else:
+            assert page["rps"] > 0 and page["path"].startswith("/")
+
+
+def test_cached_cases_all_succeed(results: dict[str, Any]) -> None:
+    cached = [c for c in results["cases"] if c.get("cache") == "on" and "skipped" not in c]
+    assert cached
+    for case in cached:
+        assert case["non_2xx"] == 0, case
+        assert case["x_cache"] == "hit" or case["group"] == "304", case
+
+
+def test_gzip_when_served_is_smaller(results: dict[str, Any]) -> None:
+    for group, plain_case in (("page", "GET /"), ("api", "GET /api/tasks")):
+        for zipped in (c for c in cases(results, group) if c["case"] == plain_case + " gzip"):
+            plain = next(c for c in cases(results, group) if c["case"] == plain_case
+                         and (c["cache"], c["tasks"]) == (zipped["cache"], zipped["tasks"]))
+            assert zipped["content_encoding"] in ("gzip", "identity")
+            if zipped["content_encoding"] == "gzip":
+                assert zipped["body_bytes"] < plain["body_bytes"]
+
+
+def test_write_then_read_has_no_stale_read(results: dict[str, Any]) -> None:
+    loops = cases(results, "write-read")
+    assert loops
+    for loop in loops:
+        assert loop["pairs"] > 0 and loop["pairs_per_s"] > 0
+        assert loop["stale"] == 0, loop["stale_examples"]
+        assert loop["errors"] == 0, loop["error_examples"]
+
+
+def test_goals_are_computed(results: dict[str, Any]) -> None:
+    assert results["goals"]
+    assert all(goal["met"] in (True, False, None) and goal["detail"] for goal in results["goals"])
