@@ -24,7 +24,7 @@ async def readyz() -> Response:
     state = get_state()
     cache = "ok" if await cache_reachable(state.cache) else "degraded"
     try:
-        await db.ping(state.sessions)
+        await db.ping(state.reader)
     except db.DatabaseUnavailable:
         body = {"status": "unavailable", "database": "down", "cache": cache}
         response = current_app.json.response(body)

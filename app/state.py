@@ -14,7 +14,7 @@ from app.cache.fragments import FragmentCache, init_fragment_cache
 from app.cache.history import HitRatioHistory
 from app.cache.report import sample_hit_ratio
 from app.cache.service import CacheService
-from app.db import make_engine, make_sessionmaker
+from app.db import make_engine, make_reader, make_sessionmaker
 from app.settings import Settings
 from app.tasks.service import TaskService
 
@@ -26,6 +26,7 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    reader: AsyncEngine
     cache: CacheClient
     cache_service: CacheService
     cache_history: HitRatioHistory
@@ -42,19 +43,21 @@ def init_app(app: Quart, settings: Settings, *, release: str) -> None:
         engine = make_engine(settings)
         sessions = make_sessionmaker(engine)
         cache = make_cache_client(settings)
-        cache_service = CacheService(cache)
+        cache_service = CacheService(cache, enabled=settings.cache_enabled)
         history = HitRatioHistory()
         app.extensions[EXTENSION_KEY] = AppState(
             settings=settings,
             engine=engine,
             sessions=sessions,
+            reader=make_reader(engine),
             cache=cache,
             cache_service=cache_service,
             cache_history=history,
             tasks=TaskService(sessions, cache_service),
             background=[asyncio.create_task(sample_hit_ratio(cache, history))],
         )
-        init_fragment_cache(app.jinja_env, FragmentCache(cache, release=release))
+        if settings.cache_enabled:
+            init_fragment_cache(app.jinja_env, FragmentCache(cache, release=release))
 
     @app.after_serving
     async def close_resources() -> None:

@@ -43,8 +43,13 @@ class CacheService:
         *,
         leases: Leases | None = None,
         clock: Callable[[], float] = time.time,
+        enabled: bool = True,
     ) -> None:
+        """`enabled=False` switches caching off (for measurements): memoized functions
+        run uncached and bumps do nothing, so no value is encoded for a cache that keeps
+        nothing."""
         self.client = client
+        self.enabled = enabled
         self.keys = client.keys
         self.generations = Generations(client)
         self.leases = leases or Leases()
@@ -54,7 +59,8 @@ class CacheService:
 
     async def bump(self, *namespaces: str) -> None:
         """Invalidate everything that depends on `namespaces` (call after commit)."""
-        await self.generations.bump(*namespaces)
+        if self.enabled:
+            await self.generations.bump(*namespaces)
 
     async def fetch(
         self, key: str, load: Loader, *, ttl: int, soft_ttl: float | None = None
@@ -213,7 +219,7 @@ class Memoized:
         self._ignored = ignored | {"self", "cls"}
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.unless is not None and self.unless() is True:
+        if not self.service.enabled or (self.unless is not None and self.unless() is True):
             return await self.uncached(*args, **kwargs)
         key = await self.make_cache_key(*args, **kwargs)
         return await self.service.fetch(

@@ -1,11 +1,17 @@
-"""All of the task list's SQL. Returns `Task` DTOs, never ORM objects."""
+"""All of the task list's SQL, in SQLAlchemy Core: rows come back as plain data (`Task`
+DTOs, or the `ListedTask` dicts a list page shows), never as ORM objects.
+
+A repository runs on whatever it is given: an `AsyncSession` inside the caller's
+transaction (writes) or an autocommit `AsyncConnection` (reads, one round trip each).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, TypedDict
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.tasks.models import TaskRow
 from app.tasks.schemas import Task
@@ -13,56 +19,82 @@ from app.tasks.schemas import Task
 # The largest id a BIGINT holds; a bigger id (say, from a URL) names no task.
 MAX_TASK_ID = 2**63 - 1
 
+TASK = TaskRow.__table__
+COLUMNS = (TASK.c.id, TASK.c.name, TASK.c.done, TASK.c.created_at, TASK.c.updated_at)
+# Computed once per statement by the database (an uncorrelated subquery), not once per row.
+TOTAL = select(func.count()).select_from(TASK).scalar_subquery().label("total")
+
+
+class ListedTask(TypedDict):
+    """What a row of the task list shows: JSON-able, so a page of them caches as it is."""
+
+    id: int
+    name: str
+    done: bool
+
 
 class TaskRepository:
-    """Queries over table `task` inside the caller's session (and transaction)."""
+    """Queries over table `task` on the caller's session or connection."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, db: AsyncSession | AsyncConnection) -> None:
+        self.db = db
 
-    async def list(self, *, limit: int | None = None, offset: int = 0) -> list[Task]:
-        query = select(TaskRow).order_by(TaskRow.id).offset(offset).limit(limit)
-        rows = await self.session.scalars(query)
-        return [_to_task(row) for row in rows]
+    async def newest(
+        self, *, limit: int, before: int | None = None
+    ) -> tuple[list[ListedTask], int]:
+        """Up to `limit` tasks, newest first, older than id `before` if given; and how many
+        tasks there are in all. One statement (keyset paging: no OFFSET to walk past)."""
+        query = select(TASK.c.id, TASK.c.name, TASK.c.done, TOTAL)
+        if before is not None:
+            query = query.where(TASK.c.id < before)
+        rows = (await self.db.execute(query.order_by(TASK.c.id.desc()).limit(limit))).all()
+        total = rows[0].total if rows else await self.count()
+        return [{"id": row.id, "name": row.name, "done": row.done} for row in rows], total
+
+    async def list(self, *, limit: int | None = None, offset: int = 0) -> tuple[list[Task], int]:
+        """A page of tasks in creation order, and how many there are in all (one statement
+        unless the page is empty)."""
+        query = select(*COLUMNS, TOTAL).order_by(TASK.c.id).offset(offset).limit(limit)
+        rows = (await self.db.execute(query)).all()
+        total = rows[0].total if rows else await self.count()
+        return [_to_task(row) for row in rows], total
 
     async def count(self) -> int:
-        return await self.session.scalar(select(func.count()).select_from(TaskRow)) or 0
+        return (await self.db.execute(select(func.count()).select_from(TASK))).scalar_one()
 
     async def get(self, task_id: int) -> Task | None:
         if not 0 < task_id <= MAX_TASK_ID:
             return None
-        row = await self.session.get(TaskRow, task_id)
+        row = (await self.db.execute(select(*COLUMNS).where(TASK.c.id == task_id))).first()
         return None if row is None else _to_task(row)
 
     async def add(self, name: str) -> Task:
         now = datetime.now(UTC)
-        row = TaskRow(name=name, done=False, created_at=now, updated_at=now)
-        self.session.add(row)
-        await self.session.flush()
-        return _to_task(row)
+        query = insert(TASK).values(name=name, done=False, created_at=now, updated_at=now)
+        return _to_task((await self.db.execute(query.returning(*COLUMNS))).one())
 
     async def update(
         self, task_id: int, *, name: str | None = None, done: bool | None = None
     ) -> Task | None:
         if not 0 < task_id <= MAX_TASK_ID:
             return None
-        values: dict[str, object] = {"updated_at": datetime.now(UTC)}
+        values: dict[str, Any] = {"updated_at": datetime.now(UTC)}
         if name is not None:
             values["name"] = name
         if done is not None:
             values["done"] = done
-        query = update(TaskRow).where(TaskRow.id == task_id).values(values).returning(TaskRow)
-        row = (await self.session.execute(query)).scalar_one_or_none()
+        query = update(TASK).where(TASK.c.id == task_id).values(values).returning(*COLUMNS)
+        row = (await self.db.execute(query)).first()
         return None if row is None else _to_task(row)
 
     async def delete(self, task_id: int) -> bool:
         if not 0 < task_id <= MAX_TASK_ID:
             return False
-        result = await self.session.execute(delete(TaskRow).where(TaskRow.id == task_id))
+        result = await self.db.execute(delete(TASK).where(TASK.c.id == task_id))
         return result.rowcount > 0
 
 
-def _to_task(row: TaskRow) -> Task:
+def _to_task(row: Row[Any]) -> Task:
     return Task(
         id=row.id,
         name=row.name,

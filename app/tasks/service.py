@@ -17,8 +17,8 @@ from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.cache.service import CacheService
-from app.db import DatabaseUnavailable, transaction
-from app.tasks.repository import TaskRepository
+from app.db import DatabaseUnavailable, make_reader, read, transaction
+from app.tasks.repository import ListedTask, TaskRepository
 from app.tasks.schemas import Task, clean_name
 
 # Generation namespaces, for `@cached(depends_on=...)` views and memoized reads.
@@ -26,6 +26,9 @@ ALL_TASKS = "tasks"
 ONE_TASK = "task-{task_id}"
 LIST_TIMEOUT = 600
 LIST_SOFT_TIMEOUT = 300
+
+# The HTML list shows this many tasks a page (the tutorial's 10 and 100 fit on one).
+PAGE_SIZE = 100
 
 _tasks = TypeAdapter(list[Task])
 
@@ -41,29 +44,43 @@ def _namespaces(task_id: int | None) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class TaskPage:
+    """A page of the API's list, in creation order."""
+
     items: list[Task]
     total: int
     limit: int
     offset: int
 
 
+@dataclass(frozen=True)
+class ListPage:
+    """A page of the HTML list, newest first; `next_before` is the cursor of the next
+    (older) page, `None` on the last one."""
+
+    tasks: list[ListedTask]
+    total: int
+    next_before: int | None
+
+
 class TaskService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: CacheService) -> None:
         self.sessions = sessions
+        self.reader = make_reader(sessions.kw["bind"])
         self.cache = cache
         memoize = cache.memoize
-        self._all_tasks = memoize(
+        self._list_page = memoize(
             LIST_TIMEOUT, soft_timeout=LIST_SOFT_TIMEOUT, namespaces=[ALL_TASKS]
-        )(self._load_all_tasks)
+        )(self._load_list_page)
         self._page = memoize(
             LIST_TIMEOUT, soft_timeout=LIST_SOFT_TIMEOUT, namespaces=[ALL_TASKS]
         )(self._load_page)
         self._count = memoize(LIST_TIMEOUT, namespaces=[ALL_TASKS])(self._load_count)
         self._task = memoize(LIST_TIMEOUT, namespaces=[ONE_TASK])(self._load_task)
 
-    async def all_tasks(self) -> list[Task]:
-        """Every task in creation order (the HTML page); memoized."""
-        return _tasks.validate_python(await self._all_tasks())
+    async def list_page(self, before: int | None = None) -> ListPage:
+        """The newest `PAGE_SIZE` tasks older than id `before` (all: the first page); memoized."""
+        data = await self._list_page(before=before)
+        return ListPage(data["tasks"], data["total"], data["next_before"])
 
     async def page(self, *, limit: int, offset: int) -> TaskPage:
         """A page of tasks in creation order, with the total; memoized."""
@@ -111,37 +128,49 @@ class TaskService:
     async def _commit_then_bump[R](
         self, change: Callable[[TaskRepository], Awaitable[R]], task_id: int | None
     ) -> R:
-        committing = False
-        try:
-            async with transaction(self.sessions) as session:
-                result = await change(TaskRepository(session))
-                committing = True
-        except DatabaseUnavailable:
-            if committing:  # the commit may have gone through without our hearing of it
-                await self.cache.bump(*_namespaces(task_id))
-            raise
+        result = await self._commit(change, task_id, retry=True)
         if result is None or result is False:
             return result
         # A new task's id too: SQLite may hand out a deleted id again, whose entries must die.
         await self.cache.bump(*_namespaces(result.id if isinstance(result, Task) else task_id))
         return result
 
-    async def _load_all_tasks(self) -> list[dict[str, Any]]:
-        async with transaction(self.sessions) as session:
-            return [task.to_data() for task in await TaskRepository(session).list()]
+    async def _commit[R](
+        self, change: Callable[[TaskRepository], Awaitable[R]], task_id: int | None, *,
+        retry: bool,
+    ) -> R:
+        """Run `change` in a transaction. Once more on a fresh connection if the pooled one
+        had died before the commit (nothing of it can have been stored)."""
+        committing = False
+        try:
+            async with transaction(self.sessions) as session:
+                result = await change(TaskRepository(session))
+                committing = True
+        except DatabaseUnavailable as error:
+            if committing:  # the commit may have gone through without our hearing of it
+                await self.cache.bump(*_namespaces(task_id))
+            elif retry and error.stale_connection:
+                return await self._commit(change, task_id, retry=False)
+            raise
+        return result
+
+    async def _load_list_page(self, *, before: int | None) -> dict[str, Any]:
+        tasks, total = await read(
+            self.reader, lambda db: TaskRepository(db).newest(limit=PAGE_SIZE + 1, before=before)
+        )
+        more = len(tasks) > PAGE_SIZE
+        del tasks[PAGE_SIZE:]
+        return {"tasks": tasks, "total": total, "next_before": tasks[-1]["id"] if more else None}
 
     async def _load_page(self, *, limit: int, offset: int) -> dict[str, Any]:
-        async with transaction(self.sessions) as session:
-            tasks = TaskRepository(session)
-            items = await tasks.list(limit=limit, offset=offset)
-            total = await tasks.count()
+        items, total = await read(
+            self.reader, lambda db: TaskRepository(db).list(limit=limit, offset=offset)
+        )
         return {"items": [task.to_data() for task in items], "total": total}
 
     async def _load_count(self) -> int:
-        async with transaction(self.sessions) as session:
-            return await TaskRepository(session).count()
+        return await read(self.reader, lambda db: TaskRepository(db).count())
 
     async def _load_task(self, *, task_id: int) -> dict[str, Any] | None:
-        async with transaction(self.sessions) as session:
-            task = await TaskRepository(session).get(task_id)
+        task = await read(self.reader, lambda db: TaskRepository(db).get(task_id))
         return None if task is None else task.to_data()

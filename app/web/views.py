@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from quart import Response, flash, redirect, render_template, request, url_for
 from quart_schema import hide
+from werkzeug.exceptions import BadRequest
 
 from app.cache.views import cached
 from app.htmx import VARY_HEADERS, add_vary, wants_partial
 from app.state import get_tasks
+from app.tasks.repository import MAX_TASK_ID
 from app.tasks.schemas import InvalidTaskName
 from app.tasks.service import ALL_TASKS, LIST_TIMEOUT
 from app.web import bp
@@ -25,9 +27,25 @@ TASK_GONE = "That task no longer exists."
 @hide
 @cached(LIST_TIMEOUT, depends_on=[ALL_TASKS], vary=VARY_HEADERS)
 async def index() -> Response:
-    tasks = await get_tasks().all_tasks()
-    template = "tasks/_list.html" if wants_partial(request.headers) else "tasks/index.html"
-    return add_vary(Response(await render_template(template, tasks=tasks)))
+    """The newest tasks; `?before=<id>` pages back to older ones. htmx gets the list (or,
+    for a next page, just its rows and link) instead of the page."""
+    before = _cursor(request.args.get("before"))
+    page = await get_tasks().list_page(before)
+    if not wants_partial(request.headers):
+        template = "tasks/index.html"
+    else:
+        template = "tasks/_list.html" if before is None else "tasks/_page.html"
+    body = await render_template(template, page=page, root=url_for("web.index"))
+    return add_vary(Response(body))
+
+
+def _cursor(value: str | None) -> int | None:
+    if value is None:
+        return None
+    digits = value.isascii() and value.isdigit() and len(value) <= len(str(MAX_TASK_ID))
+    if not digits or not 0 < int(value) <= MAX_TASK_ID:
+        raise BadRequest("The page link is not valid: 'before' must be a task id.")
+    return int(value)
 
 
 @bp.post("/")

@@ -34,9 +34,23 @@ async def test_add_returns_the_stored_task(session: AsyncSession) -> None:
 async def test_list_is_in_creation_order_with_limit_and_offset(session: AsyncSession) -> None:
     tasks = TaskRepository(session)
     added = [await tasks.add(f"task {n}") for n in range(5)]
-    assert [t.id for t in await tasks.list()] == [t.id for t in added]
-    assert [t.name for t in await tasks.list(limit=2, offset=1)] == ["task 1", "task 2"]
+    listed, total = await tasks.list()
+    assert [t.id for t in listed] == [t.id for t in added] and total == 5
+    listed, total = await tasks.list(limit=2, offset=1)
+    assert [t.name for t in listed] == ["task 1", "task 2"] and total == 5
+    assert await tasks.list(offset=5) == ([], 5)
     assert await tasks.count() == 5
+
+
+async def test_newest_pages_back_by_id_with_the_total(session: AsyncSession) -> None:
+    tasks = TaskRepository(session)
+    added = [await tasks.add(f"task {n}") for n in range(5)]
+    newest, total = await tasks.newest(limit=2)
+    assert [t["id"] for t in newest] == [added[4].id, added[3].id] and total == 5
+    assert newest[0] == {"id": added[4].id, "name": "task 4", "done": False}
+    older, total = await tasks.newest(limit=10, before=added[3].id)
+    assert [t["id"] for t in older] == [added[2].id, added[1].id, added[0].id] and total == 5
+    assert await tasks.newest(limit=10, before=added[0].id) == ([], 5)
 
 
 async def test_update_changes_only_the_given_fields(session: AsyncSession) -> None:
@@ -64,7 +78,7 @@ async def test_delete_removes_exactly_one_task(session: AsyncSession) -> None:
     tasks = TaskRepository(session)
     keep, drop = await tasks.add("keep"), await tasks.add("drop")
     assert await tasks.delete(drop.id) is True
-    assert [t.id for t in await tasks.list()] == [keep.id]
+    assert [t.id for t in (await tasks.list())[0]] == [keep.id]
 
 
 async def test_names_round_trip_unicode_and_markup(session: AsyncSession) -> None:

@@ -198,11 +198,16 @@ class Pair:
                 ledger.stale.append(
                     f"{where}: single task {got} != {expected}; {describe(response)}")
 
-        # HTML: every answered create listed; this pair's task under exactly its new name.
-        response = await request(self.client, ledger, "GET", f"{reader}/")
+        # HTML: the page that starts at this pair's task (the first page, newest first, for
+        # a create) lists every answered create from its oldest row up to that task, and
+        # this pair's task under exactly its new name.
+        path = f"/?before={task_id + 1}" if single else "/"
+        response = await request(self.client, ledger, "GET", reader + path)
         page_names = {int(i): n for i, n in ROW_NAME.findall(response.text)}
         page_done = {int(i): bool(d) for i, d in ROW.findall(response.text)}
-        missing = known - page_names.keys()
+        oldest = min(page_names, default=0) if 'rel="next"' in response.text else 0
+        ceiling = task_id if single else max(known, default=0)
+        missing = {i for i in known if oldest <= i <= ceiling} - page_names.keys()
         got = {"name": page_names.get(task_id), "done": page_done.get(task_id)}
         got = {k: got[k] for k in expected}
         if response.status_code != 200 or missing or got != expected:
@@ -316,11 +321,11 @@ async def scans_of_task(database_url: str) -> int:
     The statistics a backend collects are only pending in its own memory until it flushes
     them, which an idle backend may put off for up to 10 s (PostgreSQL 15's
     PGSTAT_IDLE_INTERVAL); a backend that exits flushes them first. So every other backend
-    on this database (the apps' pooled connections; the pools reconnect thanks to
-    `pool_pre_ping`) is terminated, we wait until they are gone, and only then read
-    `pg_stat_user_tables` in a fresh snapshot. Nothing else reads table `task`: the apps'
-    pre-ping is `SELECT 1`, and an INSERT scans nothing (the writes that make the list
-    cold happen before each baseline anyway).
+    on this database (the apps' pooled connections: the apps find them dead on first use
+    and retry on fresh ones, which this also tests) is terminated, we wait until they are
+    gone, and only then read `pg_stat_user_tables` in a fresh snapshot. Nothing else reads
+    table `task`: an INSERT scans nothing (the writes that make the list cold happen
+    before each baseline anyway).
     """
     connection = await asyncpg.connect(dsn(database_url))
     try:
@@ -387,7 +392,7 @@ async def test_a_cold_list_is_loaded_at_most_once_per_process_under_a_stampede(
 
         async def cold() -> None:
             response = await client.post(f"{a}/api/tasks", json={"name": uuid.uuid4().hex})
-            assert response.status_code == 201
+            assert response.status_code == 201, response.text
 
         # Calibrate: how many scans one load of the list costs (page + count).
         await cold()
