@@ -60,13 +60,14 @@ def create_app(settings: Settings | None = None) -> Quart:
     errors.init_app(app)
     release = release_digest()
     state.init_app(app, settings, release=release)
-    install_view_cache(app, release)
+    install_view_cache(app, release, settings.cache_recent_bytes)
     security.init_app(app)  # outermost: cached responses get the security headers too
     return app
 
 
-def install_view_cache(app: Quart, release: str) -> None:
-    """Serve `@cached` views from the cache in front of Quart (see `app.cache.views`)."""
+def install_view_cache(app: Quart, release: str, recent_bytes: int) -> None:
+    """Serve `@cached` views from the cache in front of Quart (see `app.cache.views`),
+    keeping up to `recent_bytes` of the responses served lately in this process."""
 
     def get_service() -> CacheService | None:
         found = state.find_state(app)
@@ -84,5 +85,6 @@ def install_view_cache(app: Quart, release: str) -> None:
         variant=lambda headers: "partial" if wants_partial(headers) else "full",
         has_session=has_session,
         release=release,
+        recent_bytes=recent_bytes,
     )
 

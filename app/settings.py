@@ -47,6 +47,7 @@ class Settings:
     cache_failure_limit: int = 3
     cache_max_item_size: int = 1024 * 1024
     cache_memory_max_items: int = 10_000
+    cache_recent_bytes: int = 32 * 1024 * 1024
     cache_enabled: bool = True
 
     @property
@@ -97,6 +98,7 @@ class Settings:
             cache_dead_timeout=_float(env, "CACHE_DEAD_TIMEOUT", 30.0),
             cache_failure_limit=_int(env, "CACHE_FAILURE_LIMIT", 3),
             cache_max_item_size=_int(env, "CACHE_MAX_ITEM_SIZE", 1024 * 1024),
+            cache_recent_bytes=_int(env, "CACHE_RECENT_BYTES", 32 * 1024 * 1024),
             cache_enabled=env.get("CACHE_ENABLED", "1").strip().lower() not in ("0", "false", "no"),
         )
 

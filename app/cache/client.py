@@ -128,25 +128,35 @@ class CacheClient:
         *,
         soft_ttl: float | None = None,
         urgent: bool = False,
+        payload: bytes | None = None,
     ) -> bool:
         """Store `value` for `ttl` seconds; `soft_ttl` marks it stale earlier. False if not stored.
 
         `urgent` is for invalidations: the write is attempted even while its server is
-        being skipped after failures (see `Server.call`).
+        being skipped after failures (see `Server.call`). `payload`: raw bytes stored
+        beside `value` as they are (`Entry.payload` when read).
         """
-        return await self._store("set", key, value, ttl, soft_ttl, urgent)
+        return await self._store("set", key, value, ttl, soft_ttl, urgent, payload)
 
     async def add(self, key: str, value: Any, ttl: int, *, soft_ttl: float | None = None) -> bool:
         """Store only if `key` is absent; False if present or on failure."""
-        return await self._store("add", key, value, ttl, soft_ttl, False)
+        return await self._store("add", key, value, ttl, soft_ttl, False, None)
 
     async def _store(
-        self, command: str, key: str, value: Any, ttl: int, soft_ttl: float | None, urgent: bool
+        self,
+        command: str,
+        key: str,
+        value: Any,
+        ttl: int,
+        soft_ttl: float | None,
+        urgent: bool,
+        payload: bytes | None,
     ) -> bool:
         seconds = _ttl(ttl)
         now = self._clock()
         soft = None if soft_ttl is None else now + soft_ttl
-        data = encode(Entry(value, now, soft), compress_threshold=self.compress_threshold)
+        entry = Entry(value, now, soft, payload)
+        data = encode(entry, compress_threshold=self.compress_threshold)
         if len(data) + len(key) > self.max_item_size:
             self._count("too_large", key)
             if command == "set":  # like memcached refusing it: the value it replaces goes too

@@ -4,7 +4,10 @@ Wire format: one header byte then the payload.
 ``O`` + JSON ``{"d": value, "t": created, "x": soft_expires}`` that orjson reads exactly as
 the stdlib does (no run of 20+ digits: checked when written, so reads skip the scan);
 ``J`` + the same JSON when it holds such a run (or written before ``O`` existed);
-``Z`` + the JSON zlib-compressed (used from `compress_threshold` bytes). A bare ASCII
+``Z`` + the JSON zlib-compressed (used from `compress_threshold` bytes);
+``B`` + the JSON's length (4 bytes, big-endian) + the JSON + raw bytes: an entry with a
+`payload` (a response body, say), stored as it is, never inside a JSON string nor
+compressed again (its owner chooses its encoding). A bare ASCII
 integer (a counter written by ``incr``) decodes to an entry holding that int. A reader
 that predates ``O`` reads an ``O`` entry as garbage, i.e. a miss (fail open), and rewrites it.
 The ``O`` header is trusted (only `encode` writes it): its payload is not scanned again.
@@ -27,6 +30,7 @@ import orjson
 SAFE = b"O"  # plain JSON that orjson reads exactly as the stdlib
 PLAIN = b"J"  # plain JSON, orjson-safety unknown: scanned when read
 COMPRESSED = b"Z"
+BINARY = b"B"  # JSON, then a raw payload
 DEFAULT_COMPRESS_THRESHOLD = 1024
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
@@ -42,12 +46,14 @@ class Entry:
     """A cached value; `value` may be ``None`` (a real, cached ``None``).
 
     `created` and `soft_expires` are wall-clock seconds (``time.time()``); `soft_expires`
-    is when the value should be refreshed although the server still holds it.
+    is when the value should be refreshed although the server still holds it. `payload`
+    is raw bytes stored beside the (JSON) value, if any.
     """
 
     value: Any
     created: float
     soft_expires: float | None = None
+    payload: bytes | None = None
 
     def is_stale(self, now: float) -> bool:
         return self.soft_expires is not None and now >= self.soft_expires
@@ -56,6 +62,8 @@ class Entry:
 def encode(entry: Entry, *, compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD) -> bytes:
     """Serialise an entry; raises `TypeError`/`ValueError` for a value JSON cannot hold."""
     payload = _dumps({"d": entry.value, "t": entry.created, "x": entry.soft_expires}).encode()
+    if entry.payload is not None:
+        return BINARY + len(payload).to_bytes(4, "big") + payload + entry.payload
     if len(payload) >= compress_threshold:
         return COMPRESSED + zlib.compress(payload, 1)
     if _LONG_NUMBER in payload.translate(_DIGITS):
@@ -83,8 +91,11 @@ def decode(data: bytes) -> Entry | None:
         _set_value(entry, value)
         _set_created(entry, created)
         _set_soft(entry, soft)
+        _set_payload(entry, None)
         return entry
     header = data[:1]
+    if header == BINARY:
+        return _decode_binary(data)
     try:
         if header == PLAIN or header == SAFE:
             payload = data[1:]
@@ -112,6 +123,7 @@ def decode_many[K](found: dict[K, bytes]) -> tuple[dict[K, Entry], list[K]]:
     entries: dict[K, Entry] = {}
     bad: list[K] = []
     new, set_value, set_created, set_soft = _new_entry, _set_value, _set_created, _set_soft
+    set_payload = _set_payload
     loads = _loads
     for name, data in found.items():
         if data.startswith(b"O{") and data.endswith(b"}"):
@@ -133,6 +145,7 @@ def decode_many[K](found: dict[K, bytes]) -> tuple[dict[K, Entry], list[K]]:
                     set_value(entry, value)
                     set_created(entry, created)
                     set_soft(entry, soft)
+                    set_payload(entry, None)
         else:
             entry = decode(data)
         if entry is None:
@@ -140,6 +153,16 @@ def decode_many[K](found: dict[K, bytes]) -> tuple[dict[K, Entry], list[K]]:
         else:
             entries[name] = entry
     return entries, bad
+
+
+def _decode_binary(data: bytes) -> Entry | None:
+    size = int.from_bytes(data[1:5], "big")
+    if len(data) < 5 + size:
+        return None
+    entry = _decode_stdlib(data[5 : 5 + size])
+    if entry is not None:
+        _set_payload(entry, data[5 + size :])
+    return entry
 
 
 def _decode_stdlib(payload: bytes) -> Entry | None:
@@ -165,6 +188,7 @@ def _envelope(doc: Any) -> Entry | None:
     _set_value(entry, value)
     _set_created(entry, created)
     _set_soft(entry, soft)
+    _set_payload(entry, None)
     return entry
 
 
@@ -172,3 +196,4 @@ _new_entry = object.__new__
 _set_value = Entry.value.__set__  # type: ignore[attr-defined]  # slot descriptors
 _set_created = Entry.created.__set__  # type: ignore[attr-defined]
 _set_soft = Entry.soft_expires.__set__  # type: ignore[attr-defined]
+_set_payload = Entry.payload.__set__  # type: ignore[attr-defined]

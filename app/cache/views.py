@@ -13,6 +13,12 @@ touching the database. An entry older than the
 view's timeout (but with current tokens, so its data is as fresh as the database) is sent
 as `stale` while one background render replaces it; it is kept for twice the timeout.
 
+Bodies are stored as bytes beside the entry's JSON, gzipped once (see `app.cache.recent`):
+a client that accepts gzip gets them as they are, with `Content-Encoding: gzip` and its own
+ETag. The responses this process served lately are kept in memory, bounded by bytes, and
+served while the tokens read from memcached for the request are still theirs; a hit then
+moves only the tokens over the network, and is exactly as fresh as the shared entry.
+
 On a miss the request runs through the app and the response is stored only if it is
 shareable: status 200, no `Set-Cookie`, not `private`/`no-store`, no `Vary: *`, and the
 request carried no session cookie (a request with a session may hold a pending flash: it
@@ -33,6 +39,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, MapAdapter, Rule
 
 from .keys import digest
+from .recent import RecentResponses, StoredResponse
 from .service import CacheService
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
@@ -40,7 +47,8 @@ Headers = list[tuple[bytes, bytes]]
 
 VIEW_CACHE_ATTRIBUTE = "view_cache"
 # Never replayed from the cache: per-connection or per-user, or recomputed on the way out.
-UNSTORED_HEADERS = {b"set-cookie", b"date", b"server", b"etag", b"x-cache"}
+UNSTORED_HEADERS = {b"set-cookie", b"date", b"server", b"etag", b"x-cache", b"content-length"}
+MEMO_SIZE = 4096  # paths and keys memoised before the memo starts over (paths are user input)
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,7 @@ class ViewCacheMiddleware:
         variant: Callable[[Mapping[str, str]], str],
         has_session: Callable[[Mapping[str, str]], bool],
         release: str,
+        recent_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.app = app
         self.asgi_app = asgi_app
@@ -92,7 +101,10 @@ class ViewCacheMiddleware:
         self.variant = variant
         self.has_session = has_session
         self.release = release
+        self.recent = RecentResponses(recent_bytes)
         self._routes: MapAdapter | None = None
+        self._matches: dict[str, tuple[ViewCacheSpec, dict[str, Any]] | None] = {}
+        self._keys: dict[tuple[str, bytes, str], tuple[str, list[str], list[str]]] = {}
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
@@ -119,33 +131,71 @@ class ViewCacheMiddleware:
         receive: Callable,
         send: Callable,
     ) -> None:
-        variant = self.variant(headers) if spec.vary else "-"
-        key = service.keys.key("view", self.release, scope["path"], _sorted_query(scope), variant)
-        namespaces = [ns.format(**view_args) for ns in spec.namespaces]
-        gen_keys = [service.generations.key(ns) for ns in namespaces]
+        key, namespaces, gen_keys = self._key_of(service, spec, view_args, scope, headers)
         if_none_match = headers.get("if-none-match")
-        # A revalidation needs only the tokens: don't fetch (and decode) the stored page.
-        wanted = gen_keys if if_none_match else [*gen_keys, key]
-        found = await service.client.get_many(wanted)
+        gzip_ok = accepts_gzip(headers.get("accept-encoding"))
+        recent = self.recent.get(key)
+        # The tokens are read on every request; the stored page only when it may be needed
+        # and is not already here (a revalidation, or a page this process keeps).
+        fetch_entry = not if_none_match and recent is None
+        found = await service.client.get_many([*gen_keys, key] if fetch_entry else gen_keys)
         if all(gen_key in found for gen_key in gen_keys):
             tokens = [found[gen_key].value for gen_key in gen_keys]
         else:
             current = await service.generations.current(namespaces)
             tokens = [current[ns] for ns in namespaces]
-        etag = f'W/"{digest(key + ":" + ":".join(map(str, tokens)))}"'
-
+        etag = _etag(key, tokens, gzip_ok)
         if _etag_matches(if_none_match, etag):
             return await _send_not_modified(send, spec, etag)
-        entry = found.get(key) if not if_none_match else await service.client.get(key)
-        if entry is not None and isinstance(entry.value, dict) and entry.value.get("g") == tokens:
-            state = "hit"
-            if entry.is_stale(service.clock()):
-                state = "stale"
+
+        now = service.clock()
+        if recent is not None and (recent.tokens != tokens or now >= recent.soft_expires):
+            self.recent.discard(key)  # outdated, or due a refresh: the shared entry decides
+            recent = None
+        if recent is not None:
+            return await self._send(send, scope, recent, etag, "hit", gzip_ok)
+
+        entry = found.get(key) if fetch_entry else await service.client.get(key)
+        stored = None
+        if entry is not None:
+            stored = StoredResponse.from_cache(
+                entry.value, entry.payload, created=entry.created,
+                soft_expires=entry.soft_expires, timeout=spec.timeout,
+            )
+        if stored is not None and stored.tokens == tokens and now < stored.expires:
+            if now >= stored.soft_expires:
                 self._refresh(service, key, spec, tokens, scope)
-            return await _send_stored(send, scope, spec, etag, entry.value, state)
+                return await self._send(send, scope, stored, etag, "stale", gzip_ok)
+            self.recent.put(key, stored)
+            return await self._send(send, scope, stored, etag, "hit", gzip_ok)
 
         record = self._recording(send, service, key, spec, tokens, etag, scope["method"] == "GET")
         await self.asgi_app(scope, receive, record)
+
+    def _key_of(
+        self,
+        service: CacheService,
+        spec: ViewCacheSpec,
+        view_args: dict[str, Any],
+        scope: dict,
+        headers: Mapping[str, str],
+    ) -> tuple[str, list[str], list[str]]:
+        """The entry's key, its namespaces and their generation keys (memoised per URL and
+        variant: building them costs more than the rest of a hit)."""
+        variant = self.variant(headers) if spec.vary else "-"
+        memo = (scope["path"], scope.get("query_string", b""), variant)
+        found = self._keys.get(memo)
+        if found is None:
+            key = service.keys.key(
+                "view", self.release, scope["path"], _sorted_query(scope), variant
+            )
+            namespaces = [ns.format(**view_args) for ns in spec.namespaces]
+            gen_keys = [service.generations.key(ns) for ns in namespaces]
+            found = (key, namespaces, gen_keys)
+            if len(self._keys) >= MEMO_SIZE:
+                self._keys.clear()
+            self._keys[memo] = found
+        return found
 
     def _recording(
         self,
@@ -168,11 +218,11 @@ class ViewCacheMiddleware:
                 captured.status = message["status"]
                 captured.headers = list(message.get("headers", []))
                 shareable = storable and _shareable(captured)
-                extra = _cache_headers(spec, "miss")
-                if shareable:
-                    extra.append((b"etag", etag.encode()))
-                message = {**message, "headers": _merge(captured.headers, extra)}
-                await send(message)
+                captured.headers = _merge(captured.headers, _cache_headers(spec, "miss"))
+                headers = [*captured.headers, (b"etag", etag.encode())] if shareable else (
+                    captured.headers
+                )
+                await send({**message, "headers": headers})
                 return
             await send(message)
             if message["type"] == "http.response.body" and shareable:
@@ -191,17 +241,40 @@ class ViewCacheMiddleware:
         tokens: list[Any],
         captured: CapturedResponse,
     ) -> None:
-        try:
-            body = captured.body.decode()
-        except UnicodeDecodeError:
-            return
-        stored_headers = [
-            [name.decode("latin-1"), value.decode("latin-1")]
-            for name, value in captured.headers
-            if name.lower() not in UNSTORED_HEADERS
+        headers = [(name, value) for name, value in captured.headers
+                   if name.lower() not in UNSTORED_HEADERS]
+        encoded = any(name.lower() == b"content-encoding" for name, _ in headers)
+        stored = StoredResponse.build(
+            tokens, headers, bytes(captured.body), created=service.clock(),
+            timeout=spec.timeout, compress=not encoded,
+        )
+        meta, payload = stored.to_cache()
+        self.recent.put(key, stored)
+        await service.client.set(
+            key, meta, spec.timeout * 2, soft_ttl=spec.timeout, payload=payload
+        )
+
+    async def _send(
+        self,
+        send: Callable,
+        scope: dict,
+        stored: StoredResponse,
+        etag: str,
+        state: str,
+        gzip_ok: bool,
+    ) -> None:
+        body, gzipped = stored.body_for(gzip_ok)
+        headers = [
+            *stored.headers,
+            (b"content-length", str(len(body)).encode()),
+            (b"x-cache", state.encode()),
+            (b"etag", etag.encode()),
         ]
-        value = {"g": tokens, "h": stored_headers, "b": body}
-        await service.client.set(key, value, spec.timeout * 2, soft_ttl=spec.timeout)
+        if gzipped:
+            headers.append((b"content-encoding", b"gzip"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        body = b"" if scope["method"] == "HEAD" else body
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     def _refresh(
         self,
@@ -238,13 +311,21 @@ class ViewCacheMiddleware:
         service.refresh_in_background(key, render)
 
     def _match(self, path: str) -> tuple[ViewCacheSpec, dict[str, Any]] | None:
+        """The cached route at `path` and its arguments (memoised: a path always matches
+        the same route)."""
+        if path in self._matches:
+            return self._matches[path]
         if self._routes is None:
             self._routes = self._cached_routes()
         try:
             endpoint, view_args = self._routes.match(path, method="GET")
+            found: tuple[ViewCacheSpec, dict[str, Any]] | None = (endpoint, view_args)
         except HTTPException:
-            return None
-        return endpoint, view_args
+            found = None
+        if len(self._matches) >= MEMO_SIZE:
+            self._matches.clear()
+        self._matches[path] = found
+        return found
 
     def _cached_routes(self) -> MapAdapter:
         """A small map holding only the cached GET routes; the 'endpoint' is the spec."""
@@ -260,6 +341,28 @@ class ViewCacheMiddleware:
 def _sorted_query(scope: dict) -> str:
     pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     return urlencode(sorted(pairs))
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """True if an `Accept-Encoding` header takes gzip (and does not refuse it with q=0)."""
+    if not header or "gzip" not in header:
+        return False
+    for coding in header.split(","):
+        name, _, params = coding.partition(";")
+        if name.strip().lower() in ("gzip", "x-gzip"):
+            quality = params.strip().removeprefix("q=").strip() if params else "1"
+            try:
+                return float(quality) > 0
+            except ValueError:
+                return False
+    return False
+
+
+def _etag(key: str, tokens: list[Any], gzipped: bool) -> str:
+    """Weak ETag of the representation under `key` and these tokens; a client that takes
+    gzip gets another one (the bytes differ)."""
+    tag = digest(key + ":" + ":".join(map(str, tokens)))
+    return f'W/"{tag}-gz"' if gzipped else f'W/"{tag}"'
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
@@ -286,9 +389,10 @@ def _shareable(captured: CapturedResponse) -> bool:
 
 
 def _cache_headers(spec: ViewCacheSpec, state: str) -> Headers:
-    """`X-Cache`, and a `Vary` naming what picks the answer: the view's variant headers and
-    the cookie (a session cookie bypasses the cache). The same on 200, 304 and bypass."""
-    vary = ", ".join([*spec.vary, "Cookie"])
+    """`X-Cache`, and a `Vary` naming what picks the answer: the view's variant headers, the
+    cookie (a session cookie bypasses the cache) and Accept-Encoding (gzip or not). The
+    same on 200, 304 and bypass."""
+    vary = ", ".join([*spec.vary, "Cookie", "Accept-Encoding"])
     return [(b"x-cache", state.encode()), (b"vary", vary.encode())]
 
 
@@ -321,18 +425,3 @@ async def _send_not_modified(send: Callable, spec: ViewCacheSpec, etag: str) -> 
     headers = [*_cache_headers(spec, "hit"), (b"etag", etag.encode())]
     await send({"type": "http.response.start", "status": 304, "headers": headers})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _send_stored(
-    send: Callable,
-    scope: dict,
-    spec: ViewCacheSpec,
-    etag: str,
-    stored: dict[str, Any],
-    state: str,
-) -> None:
-    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in stored["h"]]
-    headers = _merge(headers, [*_cache_headers(spec, state), (b"etag", etag.encode())])
-    body = b"" if scope["method"] == "HEAD" else stored["b"].encode()
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
