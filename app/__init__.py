@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from dotenv import load_dotenv
+from flask.templating import _default_template_ctx_processor as flask_context_processor
 from quart import Quart
 from quart_schema import QuartSchema
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.register_blueprint(web_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
+    drop_sync_context_processors(app)
     # Sessions (flashes) live in the cache; fragment tags work from the first template on.
     app.session_interface = CacheSessionInterface(state.find_cache)
     init_fragment_cache(app.jinja_env, None)
@@ -63,6 +65,15 @@ def create_app(settings: Settings | None = None) -> Quart:
     install_view_cache(app, release, settings.cache_recent_bytes)
     security.init_app(app)  # outermost: cached responses get the security headers too
     return app
+
+
+def drop_sync_context_processors(app: Quart) -> None:
+    """Quart's blueprints inherit Flask's default template context processor, a sync
+    function that Quart runs in a thread pool on every render (a thread hop per page). It
+    adds what Quart's own async processor already does (`g`, `request`, `session`)."""
+    for name, processors in app.template_context_processors.items():
+        if name is not None:
+            processors[:] = [p for p in processors if p is not flask_context_processor]
 
 
 def install_view_cache(app: Quart, release: str, recent_bytes: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.tasks.models import TaskRow
@@ -23,6 +23,13 @@ TASK = TaskRow.__table__
 COLUMNS = (TASK.c.id, TASK.c.name, TASK.c.done, TASK.c.created_at, TASK.c.updated_at)
 # Computed once per statement by the database (an uncorrelated subquery), not once per row.
 TOTAL = select(func.count()).select_from(TASK).scalar_subquery().label("total")
+# The list's statements, built once: a page load then costs one execute.
+NEWEST = (
+    select(TASK.c.id, TASK.c.name, TASK.c.done, TOTAL)
+    .order_by(TASK.c.id.desc())
+    .limit(bindparam("limit"))
+)
+NEWEST_BEFORE = NEWEST.where(TASK.c.id < bindparam("before"))
 
 
 class ListedTask(TypedDict):
@@ -44,10 +51,11 @@ class TaskRepository:
     ) -> tuple[list[ListedTask], int]:
         """Up to `limit` tasks, newest first, older than id `before` if given; and how many
         tasks there are in all. One statement (keyset paging: no OFFSET to walk past)."""
-        query = select(TASK.c.id, TASK.c.name, TASK.c.done, TOTAL)
-        if before is not None:
-            query = query.where(TASK.c.id < before)
-        rows = (await self.db.execute(query.order_by(TASK.c.id.desc()).limit(limit))).all()
+        if before is None:
+            result = await self.db.execute(NEWEST, {"limit": limit})
+        else:
+            result = await self.db.execute(NEWEST_BEFORE, {"limit": limit, "before": before})
+        rows = result.all()
         total = rows[0].total if rows else await self.count()
         return [{"id": row.id, "name": row.name, "done": row.done} for row in rows], total
 

@@ -102,12 +102,14 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> I
 @pytest.fixture
 def base_url(live_server: str) -> str:
     """The live server with an empty task list (emptied through the JSON API)."""
-    with urllib.request.urlopen(live_server + "/api/tasks?limit=100") as response:
-        tasks = json.load(response)["items"]
-    for task in tasks:
-        request = urllib.request.Request(f"{live_server}/api/tasks/{task['id']}", method="DELETE")
-        urllib.request.urlopen(request).close()
-    return live_server
+    while True:
+        with urllib.request.urlopen(live_server + "/api/tasks?limit=100") as response:
+            tasks = json.load(response)["items"]
+        if not tasks:
+            return live_server
+        for task in tasks:
+            url = f"{live_server}/api/tasks/{task['id']}"
+            urllib.request.urlopen(urllib.request.Request(url, method="DELETE")).close()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -166,3 +169,36 @@ def test_the_same_actions_work_with_javascript_off(nojs_page: Page) -> None:
     expect(page.locator("#flashes")).to_have_text("Task deleted.")
     expect(rows(page)).to_have_count(0)
     expect(page.get_by_text("No tasks yet")).to_be_visible()
+
+
+def create_tasks(base_url: str, count: int) -> None:
+    for n in range(count):
+        request = urllib.request.Request(
+            f"{base_url}/api/tasks", data=json.dumps({"name": f"task {n}"}).encode(),
+            headers={"Content-Type": "application/json"}, method="POST",
+        )
+        urllib.request.urlopen(request).close()
+
+
+def test_older_pages_load_in_place_when_scrolled_to(page: Page, base_url: str) -> None:
+    create_tasks(base_url, 130)
+    page.goto("/")
+    page.evaluate("window.__marker = 'still here'")
+    expect(rows(page)).to_have_count(101)  # 100 tasks and the "Load more" row
+    expect(rows(page).first.get_by_role("textbox")).to_have_value("task 129")
+    page.get_by_role("link", name="Load more").scroll_into_view_if_needed()
+    expect(rows(page)).to_have_count(130)  # the rest, in place of the link
+    expect(rows(page).last.get_by_role("textbox")).to_have_value("task 0")
+    expect(page.get_by_role("link", name="Load more")).to_have_count(0)
+    assert page.evaluate("window.__marker") == "still here", "loaded without a reload"
+
+
+def test_older_pages_open_through_the_link_without_javascript(
+    nojs_page: Page, base_url: str
+) -> None:
+    create_tasks(base_url, 103)
+    nojs_page.goto("/")
+    nojs_page.get_by_role("link", name="Load more").click()
+    expect(nojs_page).to_have_url(re.compile(r"/\?before=\d+$"))
+    expect(nojs_page.locator("#tasks > li")).to_have_count(3)
+    expect(nojs_page.locator("#tasks > li").first.get_by_role("textbox")).to_have_value("task 2")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import Callable
 
 import pytest
 from quart import Quart, Response
 
 from app.cache import CacheClient
+from app.cache.recent import RecentResponses, StoredResponse
 from app.cache.service import CacheService
 from app.cache.views import ViewCacheMiddleware, cached
 from tests.support.clock import Clock
@@ -175,3 +177,116 @@ async def test_if_none_match_star_is_left_to_the_view(service: CacheService) -> 
     await client.get("/things/1")
     assert (await client.get("/things/2", headers={"If-None-Match": "*"})).status_code == 404
     assert (await client.get("/things/1", headers={"If-None-Match": "*"})).status_code == 200
+
+
+PAGE = "<p>" + "a row of the list, " * 300 + "</p>"  # ~5.7 KB: worth gzipping
+
+
+async def test_a_client_that_accepts_gzip_gets_the_stored_gzip_body(
+    service: CacheService,
+) -> None:
+    client = make_app(service, lambda: PAGE).test_client()
+    miss = await client.get("/", headers={"Accept-Encoding": "gzip"})
+    assert miss.headers["X-Cache"] == "miss" and "Content-Encoding" not in miss.headers
+
+    hit = await client.get("/", headers={"Accept-Encoding": "br, gzip;q=0.8"})
+    raw = await hit.get_data()
+    assert hit.headers["X-Cache"] == "hit" and hit.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(raw).decode() == PAGE and len(raw) < len(PAGE) // 4
+    assert int(hit.headers["Content-Length"]) == len(raw)
+    assert "Accept-Encoding" in hit.headers["Vary"]
+
+    plain = await client.get("/", headers={"Accept-Encoding": "gzip;q=0, identity"})
+    assert plain.headers["X-Cache"] == "hit" and "Content-Encoding" not in plain.headers
+    assert await plain.get_data(as_text=True) == PAGE
+    assert int(plain.headers["Content-Length"]) == len(PAGE.encode())
+    assert plain.headers["ETag"] != hit.headers["ETag"]  # other bytes, another tag
+    revalidated = await client.get(
+        "/", headers={"Accept-Encoding": "gzip", "If-None-Match": hit.headers["ETag"]}
+    )
+    assert revalidated.status_code == 304
+
+
+async def test_head_of_a_gzip_entry_says_its_length_and_sends_no_body(
+    service: CacheService,
+) -> None:
+    app = make_app(service, lambda: PAGE)
+    await app.test_client().get("/")
+    gzip_header = [(b"accept-encoding", b"gzip")]
+    head_headers, head_body = await asgi_request(app, "HEAD", gzip_header)
+    get_headers, get_body = await asgi_request(app, "GET", gzip_header)
+    assert head_headers[b"x-cache"] == b"hit" and head_headers[b"content-encoding"] == b"gzip"
+    assert head_body == b"" and get_body
+    assert head_headers[b"content-length"] == get_headers[b"content-length"]
+    assert int(get_headers[b"content-length"]) == len(get_body)
+
+
+async def asgi_request(
+    app: Quart, method: str, headers: list[tuple[bytes, bytes]]
+) -> tuple[dict[bytes, bytes], bytes]:
+    """The headers and body the app sends, as a server gets them (the test client
+    recomputes Content-Length from the body it received)."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": method, "scheme": "http", "path": "/", "raw_path": b"/",
+             "query_string": b"", "root_path": "", "headers": [(b"host", b"x"), *headers],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "extensions": {}}
+    sent: dict[bytes, bytes] = {}
+    body = bytearray()
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            sent.update(message["headers"])
+        else:
+            body.extend(message.get("body", b""))
+
+    await app.asgi_app(scope, receive, send)
+    return sent, bytes(body)
+
+
+async def test_a_small_body_is_sent_as_it_is_to_every_client(service: CacheService) -> None:
+    client = make_app(service, lambda: "small").test_client()
+    await client.get("/")
+    hit = await client.get("/", headers={"Accept-Encoding": "gzip"})
+    assert hit.headers["X-Cache"] == "hit" and "Content-Encoding" not in hit.headers
+    assert await hit.get_data(as_text=True) == "small"
+
+
+async def test_a_kept_copy_is_a_miss_as_soon_as_another_process_writes(
+    service: CacheService,
+) -> None:
+    """Each app below keeps its own recent copies, as a process does; they share the cache.
+    A bump by the other one (a write there) must reach a copy kept here at once."""
+    renders = 0
+
+    async def index() -> str:
+        nonlocal renders
+        renders += 1
+        return f"{PAGE} render {renders}"
+
+    here, there = (make_app(service, index).test_client() for _ in range(2))
+    await here.get("/")
+    assert [(await here.get("/")).headers["X-Cache"] for _ in range(3)] == ["hit"] * 3
+    assert (await there.get("/")).headers["X-Cache"] == "hit"  # from the shared entry
+    await service.bump("things")  # the other process committed a write
+    fresh = await here.get("/")
+    assert fresh.headers["X-Cache"] == "miss"
+    assert (await fresh.get_data(as_text=True)).endswith("render 2")
+
+
+def test_recent_responses_keep_the_newest_within_their_bytes() -> None:
+    recent = RecentResponses(max_bytes=10_000)
+
+    def response(body: bytes) -> StoredResponse:
+        return StoredResponse.build(["t"], [], body, created=0.0, timeout=10, compress=True)
+
+    for name in "abc":
+        recent.put(name, response(b"x" * 3000))  # gzipped: 3000 + its small gzip copy
+    recent.get("a")  # used: b is now the oldest
+    recent.put("d", response(b"y" * 3000))
+    assert [recent.get(n) is not None for n in "abcd"] == [True, False, True, True]
+    assert recent.bytes <= 10_000
+    recent.put("huge", response(bytes(range(256)) * 100))  # larger than the whole budget
+    assert recent.get("huge") is None and len(recent) == 3
