@@ -1,8 +1,8 @@
 """Benchmark: the task list over HTTP, served as production serves it, in units of Q.
 
     .venv/bin/python bench/http_benchmark.py [--sizes 10,100,1000,10000] [--seconds 10]
-        [--rounds 3] [--write-sizes 10,100] [--write-seconds 10] [--workers N]
-        [--servers hypercorn,uvicorn,granian] [--out DIR] [--no-write] [--smoke]
+        [--rounds 2] [--q-seconds N] [--write-sizes 10,100] [--write-seconds 10]
+        [--workers N] [--servers hypercorn,uvicorn,granian] [--out DIR] [--no-write] [--smoke]
 
 Starts its own services: a fresh PostgreSQL database (migrated by Alembic, dropped at the
 end; `TASKLIST_TEST_POSTGRES_URL` as for the tests) and a memcached on a free port. The app
@@ -12,13 +12,18 @@ runs as in production: `hypercorn --config hypercorn.toml 'app:create_app()'` wi
 For each task count it seeds the table with SQL, flushes memcached and runs
 `wrk -t2 -c32 --latency` on `GET /` (with and without gzip accepted), `GET /api/tasks`
 (likewise), the htmx fragment of `GET /`, the first page's `rel="next"` page, and, cached,
-the revalidation of `GET /` (`If-None-Match`: 304) against its 200 in alternating rounds.
+the revalidation of `GET /` (`If-None-Match`: 304) against its 200 in alternating runs.
 A cached measurement starts once a probe sees `X-Cache: hit`. Then a write-then-read loop
 across two app processes counts stale reads.
 
-Every figure is also given in Q: the rate of a bare Quart app serving a constant 5 KB page
-(bench/baselines.py) under hypercorn's defaults, measured several times in the same run
-(the median is Q), next to a bare ASGI app and the cheapest possible cache hit.
+Every figure is also given in Q, the rate of a bare Quart app serving a constant 5 KB page
+(bench/baselines.py) under hypercorn's defaults. The machine drifts (a shared VM's Q moves
+by half within one run), so no figure is divided by a run-wide Q: the Q server stays up for
+the whole run and a short Q run (`--q-seconds`, half of `--seconds` by default) is measured
+between every two measurements. Each measurement is `--rounds` rounds; a round's ratio is
+its rate over the mean of the Q runs just before and after it, and the measurement's ratio
+the median over its rounds. Cached measurements are likewise paired with the cheapest
+possible cache hit (H: `hit_floor_app` under uvloop), measured in the same slots.
 
 Writes docs/performance/http.json and http.png (or into `--out`) and its block of
 docs/PERFORMANCE.md (bench/report.py). `--smoke` is a one-minute check of the whole
@@ -53,8 +58,8 @@ import tomllib  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
 from collections import Counter  # noqa: E402
-from collections.abc import Iterator, Mapping, Sequence  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
+from contextlib import ExitStack, contextmanager  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 from email.message import Message  # noqa: E402
 from html.parser import HTMLParser  # noqa: E402
@@ -112,18 +117,23 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Server:
+    def spawn(self) -> Server:
+        """Start the process without waiting for it (see `running`)."""
         with self.log.open("ab") as sink:
             self._proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=sink,
                                           stderr=subprocess.STDOUT)
+        return self
+
+    def start(self) -> Server:
+        self.spawn()
         try:
-            self._wait_until_up()
+            self.wait_until_up()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_until_up(self) -> None:
+    def wait_until_up(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             assert self._proc is not None
@@ -157,6 +167,19 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def running(*servers: Server) -> Iterator[None]:
+    """Start `servers` all at once (their start-ups overlap), wait until each is up, and stop
+    them all afterwards (stopping one earlier is allowed)."""
+    with ExitStack() as stack:
+        for server in servers:
+            stack.callback(server.stop)
+            server.spawn()
+        for server in servers:
+            server.wait_until_up()
+        yield
 
 
 @dataclass
@@ -373,28 +396,55 @@ CASES = (
 )
 BASELINES = (("quart_app", "asyncio"), ("asgi_app", "asyncio"), ("hit_floor_app", "asyncio"),
              ("hit_floor_app", "uvloop"), ("quart_app", "uvloop"))
-Q_CASE = ("quart_app", "asyncio")
+Q_CASE = ("quart_app", "asyncio")  # Q
+FLOOR_CASE = ("hit_floor_app", "uvloop")  # H
+DEFAULTS: Record = {"sizes": [10, 100, 1000, 10000], "seconds": 10, "rounds": 2,
+                    "write_sizes": [10, 100], "write_seconds": 10}
+SMOKE_PAIR_EVERY = 8  # --smoke measures a slot only every 8 measurements, to stay at a minute
 
 
 class Run:
-    """The results so far, Q so far, and the progress line."""
+    """The records so far, the baseline slots so far, and the progress line.
 
-    def __init__(self, args: argparse.Namespace, services: Services) -> None:
+    A slot is a Q run (and, beside a cached measurement, an H run) on the baseline servers,
+    which stay up for the whole run. A full run measures a new slot between every two
+    measurements, so each measurement has its own Q runs just before and after it, and two
+    consecutive measurements share the slot between them."""
+
+    def __init__(self, args: argparse.Namespace, services: Services, q_server: Server,
+                 floor_server: Server) -> None:
         self.args, self.services = args, services
+        self.q_server, self.floor_server = q_server, floor_server
         self.records: list[Record] = []
+        self.slots: list[Record] = []
+        self._uses = 0  # measurements since the last slot
         self.step, self.total = 0, planned_steps(args)
 
-    @property
-    def q(self) -> float:
-        runs = self.q_runs()
-        return statistics.median(runs) if runs else math.nan
+    def slot(self, floor: bool) -> Record:
+        """The slot beside the next measurement (or the last one): a new one once
+        `pair_every` measurements were made since the last, H added to it if `floor`."""
+        if not self.slots or self._uses >= self.args.pair_every:
+            self.slots.append({"q": self._baseline(self.q_server), "floor": None,
+                               "after_step": self.step})
+            self._uses = 0
+        current = self.slots[-1]
+        if floor and current["floor"] is None:
+            current["floor"] = self._baseline(self.floor_server)
+        return current
 
-    def q_runs(self) -> list[float]:
-        return [r["rps"] for r in self.records
-                if r["group"] == "baseline" and (r["app"], r["loop"]) == Q_CASE]
+    def used(self) -> None:
+        """One measurement was made since the last slot."""
+        self._uses += 1
+
+    def _baseline(self, server: Server) -> float:
+        result = wrk(server.url + "/", self.args.q_seconds)
+        if result.notes() or not result.requests:
+            raise RuntimeError(f"{server.name} failed during the run: {result.notes()}\n"
+                               f"{server.log_tail()}")
+        return result.rps
 
     def add(self, record: Record, what: str) -> Record:
-        """Keep `record` and print its progress line (rates in Q as measured so far)."""
+        """Keep `record` and print its progress line (with its paired ratios)."""
         self.step += 1
         self.records.append(record)
         if "skipped" in record:
@@ -402,17 +452,28 @@ class Run:
         else:
             rate = record.get("pairs_per_s", record.get("rps", 0.0))
             unit = "pairs/s" if "pairs_per_s" in record else "req/s"
-            outcome = f"{rate:,.0f} {unit} ({rate / self.q:.2f} Q)"
+            outcome = f"{rate:,.0f} {unit}, {ratio_text(record)}"
             if "compared_200" in record:
-                outcome += f" against its 200's {record['compared_200']['rps']:,.0f} req/s"
+                ok = record["compared_200"]
+                outcome += f"; its 200: {ok['rps']:,.0f} req/s, {ratio_text(ok)}"
             if record.get("notes"):
-                outcome += f", {record['notes']}"
+                outcome += f"; {record['notes']}"
         print(f"[{self.step}/{self.total}] {what} ... {outcome}", flush=True)
         return record
 
 
+def ratio_text(record: Record) -> str:
+    """`1.52 Q (1.48, 1.56), 0.61 H`: the median in Q, its rounds, the median in H."""
+    text = f"{record['in_q']:.2f} Q"
+    if len(record["per_round"]) > 1:
+        text += f" ({per_round(record)})"
+    if "in_floor" in record:
+        text += f", {record['in_floor']:.2f} H"
+    return text
+
+
 def planned_steps(args: argparse.Namespace) -> int:
-    per_size = 2 * len(CASES) + 1 + (0 if args.smoke else 1)  # cases on/off, 304, a Q
+    per_size = 2 * len(CASES) + 1  # the cases cached and uncached, the 304
     others = 2 * len([s for s in args.servers if s != "hypercorn"])
     return len(BASELINES) + per_size * len(args.sizes) + len(args.write_sizes) + others
 
@@ -421,27 +482,95 @@ def measured(result: WrkResult) -> Record:
     return {**asdict(result), "notes": result.notes()}
 
 
-def baselines(run: Run, which: Sequence[tuple[str, str]], when: str) -> None:
-    for app, loop in which:
-        with baseline_server(run.services, app, loop) as server:
-            answer = warm(server.url + "/", (), cache=False)
-            result = wrk(server.url + "/", run.args.seconds)
+def paired[T](run: Run, once: Callable[[], T], *, floor: bool,
+              rounds: int | None = None) -> list[tuple[T, Record, Record]]:
+    """`rounds` (default `--rounds`) rounds of [slot, `once()`] and a slot after the last:
+    each result with the slots just before and after it. H is measured in those slots if
+    `floor`."""
+    found = []
+    for _ in range(run.args.rounds if rounds is None else rounds):
+        before = run.slot(floor)
+        result = once()
+        run.used()
+        found.append((result, before, run.slot(floor)))
+    return found
+
+
+def beside(rate: float, before: Record, after: Record, floor: bool) -> Record:
+    """One round: `rate` over the mean of the Q runs just before and after it (and of the H
+    runs if `floor`)."""
+    entry = {"rate": rate, "q_before": before["q"], "q_after": after["q"],
+             "in_q": rate / statistics.fmean((before["q"], after["q"]))}
+    if floor:
+        entry.update(floor_before=before["floor"], floor_after=after["floor"],
+                     in_floor=rate / statistics.fmean((before["floor"], after["floor"])))
+    return entry
+
+
+def ratios(entries: Sequence[Record]) -> Record:
+    """The rounds and their medians: `in_q`, and `in_floor` if they were paired with H."""
+    found: Record = {"in_q": statistics.median(e["in_q"] for e in entries),
+                     "per_round": list(entries)}
+    if "in_floor" in entries[0]:
+        found["in_floor"] = statistics.median(e["in_floor"] for e in entries)
+    return found
+
+
+def median_result(results: Sequence[WrkResult]) -> Record:
+    """The rounds' wrk figures in one: median rate and latencies, counts summed."""
+    errors: Counter[str] = Counter()
+    for result in results:
+        errors.update(result.socket_errors)
+
+    def median(key: str) -> float:
+        return statistics.median(getattr(r, key) for r in results)
+
+    return measured(WrkResult(rps=median("rps"), latency_avg_ms=median("latency_avg_ms"),
+                              latency_p99_ms=median("latency_p99_ms"),
+                              requests=sum(r.requests for r in results),
+                              non_2xx=sum(r.non_2xx for r in results),
+                              socket_errors=dict(errors)))
+
+
+def paired_wrk(run: Run, url: str, headers: Sequence[tuple[str, str]], *, floor: bool,
+               rounds: int | None = None,
+               before_each: Callable[[], object] = lambda: None) -> Record:
+    """`wrk` on `url` in paired rounds: the median figures and the paired ratios."""
+
+    def once() -> WrkResult:
+        before_each()
+        return wrk(url, run.args.seconds, headers)
+
+    found = paired(run, once, floor=floor, rounds=rounds)
+    return {**median_result([result for result, _, _ in found]),
+            **ratios([beside(result.rps, before, after, floor)
+                      for result, before, after in found])}
+
+
+def baselines(run: Run, servers: Mapping[tuple[str, str], Server], when: str) -> None:
+    """Each baseline once (one round), between slots, to show the reference rates in Q."""
+    for (app, loop), server in servers.items():
+        answer = warm(server.url + "/", (), cache=False)
+        figures = paired_wrk(run, server.url + "/", (), floor=False, rounds=1)
         record = {"group": "baseline", "app": app, "loop": loop, "when": when,
-                  **answer.summary(), **measured(result)}
+                  **answer.summary(), **figures}
         run.add(record, f"baseline {app} ({loop}, {when})")
 
 
 def measure_case(run: Run, server: Server, case: Case, *, cache: bool, tasks: int,
                  kind: str = "hypercorn") -> Record:
+    """`--rounds` paired rounds, each warmed first; the first probe is what is shown."""
     record: Record = {"group": case.group, "case": case.label, "server": kind,
                       "cache": "on" if cache else "off", "tasks": tasks,
                       "headers": dict(case.headers)}
     path = next_page_path(server.url) if case.path == NEXT_PAGE else case.path
     if path is None:
         return {**record, "skipped": "no next page"}
-    answer = warm(server.url + path, case.headers, cache)
-    result = wrk(server.url + path, run.args.seconds, case.headers)
-    return {**record, "path": path, **answer.summary(), **measured(result)}
+    url = server.url + path
+    answers: list[Probe] = []
+    figures = paired_wrk(run, url, case.headers, floor=cache,
+                         before_each=lambda: answers.append(warm(url, case.headers, cache)))
+    return {**record, "path": path, **answers[0].summary(), **figures}
 
 
 def case_line(kind: str, cache: bool, tasks: int, label: str) -> str:
@@ -450,7 +579,8 @@ def case_line(kind: str, cache: bool, tasks: int, label: str) -> str:
 
 
 def not_modified(run: Run, server: Server, tasks: int) -> Record:
-    """The 304 of `GET /` against its cached 200: alternating rounds, the best of each."""
+    """The 304 of `GET /` against its cached 200, alternating: each round runs the 200 then
+    the 304 between two slots. Rates are the best of each; ratios the medians over rounds."""
     url = server.url + "/"
     record: Record = {"group": "304", "case": "GET / If-None-Match", "server": "hypercorn",
                       "cache": "on", "tasks": tasks, "rounds": run.args.rounds}
@@ -460,38 +590,33 @@ def not_modified(run: Run, server: Server, tasks: int) -> Record:
         return {**record, "skipped": f"no ETag on the 200 (status {first.status})"}
     headers = (("If-None-Match", etag),)
     answer = probe(url, headers)
-    best_200: WrkResult | None = None
-    best_304: WrkResult | None = None
-    for _ in range(run.args.rounds):
-        best_200 = best(best_200, wrk(url, run.args.seconds))
-        best_304 = best(best_304, wrk(url, run.args.seconds, headers))
-    assert best_200 is not None and best_304 is not None
+
+    def once() -> tuple[WrkResult, WrkResult]:
+        return wrk(url, run.args.seconds), wrk(url, run.args.seconds, headers)
+
+    found = paired(run, once, floor=True)
+    best_200 = max((ok for (ok, _), _, _ in found), key=lambda r: r.rps)
+    best_304 = max((nm for (_, nm), _, _ in found), key=lambda r: r.rps)
     return {**record, "path": "/", "headers": dict(headers), **answer.summary(),
-            **measured(best_304), "compared_200": asdict(best_200)}
+            **measured(best_304),
+            **ratios([beside(nm.rps, before, after, True) for (_, nm), before, after in found]),
+            "compared_200": {**asdict(best_200), **ratios(
+                [beside(ok.rps, before, after, True) for (ok, _), before, after in found])}}
 
 
-def best(so_far: WrkResult | None, result: WrkResult) -> WrkResult:
-    return result if so_far is None or result.rps > so_far.rps else so_far
-
-
-def sizes_loop(run: Run) -> None:
+def sizes_loop(run: Run, cached: Server, uncached: Server) -> None:
     """Both app servers stay up while the table is re-seeded for each size."""
     services = run.services
-    cached = app_server(services, "hypercorn", True, run.args.workers)
-    uncached = app_server(services, "hypercorn", False, run.args.workers)
-    with cached, uncached:
-        for tasks in run.args.sizes:
-            seed(services.database_url, tasks)
-            services.memcached.flush()  # the seed bypassed the app: drop every generation
-            for server, cache in ((cached, True), (uncached, False)):
-                for case in CASES:
-                    run.add(measure_case(run, server, case, cache=cache, tasks=tasks),
-                            case_line("hypercorn", cache, tasks, case.label))
-                if cache:
-                    run.add(not_modified(run, server, tasks),
-                            case_line("hypercorn", cache, tasks, "GET / 304 (vs its 200)"))
-            if not run.args.smoke:
-                baselines(run, [Q_CASE], f"after {tasks} tasks")
+    for tasks in run.args.sizes:
+        seed(services.database_url, tasks)
+        services.memcached.flush()  # the seed bypassed the app: drop every generation
+        for server, cache in ((cached, True), (uncached, False)):
+            for case in CASES:
+                run.add(measure_case(run, server, case, cache=cache, tasks=tasks),
+                        case_line("hypercorn", cache, tasks, case.label))
+            if cache:
+                run.add(not_modified(run, server, tasks),
+                        case_line("hypercorn", cache, tasks, "GET / 304 (vs its 200)"))
 
 
 def other_servers(run: Run) -> None:
@@ -559,10 +684,9 @@ async def writer(client: httpx.AsyncClient, urls: tuple[str, str], number: int,
 
 def write_then_read(run: Run, tasks: int) -> Record:
     """Two app processes of one worker each (so the reader is another process than the
-    writer), sharing PostgreSQL and memcached, and `WRITERS` concurrent write/read pairs."""
+    writer), sharing PostgreSQL and memcached, and `WRITERS` concurrent write/read pairs:
+    `--rounds` paired rounds, each from a table re-seeded with `tasks` tasks."""
     services = run.services
-    seed(services.database_url, tasks)
-    services.memcached.flush()
     a = app_server(services, "hypercorn", True, 1, name=f"write-read-{tasks}-a")
     b = app_server(services, "hypercorn", True, 1, name=f"write-read-{tasks}-b")
     log = PairLog()
@@ -575,14 +699,25 @@ def write_then_read(run: Run, tasks: int) -> Record:
                                    for n in range(WRITERS)))
             return time.monotonic() - started
 
-    with a, b:
+    def once() -> tuple[int, float]:
+        """The pairs of one round and how long it took."""
+        seed(services.database_url, tasks)
+        services.memcached.flush()
+        pairs = len(log.durations)
         seconds = asyncio.run(loop())
+        return len(log.durations) - pairs, seconds
+
+    with running(a, b):
+        found = paired(run, once, floor=False)
     pairs = len(log.durations)
+    seconds = sum(s for (_, s), _, _ in found)
     notes = ", ".join(filter(None, [f"{len(log.stale)} stale" if log.stale else "",
                                     f"{len(log.errors)} errors" if log.errors else ""]))
     return {"group": "write-read", "tasks": tasks, "writers": WRITERS, "seconds": seconds,
-            "pairs": pairs, "pairs_per_s": pairs / seconds, "stale": len(log.stale),
-            "stale_examples": log.stale[:5], "errors": len(log.errors),
+            "pairs": pairs,
+            "pairs_per_s": statistics.median(n / s for (n, s), _, _ in found),
+            **ratios([beside(n / s, before, after, False) for (n, s), before, after in found]),
+            "stale": len(log.stale), "stale_examples": log.stale[:5], "errors": len(log.errors),
             "error_examples": log.errors[:5], "x_cache": dict(log.x_cache),
             "pair_avg_ms": 1000 * statistics.fmean(log.durations) if pairs else math.nan,
             "pair_p99_ms": 1000 * percentile(log.durations, 99), "notes": notes}
@@ -653,13 +788,17 @@ class Goal:
 
 
 class Results:
-    """Look-ups over the records of one run."""
+    """Look-ups over the records and slots of one run."""
 
-    def __init__(self, records: list[Record]) -> None:
-        self.records = records
-        self.q_runs = [r["rps"] for r in records
-                       if r["group"] == "baseline" and (r["app"], r["loop"]) == Q_CASE]
+    def __init__(self, records: list[Record], slots: list[Record]) -> None:
+        self.records, self.slots = records, slots
+        self.q_runs = [s["q"] for s in slots]
         self.q = statistics.median(self.q_runs) if self.q_runs else math.nan
+        self.floor_runs = [s["floor"] for s in slots if s["floor"] is not None]
+        self.floor = statistics.median(self.floor_runs) if self.floor_runs else math.nan
+        self.floor_in_q = statistics.median(s["floor"] / s["q"] for s in slots
+                                            if s["floor"] is not None) \
+            if self.floor_runs else math.nan
 
     def find(self, **match: Any) -> Record | None:
         for r in self.records:
@@ -670,30 +809,27 @@ class Results:
     def page(self, tasks: int, cache: str, case: str = "GET /") -> Record | None:
         return self.find(group="page", server="hypercorn", cache=cache, tasks=tasks, case=case)
 
-    def in_q(self, rate: float) -> str:
-        return f"{rate / self.q:.2f} Q"
-
 
 def goals(res: Results) -> list[Goal]:
     return [*cached_page_goals(res), *uncached_page_goals(res), *write_read_goals(res),
             *not_modified_goals(res), p99_goal(res)]
 
 
-def at_least(res: Results, text: str, record: Record | None, ratio: float) -> Goal:
+def at_least(text: str, record: Record | None, ratio: float) -> Goal:
     if record is None:
         return Goal(text, None, "not in this run")
-    return Goal(text, record["rps"] >= ratio * res.q,
-                f"{record['rps']:,.0f} req/s = {res.in_q(record['rps'])}")
+    return Goal(text, record["in_q"] >= ratio,
+                f"{record['rps']:,.0f} req/s, {record['in_q']:.2f} Q")
 
 
 def cached_page_goals(res: Results) -> list[Goal]:
-    found = [at_least(res, f"cached `GET /`, {n} tasks, >= 2.0 Q", res.page(n, "on"), 2.0)
+    found = [at_least(f"cached `GET /`, {n} tasks, >= 2.0 Q", res.page(n, "on"), 2.0)
              for n in (10, 100)]
     for n in (1000, 10000):
-        found.append(at_least(res, f"cached `GET /`, {n} tasks (first page), >= 2.0 Q",
+        found.append(at_least(f"cached `GET /`, {n} tasks (first page), >= 2.0 Q",
                               res.page(n, "on"), 2.0))
         gz = res.page(n, "on", "GET / gzip")
-        goal = at_least(res, f"cached `GET /` with gzip accepted, {n} tasks, >= 2.0 Q", gz, 2.0)
+        goal = at_least(f"cached `GET /` with gzip accepted, {n} tasks, >= 2.0 Q", gz, 2.0)
         if gz is not None:
             goal.detail += f" (served {gz['content_encoding']}, {gz['body_bytes']:,} B)"
         found.append(goal)
@@ -701,18 +837,18 @@ def cached_page_goals(res: Results) -> list[Goal]:
 
 
 def uncached_page_goals(res: Results) -> list[Goal]:
-    found = [at_least(res, "uncached `GET /`, 10 tasks, >= 0.75 Q", res.page(10, "off"), 0.75),
-             at_least(res, "uncached `GET /`, 100 tasks, >= 0.19 Q", res.page(100, "off"), 0.19)]
+    found = [at_least("uncached `GET /`, 10 tasks, >= 0.75 Q", res.page(10, "off"), 0.75),
+             at_least("uncached `GET /`, 100 tasks, >= 0.19 Q", res.page(100, "off"), 0.19)]
     hundred = res.page(100, "off")
     for n in (1000, 10000):
-        text = f"uncached `GET /`, {n} tasks, within 10% of 100 tasks (>= 90% of its rate)"
+        text = f"uncached `GET /`, {n} tasks, within 10% of 100 tasks (>= 90% of its rate in Q)"
         record = res.page(n, "off")
         if record is None or hundred is None:
             found.append(Goal(text, None, "not in this run"))
             continue
-        share = record["rps"] / hundred["rps"]
-        found.append(Goal(text, share >= 0.9, f"{record['rps']:,.0f} against "
-                          f"{hundred['rps']:,.0f} req/s ({share:.0%})"))
+        share = record["in_q"] / hundred["in_q"]
+        found.append(Goal(text, share >= 0.9, f"{record['in_q']:.2f} Q against "
+                          f"{hundred['in_q']:.2f} Q ({share:.0%})"))
     return found
 
 
@@ -724,9 +860,8 @@ def write_read_goals(res: Results) -> list[Goal]:
         if record is None:
             found.append(Goal(text, None, "not in this run"))
             continue
-        found.append(Goal(text, record["pairs_per_s"] >= ratio * res.q,
-                          f"{record['pairs_per_s']:,.0f} pairs/s = "
-                          f"{res.in_q(record['pairs_per_s'])}"))
+        found.append(Goal(text, record["in_q"] >= ratio,
+                          f"{record['pairs_per_s']:,.0f} pairs/s, {record['in_q']:.2f} Q"))
     loops = [r for r in res.records if r["group"] == "write-read"]
     stale = sum(r["stale"] for r in loops)
     pairs = sum(r["pairs"] for r in loops)
@@ -771,71 +906,105 @@ def served(r: Record) -> str:
     return f"{r['status']} {r['content_encoding']}, {r['body_bytes']:,} B"
 
 
-def rate_cells(res: Results, r: Record) -> str:
-    """req/s | Q | avg | p99 | notes (or the reason it was skipped)."""
+def per_round(r: Record) -> str:
+    return ", ".join(f"{e['in_q']:.2f}" for e in r["per_round"])
+
+
+def in_floor(r: Record) -> str:
+    return f"{r['in_floor']:.2f} H" if "in_floor" in r else "–"
+
+
+def rate_cells(r: Record, floor: bool = True) -> str:
+    """req/s | in Q | rounds | (in H |) avg | p99 | notes (or the reason it was skipped)."""
     if "skipped" in r:
-        return f"– | – | – | – | {r['skipped']}"
-    return (f"{r['rps']:,.0f} | {res.in_q(r['rps'])} | {r['latency_avg_ms']:,.1f} ms | "
-            f"{r['latency_p99_ms']:,.1f} ms | {r.get('notes', '')}")
+        return f"– | – | – | {'– | ' if floor else ''}– | – | {r['skipped']}"
+    h = f"{in_floor(r)} | " if floor else ""
+    return (f"{r['rps']:,.0f} | {r['in_q']:.2f} Q | {per_round(r)} | {h}"
+            f"{r['latency_avg_ms']:,.1f} ms | {r['latency_p99_ms']:,.1f} ms | "
+            f"{r.get('notes', '')}")
+
+
+RATE_HEADER = "req/s | in Q | rounds, in Q | in H | avg | p99 | notes |"
+RATE_ALIGN = "---:|---:|---|---:|---:|---:|---|"
 
 
 def case_table(res: Results, group: str) -> list[str]:
     lines = [f"#### {GROUP_TITLES[group]}", "",
-             "| tasks | cache | request | path | served (status, encoding, bytes) | X-Cache "
-             "| req/s | in Q | avg | p99 | notes |",
-             "|---:|---|---|---|---|---|---:|---:|---:|---:|---|"]
+             "| tasks | cache | request | path | served (status, encoding, bytes) | X-Cache | "
+             + RATE_HEADER, "|---:|---|---|---|---|---|" + RATE_ALIGN]
     for r in res.records:
         if r["group"] == group and r["server"] == "hypercorn":
             path, shown = ("–", "–") if "skipped" in r else (f"`{r['path']}`", served(r))
             lines.append(f"| {r['tasks']} | {r['cache']} | {r['case']} | {path} | {shown} | "
-                         f"{r.get('x_cache') or '–'} | {rate_cells(res, r)} |")
+                         f"{r.get('x_cache') or '–'} | {rate_cells(r)} |")
     return [*lines, ""]
 
 
 def not_modified_table(res: Results) -> list[str]:
     lines = ["#### `GET /` revalidated (`If-None-Match`: 304) against its cached 200", "",
-             "| tasks | 304 req/s | in Q | p99 | cached 200 req/s | in Q | p99 | 304 / 200 |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| tasks | 304 best req/s | in Q | in H | p99 | cached 200 best req/s | in Q "
+             "| in H | p99 | 304 / 200 |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res.records:
         if r["group"] != "304":
             continue
         if "skipped" in r:
-            lines.append(f"| {r['tasks']} | {r['skipped']} | | | | | | |")
+            lines.append(f"| {r['tasks']} | {r['skipped']} | | | | | | | | |")
             continue
         ok = r["compared_200"]
-        lines.append(f"| {r['tasks']} | {r['rps']:,.0f} | {res.in_q(r['rps'])} | "
-                     f"{r['latency_p99_ms']:,.1f} ms | {ok['rps']:,.0f} | "
-                     f"{res.in_q(ok['rps'])} | {ok['latency_p99_ms']:,.1f} ms | "
+        lines.append(f"| {r['tasks']} | {r['rps']:,.0f} | {r['in_q']:.2f} Q | {in_floor(r)} | "
+                     f"{r['latency_p99_ms']:,.1f} ms | {ok['rps']:,.0f} | {ok['in_q']:.2f} Q | "
+                     f"{in_floor(ok)} | {ok['latency_p99_ms']:,.1f} ms | "
                      f"{r['rps'] / ok['rps']:.2f} |")
     return [*lines, ""]
 
 
-def baseline_table(res: Results) -> list[str]:
+def spread(runs: Sequence[float], median: float) -> str:
+    if not runs:
+        return "none"
+    return (f"{min(runs):,.0f} to {max(runs):,.0f} req/s "
+            f"(spread {(max(runs) - min(runs)) / median:.0%} of the median)")
+
+
+def baseline_table(res: Results, meta: Record) -> list[str]:
     lines = ["#### Baselines (bench/baselines.py, a 5,120-byte `text/html` page)", "",
-             "| app | worker class | when | req/s | in Q | avg | p99 | notes |",
-             "|---|---|---|---:|---:|---:|---:|---|"]
+             "Each once, between two Q runs:", "",
+             "| app | worker class | when | req/s | in Q | rounds, in Q | avg | p99 | notes |",
+             "|---|---|---|---:|---:|---|---:|---:|---|"]
     for r in res.records:
         if r["group"] == "baseline":
-            lines.append(f"| `{r['app']}` | {r['loop']} | {r['when']} | {rate_cells(res, r)} |")
-    spread = (max(res.q_runs) - min(res.q_runs)) / res.q if res.q_runs else math.nan
-    runs = ", ".join(f"{q:,.0f}" for q in res.q_runs)
-    return [*lines, "", f"Q = the median of the {len(res.q_runs)} run(s) of `quart_app` (asyncio): "
-            f"{runs} req/s, so **Q = {res.q:,.0f} req/s** (spread {spread:.0%} of Q).", ""]
+            lines.append(f"| `{r['app']}` | {r['loop']} | {r['when']} | "
+                         f"{rate_cells(r, floor=False)} |")
+    every = meta["pair_every"]
+    where = ("between every two rounds" if every == 1
+             else f"once every {every} rounds (a smoke run)")
+    return [*lines, "",
+            f"Q runs: {len(res.q_runs)} runs of `quart_app` (asyncio), "
+            f"`wrk -d{meta['q_seconds']}s` each, {where}: {spread(res.q_runs, res.q)}, "
+            f"median **Q = {res.q:,.0f} req/s**. That is how far the machine drifted during "
+            "the run, so this median is only the scale of the chart's left panel; every "
+            "\"in Q\" is paired with the Q runs next to it.",
+            "",
+            f"H runs: {len(res.floor_runs)} runs of `hit_floor_app` (uvloop) in the same slots, "
+            f"beside each cached measurement: {spread(res.floor_runs, res.floor)}, median "
+            f"H = {res.floor:,.0f} req/s; H / Q within a slot: median {res.floor_in_q:.2f}.",
+            ""]
 
 
 def write_read_table(res: Results) -> list[str]:
     lines = ["#### Write then read across two processes", "",
              f"{WRITERS} concurrent writers, each: `POST /api/tasks` through one app process "
              "(one worker), then as soon as the 201 arrives `GET /` through the other; the "
-             "read is stale if the page lacks the new task.", "",
-             "| tasks at start | pairs | pairs/s | in Q | avg pair | p99 pair | stale "
-             "| errors | X-Cache of the reads |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "read is stale if the page lacks the new task. Each round starts from a table "
+             "re-seeded with the tasks at start; pairs/s is the median over rounds.", "",
+             "| tasks at start | pairs | pairs/s | in Q | rounds, in Q | avg pair | p99 pair "
+             "| stale | errors | X-Cache of the reads |",
+             "|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
     for r in res.records:
         if r["group"] == "write-read":
             seen = ", ".join(f"{k} {v:,}" for k, v in sorted(r["x_cache"].items()))
             lines.append(f"| {r['tasks']} | {r['pairs']:,} | {r['pairs_per_s']:,.0f} | "
-                         f"{res.in_q(r['pairs_per_s'])} | {r['pair_avg_ms']:,.1f} ms | "
+                         f"{r['in_q']:.2f} Q | {per_round(r)} | {r['pair_avg_ms']:,.1f} ms | "
                          f"{r['pair_p99_ms']:,.1f} ms | {r['stale']} | {r['errors']} | "
                          f"{seen} |")
     examples = [e for r in res.records if r["group"] == "write-read"
@@ -850,11 +1019,23 @@ def servers_table(res: Results, tasks: int) -> list[str]:
     ours = [r for r in res.records if r["group"] == "page" and r["case"] == "GET /"
             and r["tasks"] == tasks]
     lines = [f"#### The app's `GET /` under other servers ({tasks} tasks, 2 workers)", "",
-             "| server | cache | req/s | in Q | avg | p99 | notes |",
-             "|---|---|---:|---:|---:|---:|---|"]
+             "| server | cache | " + RATE_HEADER, "|---|---|" + RATE_ALIGN]
     for r in ours + rows:
-        lines.append(f"| {r['server']} | {r['cache']} | {rate_cells(res, r)} |")
+        lines.append(f"| {r['server']} | {r['cache']} | {rate_cells(r)} |")
     return [*lines, ""]
+
+
+def short_run(meta: Record) -> list[str]:
+    """A warning when the run measured less than the default run does."""
+    changed = []
+    for key, default in DEFAULTS.items():
+        if (value := meta[key]) != default:
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            changed.append(f"--{key.replace('_', '-')} {shown}")
+    if not changed:
+        return []
+    return [f"**A short run** (`{' '.join(changed)}`), not the default run: fewer sizes, "
+            "runs or rounds; what it did not measure is \"not measured\" below.", ""]
 
 
 def render(res: Results, meta: Record) -> str:
@@ -863,28 +1044,35 @@ def render(res: Results, meta: Record) -> str:
     workers = meta["workers"] or config.get("workers", 1)
     lines = [
         f"Written by `{SCRIPT}` on {meta['date']}. Command:", "", "```", meta["command"], "```",
-        "",
-        f"Each cell: `wrk -t{THREADS} -c{CONNECTIONS} -d{meta['seconds']}s --latency` against "
+        "", *short_run(meta),
+        f"Each measurement: {meta['rounds']} round(s) of `wrk -t{THREADS} -c{CONNECTIONS} "
+        f"-d{meta['seconds']}s --latency` against "
         "`hypercorn --config hypercorn.toml 'app:create_app()'` "
         f"(worker class {config.get('worker_class', 'asyncio')}, {workers} workers), "
         "`APP_ENV=production`, on a fresh PostgreSQL database and one memcached; \"cache off\" "
         "is `CACHE_ENABLED=0`. The table is seeded with SQL and memcached flushed; a cached "
-        "case starts once a probe sees `X-Cache: hit` (the X-Cache column), and the probe "
+        "round starts once a probe sees `X-Cache: hit` (the X-Cache column), and the probe "
         "(no decompression, like wrk) shows the encoding and size served. wrk, the servers, "
-        "PostgreSQL and memcached share the machine. \"In Q\" divides by Q, the median rate "
-        "of a bare Quart app serving a constant 5 KB page (the baselines below); the 304 and "
-        f"its cached 200 are the best of {meta['rounds']} alternating runs each.",
+        "PostgreSQL and memcached share the machine, whose speed drifts during a run, so "
+        "every ratio is paired: the baseline servers stay up for the whole run, and between "
+        f"every two rounds a Q run (`wrk -d{meta['q_seconds']}s` on `quart_app`, a bare "
+        "Quart app serving a constant 5 KB page) is measured, with, beside cached rounds, "
+        "an H run (`hit_floor_app` under uvloop, the cheapest possible cache hit). A round "
+        "in Q is its rate over the mean of the Q runs just before and after it; \"in Q\" is "
+        "the median over rounds (each listed under \"rounds, in Q\"), \"in H\" likewise "
+        "against the H runs, and req/s, avg and p99 are the medians over rounds. The 304 and "
+        "its cached 200 alternate within each round; their req/s are the best of each.",
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, {m['os']}. "
         f"Python {v['python']}; {packages}; PostgreSQL {v['postgres']}; memcached "
         f"{v['memcached']}; wrk {v['wrk']}.",
         "",
-        *baseline_table(res),
+        *baseline_table(res, meta),
         *[line for group in GROUP_TITLES for line in case_table(res, group)],
         *not_modified_table(res),
         *write_read_table(res),
         *servers_table(res, meta["server_size"]),
-        "Goals (computed from the figures above):", "",
+        "Goals (computed from the figures above, in paired Q):", "",
         *[goal.line() for goal in goals(res)],
     ]
     return "\n".join(lines)
@@ -894,8 +1082,8 @@ SERIES = (*((c.group, c.label) for c in CASES), ("304", "GET / If-None-Match"))
 
 
 def chart(res: Results, path: Path) -> None:
-    """req/s against tasks (log x), one line per case, Q as a horizontal line; and the same
-    in Q units."""
+    """req/s against tasks (log x), one line per case, the run's median Q as a horizontal
+    line; and each case's paired ratio in Q, with H's."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -905,37 +1093,40 @@ def chart(res: Results, path: Path) -> None:
     colours = iter(plt.get_cmap("tab20").colors)
     for group, case in SERIES:
         for cache in ("on", "off"):
-            points = sorted((r["tasks"], r["rps"]) for r in res.records
+            points = sorted((r["tasks"], r["rps"], r["in_q"]) for r in res.records
                             if r["group"] == group and r.get("case") == case
                             and r.get("server") == "hypercorn" and r["cache"] == cache
                             and "skipped" not in r)
             if points:
-                xs, ys = zip(*points, strict=True)
+                xs, ys, qs = zip(*points, strict=True)
                 style = {"linestyle": "-" if cache == "on" else "--", "marker": "o",
                          "color": next(colours), "label": f"{case}, cache {cache}"}
                 rates.plot(xs, ys, **style)
-                units.plot(xs, [y / res.q for y in ys], **style)
-    loops = sorted((r["tasks"], r["pairs_per_s"]) for r in res.records
+                units.plot(xs, qs, **style)
+    loops = sorted((r["tasks"], r["pairs_per_s"], r["in_q"]) for r in res.records
                    if r["group"] == "write-read")
     if loops:
-        xs, ys = zip(*loops, strict=True)
+        xs, ys, qs = zip(*loops, strict=True)
         style = {"linestyle": ":", "marker": "s", "color": "black",
                  "label": f"write then read ({WRITERS} writers), pairs/s"}
         rates.plot(xs, ys, **style)
-        units.plot(xs, [y / res.q for y in ys], **style)
+        units.plot(xs, qs, **style)
     q_line = {"color": "grey", "linewidth": 3, "alpha": 0.6,
-              "label": f"Q = {res.q:,.0f} req/s (bare Quart app, 5 KB page)"}
+              "label": f"Q, the run's median: {res.q:,.0f} req/s (bare Quart app, 5 KB page)"}
     rates.axhline(res.q, **q_line)
     units.axhline(1.0, **q_line)
     units.axhline(2.0, color="grey", linewidth=1, linestyle=":", label="2 Q (cached goal)")
+    if not math.isnan(res.floor_in_q):
+        units.axhline(res.floor_in_q, color="tab:red", linewidth=1, linestyle="-.",
+                      label=f"H (cheapest cache hit) = {res.floor_in_q:.2f} Q")
     for axes, ylabel in ((rates, "requests/s"), (units, "requests/s / Q")):
         axes.set_xscale("log")
         axes.set_yscale("log")
         axes.set_xlabel("tasks in the table")
         axes.set_ylabel(ylabel)
         axes.grid(True, which="both", alpha=0.3)
-    rates.set_title("requests/s")
-    units.set_title("in Q")
+    rates.set_title("requests/s (medians over rounds)")
+    units.set_title("in Q (each against the Q runs beside it)")
     handles, labels = units.get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     figure.suptitle("Task list over HTTP (hypercorn as in production)")
@@ -950,11 +1141,16 @@ def chart(res: Results, path: Path) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,100,1000,10000", help="task counts")
-    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating runs of the cached 200 and its 304, best of each")
+    parser.add_argument("--seconds", type=int, default=DEFAULTS["seconds"],
+                        help="length of each wrk run of a measurement")
+    parser.add_argument("--rounds", type=int, default=DEFAULTS["rounds"],
+                        help="rounds of each measurement, each between two Q runs (the 304 "
+                        "and its cached 200 alternate within each round)")
+    parser.add_argument("--q-seconds", type=int, default=None,
+                        help="length of each Q and H run between measurements "
+                        "(default: half of --seconds, rounded up)")
     parser.add_argument("--write-sizes", default="10,100", help="task counts of the loop")
-    parser.add_argument("--write-seconds", type=int, default=10)
+    parser.add_argument("--write-seconds", type=int, default=DEFAULTS["write_seconds"])
     parser.add_argument("--workers", type=int, default=None,
                         help="app workers (default: what hypercorn.toml says)")
     parser.add_argument("--servers", default="hypercorn",
@@ -963,13 +1159,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"where http.json and http.png go (default {OUT.relative_to(ROOT)})")
     parser.add_argument("--no-write", action="store_true", help="leave PERFORMANCE.md alone")
     parser.add_argument("--smoke", action="store_true",
-                        help="sizes 10,150, 1 s runs, baselines once; writes no docs")
+                        help="sizes 10,150, 1 s runs, 1 round, a Q run only every "
+                        f"{SMOKE_PAIR_EVERY} measurements; writes no docs")
     args = parser.parse_args(argv)
     args.command = " ".join([".venv/bin/python", SCRIPT, *sys.argv[1:]])
     if args.smoke:
         args.sizes, args.write_sizes, args.seconds = "10,150", "10", 1
         args.write_seconds, args.rounds, args.no_write = 1, 1, True
         args.out = args.out or Path(tempfile.mkdtemp(prefix="bench-http-smoke-"))
+    args.pair_every = SMOKE_PAIR_EVERY if args.smoke else 1
+    args.q_seconds = args.q_seconds or max(1, math.ceil(args.seconds / 2))
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.write_sizes = [int(s) for s in args.write_sizes.split(",")]
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -999,30 +1198,48 @@ def started_services() -> Iterator[Services]:
         drop_postgres_database(database_url)
 
 
-def measure(args: argparse.Namespace, services: Services) -> tuple[list[Record], Record]:
+def measure(args: argparse.Namespace,
+            services: Services) -> tuple[list[Record], list[Record], Record]:
+    """The records, the baseline slots and what the run was on."""
     meta: Record = {
         "command": args.command, "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "seconds": args.seconds, "rounds": args.rounds, "write_seconds": args.write_seconds,
+        "sizes": args.sizes, "seconds": args.seconds, "rounds": args.rounds,
+        "q_seconds": args.q_seconds, "pair_every": args.pair_every,
+        "write_sizes": args.write_sizes, "write_seconds": args.write_seconds,
         "threads": THREADS, "connections": CONNECTIONS, "workers": args.workers,
         "server_size": server_size(args), "hypercorn_toml": production_config(),
         "versions": versions(services.database_url), "machine": machine(),
     }
     print(json.dumps({k: meta[k] for k in ("versions", "machine")}, indent=1), flush=True)
-    run = Run(args, services)
-    baselines(run, BASELINES, "at the start")
-    sizes_loop(run)
-    other_servers(run)
-    for tasks in args.write_sizes:
-        run.add(write_then_read(run, tasks), f"write then read, {tasks} tasks at start")
-    return run.records, meta
+    servers = {app_loop: baseline_server(services, *app_loop) for app_loop in BASELINES}
+    cached = app_server(services, "hypercorn", True, args.workers)
+    uncached = app_server(services, "hypercorn", False, args.workers)
+    run = Run(args, services, servers[Q_CASE], servers[FLOOR_CASE])
+    with running(*servers.values(), cached, uncached):  # Q and H stay up to the end
+        baselines(run, servers, "at the start")
+        for app_loop, server in servers.items():
+            if app_loop not in (Q_CASE, FLOOR_CASE):
+                server.stop()
+        sizes_loop(run, cached, uncached)
+        cached.stop()
+        uncached.stop()
+        other_servers(run)
+        for tasks in args.write_sizes:
+            run.add(write_then_read(run, tasks), f"write then read, {tasks} tasks at start")
+    return run.records, run.slots, meta
 
 
-def save(args: argparse.Namespace, records: list[Record], meta: Record) -> str:
-    res = Results(records)
+def save(args: argparse.Namespace, records: list[Record], slots: list[Record],
+         meta: Record) -> str:
+    res = Results(records, slots)
     text = render(res, meta)
     args.out.mkdir(parents=True, exist_ok=True)
-    document = {**meta, "q": {"median": res.q, "runs": res.q_runs},
-                "goals": [asdict(g) for g in goals(res)], "cases": records}
+    document = {**meta,
+                "q": {"app": Q_CASE, "median": res.q, "runs": res.q_runs,
+                      "seconds": meta["q_seconds"]},
+                "floor": {"app": FLOOR_CASE, "median": res.floor, "runs": res.floor_runs,
+                          "in_q": res.floor_in_q},
+                "slots": slots, "goals": [asdict(g) for g in goals(res)], "cases": records}
     (args.out / "http.json").write_text(json.dumps(document, indent=1) + "\n")
     chart(res, args.out / "http.png")
     if not args.no_write:
@@ -1035,8 +1252,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not shutil.which(WRK):
         sys.exit(f"{WRK} is missing: apt-get install wrk (make bench installs it)")
     with started_services() as services:
-        records, meta = measure(args, services)
-    text = save(args, records, meta)
+        records, slots, meta = measure(args, services)
+    text = save(args, records, slots, meta)
     print(text)
     written = "" if args.no_write else f" and {DOC.relative_to(ROOT)}"
     print(f"\nWrote {args.out / 'http.json'}, {args.out / 'http.png'}{written}.", flush=True)

@@ -38,7 +38,8 @@ from tests.support.databases import (  # noqa: E402
 from tests.support.memcached import MemcachedProcess  # noqa: E402
 
 PARTIAL = [(b"hx-request", b"true"), (b"hx-request-type", b"partial")]
-# name -> (cache: "off", "on", or "flushed" before every request; path; extra request headers)
+# name -> (cache: "off", "on", "flushed" before every request, or "write": a POST of a task
+# before every request, timed with it; path; extra request headers)
 PATHS: dict[str, tuple[str, str, list[tuple[bytes, bytes]]]] = {
     "uncached GET /": ("off", "/", []),
     "cached GET /": ("on", "/", []),
@@ -47,14 +48,19 @@ PATHS: dict[str, tuple[str, str, list[tuple[bytes, bytes]]]] = {
     "cached GET /api/tasks": ("on", "/api/tasks", []),
     "uncached htmx GET /": ("off", "/", PARTIAL),
     "cache flushed GET /": ("flushed", "/", []),
+    "write then GET /": ("write", "/", []),
 }
+JSON = [(b"content-type", b"application/json")]
 
 
-async def call(app: Callable, path: str, headers: list[tuple[bytes, bytes]]) -> int:
-    """One GET through the ASGI app; returns the status."""
+async def call(
+    app: Callable, path: str, headers: list[tuple[bytes, bytes]], method: str = "GET",
+    body: bytes = b"",
+) -> int:
+    """One request through the ASGI app; returns the status."""
     path, _, query = path.partition("?")
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
         "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
         "root_path": "", "headers": [(b"host", b"127.0.0.1"), *headers],
         "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80), "extensions": {},
@@ -67,7 +73,7 @@ async def call(app: Callable, path: str, headers: list[tuple[bytes, bytes]]) -> 
         nonlocal requested
         if not requested:
             requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
         await finished.wait()  # as a server does: the disconnect comes after the response
         return {"type": "http.disconnect"}
 
@@ -104,7 +110,14 @@ async def profile_path(
         env="production", secret_key=uuid.uuid4().hex, database_url=database_url,
         memcache_servers=(memcached.address,), cache_enabled=cache != "off",
     )
-    flush = cache == "flushed"
+    flush, write = cache == "flushed", cache == "write"
+
+    async def one() -> None:
+        if flush:
+            memcached.flush()
+        if write:
+            await call(app, "/api/tasks", JSON, "POST", b'{"name": "written"}')
+        await call(app, path, headers)
     app = create_app(settings)
     await app.startup()
     try:
@@ -112,16 +125,12 @@ async def profile_path(
             assert await call(app, path, headers) == 200
         started = time.perf_counter()
         for _ in range(requests):
-            if flush:
-                memcached.flush()
-            await call(app, path, headers)
+            await one()
         elapsed = time.perf_counter() - started
         profiler = Profiler(interval=0.0001, async_mode="disabled")
         profiler.start()
         for _ in range(requests):
-            if flush:
-                memcached.flush()
-            await call(app, path, headers)
+            await one()
         profiler.stop()
     finally:
         await app.shutdown()

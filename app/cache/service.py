@@ -85,18 +85,21 @@ class CacheService:
         return await self._flights.run(key, lambda: self._load(key, load, ttl, soft_ttl))
 
     async def _load(self, key: str, load: Loader, ttl: int, soft_ttl: float | None) -> Any:
-        lease = await self._take_lease(key)
+        lease = await self._take_lease(key, "load")
         if lease is None:
             entry = await self._wait_for(key)
             if entry is not None:
                 return entry.value
         try:
             value = await load()
-            await self.client.set(key, value, ttl, soft_ttl=soft_ttl)
-            return value
-        finally:
-            if lease is not None:
-                await self._release_lease(key, lease)
+        except BaseException:
+            if lease is not None:  # let another process try at once
+                await self._release_lease(key, "load", lease)
+            raise
+        # The lease is left to expire: the value it guarded is in place, and two round
+        # trips per miss (get, delete) are saved.
+        await self.client.set(key, value, ttl, soft_ttl=soft_ttl)
+        return value
 
     def refresh_in_background(self, key: str, refresh: Callable[[], Awaitable[None]]) -> None:
         """Run `refresh()` in the background, unless `key` is already being refreshed by
@@ -106,7 +109,7 @@ class CacheService:
             return
 
         async def leased() -> None:
-            lease = await self._take_lease(key)
+            lease = await self._take_lease(key, "refresh")
             if lease is None:
                 return
             try:
@@ -114,27 +117,28 @@ class CacheService:
             except Exception:
                 log.exception("background refresh of a cache entry failed")
             finally:
-                await self._release_lease(key, lease)
+                await self._release_lease(key, "refresh", lease)
 
         task = asyncio.ensure_future(self._flights.run(flight, leased))
         self._refreshes.add(task)
         task.add_done_callback(self._refreshes.discard)
 
-    async def _take_lease(self, key: str) -> str | None:
+    async def _take_lease(self, key: str, purpose: str) -> str | None:
         """A lease token if this process may compute `key`; `None` if another holds it.
 
         With the cache failing there is nobody to coordinate with: compute (a lease `add`
         cannot tell "taken" from "server down").
         """
         token = secrets.token_hex(8)
-        if await self.client.add(self._lease_key(key), token, self.leases.ttl):
+        if await self.client.add(self._lease_key(key, purpose), token, self.leases.ttl):
             return token
         return None if self.client.healthy() else token
 
-    async def _release_lease(self, key: str, token: str) -> None:
-        entry = await self.client.get(self._lease_key(key))
+    async def _release_lease(self, key: str, purpose: str, token: str) -> None:
+        lease_key = self._lease_key(key, purpose)
+        entry = await self.client.get(lease_key)
         if entry is not None and entry.value == token:
-            await self.client.delete(self._lease_key(key))
+            await self.client.delete(lease_key)
 
     async def _wait_for(self, key: str) -> Any:
         deadline = self.clock() + self.leases.wait
@@ -145,8 +149,11 @@ class CacheService:
                 return entry
         return None
 
-    def _lease_key(self, key: str) -> str:
-        return self.keys.key("lease", key)
+    def _lease_key(self, key: str, purpose: str) -> str:
+        """A load (on a miss) and a refresh (of a stale value) lease apart: a load's lease is
+        left to expire once its value is stored, and must not hold up the first refresh."""
+        parts = (key,) if purpose == "load" else (purpose, key)
+        return self.keys.key("lease", *parts)
 
     def memoize(
         self,
