@@ -419,6 +419,7 @@ class Run:
         self.slots: list[Record] = []
         self._uses = 0  # measurements since the last slot
         self.step, self.total = 0, planned_steps(args)
+        self.started = time.monotonic()
 
     def slot(self, floor: bool) -> Record:
         """The slot beside the next measurement (or the last one): a new one once
@@ -458,7 +459,9 @@ class Run:
                 outcome += f"; its 200: {ok['rps']:,.0f} req/s, {ratio_text(ok)}"
             if record.get("notes"):
                 outcome += f"; {record['notes']}"
-        print(f"[{self.step}/{self.total}] {what} ... {outcome}", flush=True)
+        minutes, seconds = divmod(round(time.monotonic() - self.started), 60)
+        print(f"[{self.step}/{self.total} {minutes}:{seconds:02}] {what} ... {outcome}",
+              flush=True)
         return record
 
 

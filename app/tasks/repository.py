@@ -23,9 +23,10 @@ TASK = TaskRow.__table__
 COLUMNS = (TASK.c.id, TASK.c.name, TASK.c.done, TASK.c.created_at, TASK.c.updated_at)
 # Computed once per statement by the database (an uncorrelated subquery), not once per row.
 TOTAL = select(func.count()).select_from(TASK).scalar_subquery().label("total")
-# The list's statements, built once: a page load then costs one execute.
+# The list's statements, built once: a page load then costs one execute. No total: a
+# count reads every row, so a page would cost more the longer the list.
 NEWEST = (
-    select(TASK.c.id, TASK.c.name, TASK.c.done, TOTAL)
+    select(TASK.c.id, TASK.c.name, TASK.c.done)
     .order_by(TASK.c.id.desc())
     .limit(bindparam("limit"))
 )
@@ -48,16 +49,15 @@ class TaskRepository:
 
     async def newest(
         self, *, limit: int, before: int | None = None
-    ) -> tuple[list[ListedTask], int]:
-        """Up to `limit` tasks, newest first, older than id `before` if given; and how many
-        tasks there are in all. One statement (keyset paging: no OFFSET to walk past)."""
+    ) -> list[ListedTask]:
+        """Up to `limit` tasks, newest first, older than id `before` if given. One
+        statement, as cheap with a million tasks as with ten (keyset paging: the primary
+        key's index is walked from `before`, no OFFSET to count past)."""
         if before is None:
             result = await self.db.execute(NEWEST, {"limit": limit})
         else:
             result = await self.db.execute(NEWEST_BEFORE, {"limit": limit, "before": before})
-        rows = result.all()
-        total = rows[0].total if rows else await self.count()
-        return [{"id": row.id, "name": row.name, "done": row.done} for row in rows], total
+        return [{"id": row.id, "name": row.name, "done": row.done} for row in result]
 
     async def list(self, *, limit: int | None = None, offset: int = 0) -> tuple[list[Task], int]:
         """A page of tasks in creation order, and how many there are in all (one statement
@@ -67,8 +67,14 @@ class TaskRepository:
         total = rows[0].total if rows else await self.count()
         return [_to_task(row) for row in rows], total
 
-    async def count(self) -> int:
-        return (await self.db.execute(select(func.count()).select_from(TASK))).scalar_one()
+    async def count(self, *, up_to: int | None = None) -> int:
+        """How many tasks there are, or `up_to` if there are at least that many (which reads
+        only that many rows)."""
+        if up_to is None:
+            query = select(func.count()).select_from(TASK)
+        else:
+            query = select(func.count()).select_from(select(TASK.c.id).limit(up_to).subquery())
+        return (await self.db.execute(query)).scalar_one()
 
     async def get(self, task_id: int) -> Task | None:
         if not 0 < task_id <= MAX_TASK_ID:

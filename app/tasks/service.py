@@ -55,11 +55,13 @@ class TaskPage:
 @dataclass(frozen=True)
 class ListPage:
     """A page of the HTML list, newest first; `next_before` is the cursor of the next
-    (older) page, `None` on the last one."""
+    (older) page, `None` on the last one. `total` is how many tasks there are when this
+    page shows them all, else `None` (more than `PAGE_SIZE`: counting them all would make a
+    page cost more the longer the list)."""
 
     tasks: list[ListedTask]
-    total: int
     next_before: int | None
+    total: int | None
 
 
 class TaskService:
@@ -80,16 +82,18 @@ class TaskService:
     async def list_page(self, before: int | None = None) -> ListPage:
         """The newest `PAGE_SIZE` tasks older than id `before` (all: the first page); memoized."""
         data = await self._list_page(before=before)
-        return ListPage(data["tasks"], data["total"], data["next_before"])
+        tasks, next_before = data["tasks"], data["next_before"]
+        return ListPage(tasks, next_before, None if before or next_before else len(tasks))
 
     async def page(self, *, limit: int, offset: int) -> TaskPage:
         """A page of tasks in creation order, with the total; memoized."""
         data = await self._page(limit=limit, offset=offset)
         return TaskPage(_tasks.validate_python(data["items"]), data["total"], limit, offset)
 
-    async def count(self) -> int:
-        """How many tasks there are; memoized."""
-        return await self._count()
+    async def count(self) -> int | None:
+        """How many tasks there are if they fit on one page, else `None`; memoized."""
+        count = await self._count()
+        return count if count <= PAGE_SIZE else None
 
     async def get(self, task_id: int) -> Task | None:
         data = await self._task(task_id=task_id)
@@ -155,12 +159,12 @@ class TaskService:
         return result
 
     async def _load_list_page(self, *, before: int | None) -> dict[str, Any]:
-        tasks, total = await read(
+        tasks = await read(
             self.reader, lambda db: TaskRepository(db).newest(limit=PAGE_SIZE + 1, before=before)
         )
         more = len(tasks) > PAGE_SIZE
         del tasks[PAGE_SIZE:]
-        return {"tasks": tasks, "total": total, "next_before": tasks[-1]["id"] if more else None}
+        return {"tasks": tasks, "next_before": tasks[-1]["id"] if more else None}
 
     async def _load_page(self, *, limit: int, offset: int) -> dict[str, Any]:
         items, total = await read(
@@ -169,7 +173,7 @@ class TaskService:
         return {"items": [task.to_data() for task in items], "total": total}
 
     async def _load_count(self) -> int:
-        return await read(self.reader, lambda db: TaskRepository(db).count())
+        return await read(self.reader, lambda db: TaskRepository(db).count(up_to=PAGE_SIZE + 1))
 
     async def _load_task(self, *, task_id: int) -> dict[str, Any] | None:
         task = await read(self.reader, lambda db: TaskRepository(db).get(task_id))

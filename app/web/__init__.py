@@ -9,7 +9,11 @@ from pathlib import Path
 
 from quart import Blueprint, current_app, request, url_for
 
+from app.tasks.service import PAGE_SIZE
+
 bp = Blueprint("web", __name__)
+# The summary says "More than <page_size> tasks" when a page does not show them all.
+bp.record_once(lambda state: state.app.jinja_env.globals.update(page_size=PAGE_SIZE))
 
 
 @cache

@@ -118,5 +118,5 @@ async def _reply(
     return add_vary(redirect(url_for("web.index"), 303))
 
 
-async def _total() -> int:
+async def _total() -> int | None:
     return await get_tasks().count()

@@ -41,13 +41,16 @@ async def test_pages_go_from_newest_to_oldest_through_next_links(app: Quart, cli
         path = link.group(1) if link else None
     assert pages == [newest_first[:PAGE_SIZE], newest_first[PAGE_SIZE:2 * PAGE_SIZE],
                      newest_first[2 * PAGE_SIZE:]]
-    assert f"{len(ids)} tasks" in await get(client, "/")
+    assert "More than 100 tasks" in await get(client, "/")  # not counted past a page
 
 
 async def test_ten_and_a_hundred_tasks_are_one_page(app: Quart, client: Client) -> None:
     await seed(app, PAGE_SIZE)
     html = await get(client, "/")
     assert len(task_ids(html)) == PAGE_SIZE and 'rel="next"' not in html
+    assert f"{PAGE_SIZE} tasks" in html
+    response = await client.post("/", form={"name": "one more"}, headers=HTMX)
+    assert "More than 100 tasks" in await response.get_data(as_text=True)
 
 
 async def test_a_new_task_is_first_on_the_first_page(app: Quart, client: Client) -> None:
