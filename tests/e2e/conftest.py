@@ -129,7 +129,8 @@ def browser() -> Iterator[Browser]:
 
 def _watched_page(context: BrowserContext, base_url: str, problems: list[str]) -> Page:
     """A page that records console errors (CSP violations among them), uncaught errors,
-    failed responses (but the 422 of a refused name, which is expected) and any request
+    failed responses (but the 422 of a refused name and the 410 of a task deleted elsewhere,
+    which the page handles) and any request
     that leaves our origin."""
     page = context.new_page()
 
@@ -139,7 +140,7 @@ def _watched_page(context: BrowserContext, base_url: str, problems: list[str]) -
             problems.append(f"console: {message.text}")
 
     def on_response(response: Response) -> None:
-        if response.status >= 400 and response.status != 422:
+        if response.status >= 400 and response.status not in (410, 422):
             problems.append(f"{response.status} for {response.url}")
 
     page.on("console", on_console)

@@ -202,3 +202,16 @@ def test_older_pages_open_through_the_link_without_javascript(
     expect(nojs_page).to_have_url(re.compile(r"/\?before=\d+$"))
     expect(nojs_page.locator("#tasks > li")).to_have_count(3)
     expect(nojs_page.locator("#tasks > li").first.get_by_role("textbox")).to_have_value("task 2")
+
+
+def test_a_row_whose_task_was_deleted_elsewhere_removes_itself(page: Page, base_url: str) -> None:
+    create_tasks(base_url, 2)
+    page.goto("/")
+    expect(rows(page)).to_have_count(2)
+    gone = rows(page).first.get_attribute("id").removeprefix("task-")
+    request = urllib.request.Request(f"{base_url}/api/tasks/{gone}", method="DELETE")
+    urllib.request.urlopen(request).close()  # deleted in another tab, say
+    rows(page).first.get_by_role("button", name="Done").click()
+    expect(page.locator("#flashes")).to_have_text("That task no longer exists.")
+    expect(rows(page)).to_have_count(1)  # the 410 rule inherited from #tasks removed it
+    expect(page.locator(f"#task-{gone}")).to_have_count(0)

@@ -3,7 +3,8 @@
 The whole pipeline, for real: its own PostgreSQL database and memcached, hypercorn as in
 production, the baselines, wrk, the write-then-read loop, the JSON and the chart. Asserts
 what a run must hold whatever the machine: every kind of case measured (a positive rate),
-Q measured, no stale read, no failed request in the cached cases. No rates are compared.
+Q measured, every ratio paired with the Q (and, cached, H) runs beside it, no stale read, no
+failed request in the cached cases. No rates are compared.
 
 The next page and gzip are checked only when the app serves them.
 """
@@ -66,6 +67,22 @@ def test_q_and_the_baselines(results: dict[str, Any]) -> None:
     baselines = cases(results, "baseline")
     assert {(c["app"], c["loop"]) for c in baselines if c["rps"] > 0} == BASELINES
     assert all(c["body_bytes"] == 5120 and c["non_2xx"] == 0 for c in baselines)
+
+
+def test_every_rate_is_paired_with_the_q_runs_beside_it(results: dict[str, Any]) -> None:
+    assert results["slots"] and all(slot["q"] > 0 for slot in results["slots"])
+    assert results["floor"]["median"] > 0
+    rated = [c for c in results["cases"] if "skipped" not in c]
+    for case in rated:
+        rounds = case["per_round"]
+        assert len(rounds) == 1 and case["in_q"] > 0, case  # --smoke: one round
+        assert all(r["q_before"] > 0 and r["q_after"] > 0 for r in rounds)
+        if case.get("cache") == "on":
+            assert case["in_floor"] > 0, case
+            if case["group"] == "304":
+                assert case["compared_200"]["in_q"] > 0 < case["compared_200"]["in_floor"]
+        else:
+            assert "in_floor" not in case, case
 
 
 def test_not_modified_is_compared_with_the_cached_200(results: dict[str, Any]) -> None:
