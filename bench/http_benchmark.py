@@ -146,12 +146,17 @@ class Server:
         raise ServerFailed(f"{self.name} did not answer {self.ready_path} within "
                            f"{START_TIMEOUT:.0f} s:\n{self.log_tail()}")
 
+    def terminate(self) -> None:
+        """SIGTERM without waiting (`stop` waits)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s."""
+        self.terminate()
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -174,12 +179,20 @@ def running(*servers: Server) -> Iterator[None]:
     """Start `servers` all at once (their start-ups overlap), wait until each is up, and stop
     them all afterwards (stopping one earlier is allowed)."""
     with ExitStack() as stack:
+        stack.callback(stop_all, servers)
         for server in servers:
-            stack.callback(server.stop)
             server.spawn()
         for server in servers:
             server.wait_until_up()
         yield
+
+
+def stop_all(servers: Sequence[Server]) -> None:
+    """Stop `servers` together: SIGTERM to all, then wait for each."""
+    for server in servers:
+        server.terminate()
+    for server in servers:
+        server.stop()
 
 
 @dataclass
@@ -400,7 +413,7 @@ Q_CASE = ("quart_app", "asyncio")  # Q
 FLOOR_CASE = ("hit_floor_app", "uvloop")  # H
 DEFAULTS: Record = {"sizes": [10, 100, 1000, 10000], "seconds": 10, "rounds": 2,
                     "write_sizes": [10, 100], "write_seconds": 10}
-SMOKE_PAIR_EVERY = 8  # --smoke measures a slot only every 8 measurements, to stay at a minute
+SMOKE_PAIR_EVERY = 16  # --smoke measures a slot only every 16 rounds, to stay under a minute
 
 
 class Run:
@@ -1163,7 +1176,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-write", action="store_true", help="leave PERFORMANCE.md alone")
     parser.add_argument("--smoke", action="store_true",
                         help="sizes 10,150, 1 s runs, 1 round, a Q run only every "
-                        f"{SMOKE_PAIR_EVERY} measurements; writes no docs")
+                        f"{SMOKE_PAIR_EVERY} rounds; writes no docs")
     args = parser.parse_args(argv)
     args.command = " ".join([".venv/bin/python", SCRIPT, *sys.argv[1:]])
     if args.smoke:
@@ -1220,12 +1233,10 @@ def measure(args: argparse.Namespace,
     run = Run(args, services, servers[Q_CASE], servers[FLOOR_CASE])
     with running(*servers.values(), cached, uncached):  # Q and H stay up to the end
         baselines(run, servers, "at the start")
-        for app_loop, server in servers.items():
-            if app_loop not in (Q_CASE, FLOOR_CASE):
-                server.stop()
+        stop_all([server for app_loop, server in servers.items()
+                  if app_loop not in (Q_CASE, FLOOR_CASE)])
         sizes_loop(run, cached, uncached)
-        cached.stop()
-        uncached.stop()
+        stop_all([cached, uncached])
         other_servers(run)
         for tasks in args.write_sizes:
             run.add(write_then_read(run, tasks), f"write then read, {tasks} tasks at start")
