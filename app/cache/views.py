@@ -173,12 +173,8 @@ class ViewCacheMiddleware:
         await self.asgi_app(scope, receive, record)
 
     def _key_of(
-        self,
-        service: CacheService,
-        spec: ViewCacheSpec,
-        view_args: dict[str, Any],
-        scope: dict,
-        headers: Mapping[str, str],
+        self, service: CacheService, spec: ViewCacheSpec, view_args: dict[str, Any],
+        scope: dict, headers: Mapping[str, str],
     ) -> tuple[str, list[str], list[str]]:
         """The entry's key, its namespaces and their generation keys (memoised per URL and
         variant: building them costs more than the rest of a hit)."""
