@@ -6,7 +6,7 @@ subprocess on a free port, configured by the environment only (as a deploy runs 
     ...server.url...
     server.stop()           # terminate, then kill
 
-Plain helper, no pytest fixtures: the tests and `bench/task_list_http.py` own the lifetimes.
+Plain helper, no pytest fixtures: the tests own the lifetimes (the benchmarks start their own).
 """
 
 from __future__ import annotations
