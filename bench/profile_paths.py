@@ -167,7 +167,7 @@ def main() -> None:
             )
             report(name, seconds, args.requests, profiler, args.html)
     finally:
-        memcached.stop()
+        memcached.kill()
         drop_postgres_database(database_url)
 
 

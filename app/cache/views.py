@@ -225,7 +225,10 @@ class ViewCacheMiddleware:
                 captured.body += message.get("body", b"")
                 if not message.get("more_body", False):
                     shareable = False  # store once
-                    await self._store(service, key, spec, tokens, captured)
+                    # Shielded: the server reports the client gone once it has the body, and
+                    # Quart then cancels the request, which would cut the store off midway
+                    # (and close the cache connection it was using).
+                    await asyncio.shield(self._store(service, key, spec, tokens, captured))
 
         return send_and_record
 

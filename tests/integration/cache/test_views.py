@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 from collections.abc import Callable
 
 import pytest
 from quart import Quart, Response
 
-from app.cache import CacheClient
+from app.cache import CacheClient, KeyBuilder, MemcachedBackend
 from app.cache.recent import RecentResponses, StoredResponse
 from app.cache.service import CacheService
 from app.cache.views import ViewCacheMiddleware, cached
 from tests.support.clock import Clock
+from tests.support.memcached import MemcachedProcess
 
 
 @pytest.fixture
@@ -225,22 +227,31 @@ async def asgi_request(
     app: Quart, method: str, headers: list[tuple[bytes, bytes]]
 ) -> tuple[dict[bytes, bytes], bytes]:
     """The headers and body the app sends, as a server gets them (the test client
-    recomputes Content-Length from the body it received)."""
+    recomputes Content-Length from the body it received). Like hypercorn, it reports the
+    client gone as soon as the whole body is sent."""
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
              "method": method, "scheme": "http", "path": "/", "raw_path": b"/",
              "query_string": b"", "root_path": "", "headers": [(b"host", b"x"), *headers],
              "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "extensions": {}}
     sent: dict[bytes, bytes] = {}
     body = bytearray()
+    requested, finished = False, asyncio.Event()
 
     async def receive() -> dict:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await finished.wait()
+        return {"type": "http.disconnect"}
 
     async def send(message: dict) -> None:
         if message["type"] == "http.response.start":
             sent.update(message["headers"])
         else:
             body.extend(message.get("body", b""))
+            if not message.get("more_body", False):
+                finished.set()
 
     await app.asgi_app(scope, receive, send)
     return sent, bytes(body)
@@ -290,3 +301,30 @@ def test_recent_responses_keep_the_newest_within_their_bytes() -> None:
     assert recent.bytes <= 10_000
     recent.put("huge", response(bytes(range(256)) * 100))  # larger than the whole budget
     assert recent.get("huge") is None and len(recent) == 3
+
+
+async def test_a_miss_is_stored_without_losing_its_connection_when_the_client_goes(
+    memcached: MemcachedProcess, make_backend: Callable[..., MemcachedBackend]
+) -> None:
+    """hypercorn reports the client gone right after the last body message, and Quart then
+    cancels the request. The store that follows must not be cut off: a cancelled operation
+    closes its connection, so every miss would open a new one (and re-authenticate)."""
+    client = CacheClient(make_backend([memcached.address]), keys=KeyBuilder("test"))
+    service = CacheService(client)
+    app = make_app(service, lambda: PAGE)
+    await asgi_request(app, "GET", [])  # warm: the pool opens its connections
+    await asyncio.sleep(0.05)
+    opened = total_connections(memcached)
+    for _ in range(20):
+        await service.bump("things")  # a write elsewhere: the next request misses
+        headers, _ = await asgi_request(app, "GET", [])
+        assert headers[b"x-cache"] == b"miss"
+    await asyncio.sleep(0.05)
+    assert total_connections(memcached) - opened <= 2  # the stats probes' own, not 20
+    other = make_app(service, lambda: "never rendered")  # nothing kept in its memory
+    assert (await other.test_client().get("/")).headers["X-Cache"] == "hit"
+
+
+def total_connections(memcached: MemcachedProcess) -> int:
+    stats = memcached.command(b"stats\r\n").decode()
+    return int(re.search(r"STAT total_connections (\d+)", stats).group(1))
