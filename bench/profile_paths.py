@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from tests.support.asgi import asgi_request  # noqa: E402
 from tests.support.databases import (  # noqa: E402
     create_postgres_database,
     drop_postgres_database,
@@ -58,34 +59,7 @@ async def call(
     body: bytes = b"",
 ) -> int:
     """One request through the ASGI app; returns the status."""
-    path, _, query = path.partition("?")
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
-        "root_path": "", "headers": [(b"host", b"127.0.0.1"), *headers],
-        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80), "extensions": {},
-    }
-    status = 0
-    requested = False
-    finished = asyncio.Event()
-
-    async def receive() -> dict:
-        nonlocal requested
-        if not requested:
-            requested = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await finished.wait()  # as a server does: the disconnect comes after the response
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif not message.get("more_body", False):
-            finished.set()
-
-    await app(scope, receive, send)
-    return status
+    return (await asgi_request(app, method, path, headers, body)).status
 
 
 async def seed(dsn: str, count: int) -> None:

@@ -14,6 +14,7 @@ from app.cache import CacheClient, KeyBuilder, MemcachedBackend
 from app.cache.recent import RecentResponses, StoredResponse
 from app.cache.service import CacheService
 from app.cache.views import ViewCacheMiddleware, cached
+from tests.support.asgi import asgi_request
 from tests.support.clock import Clock
 from tests.support.memcached import MemcachedProcess
 
@@ -215,46 +216,12 @@ async def test_head_of_a_gzip_entry_says_its_length_and_sends_no_body(
     app = make_app(service, lambda: PAGE)
     await app.test_client().get("/")
     gzip_header = [(b"accept-encoding", b"gzip")]
-    head_headers, head_body = await asgi_request(app, "HEAD", gzip_header)
-    get_headers, get_body = await asgi_request(app, "GET", gzip_header)
-    assert head_headers[b"x-cache"] == b"hit" and head_headers[b"content-encoding"] == b"gzip"
-    assert head_body == b"" and get_body
-    assert head_headers[b"content-length"] == get_headers[b"content-length"]
-    assert int(get_headers[b"content-length"]) == len(get_body)
-
-
-async def asgi_request(
-    app: Quart, method: str, headers: list[tuple[bytes, bytes]]
-) -> tuple[dict[bytes, bytes], bytes]:
-    """The headers and body the app sends, as a server gets them (the test client
-    recomputes Content-Length from the body it received). Like hypercorn, it reports the
-    client gone as soon as the whole body is sent."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": method, "scheme": "http", "path": "/", "raw_path": b"/",
-             "query_string": b"", "root_path": "", "headers": [(b"host", b"x"), *headers],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "extensions": {}}
-    sent: dict[bytes, bytes] = {}
-    body = bytearray()
-    requested, finished = False, asyncio.Event()
-
-    async def receive() -> dict:
-        nonlocal requested
-        if not requested:
-            requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await finished.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        if message["type"] == "http.response.start":
-            sent.update(message["headers"])
-        else:
-            body.extend(message.get("body", b""))
-            if not message.get("more_body", False):
-                finished.set()
-
-    await app.asgi_app(scope, receive, send)
-    return sent, bytes(body)
+    head = await asgi_request(app.asgi_app, "HEAD", "/", gzip_header)
+    got = await asgi_request(app.asgi_app, "GET", "/", gzip_header)
+    assert head.headers[b"x-cache"] == b"hit" and head.headers[b"content-encoding"] == b"gzip"
+    assert head.body == b"" and got.body
+    assert head.headers[b"content-length"] == got.headers[b"content-length"]
+    assert int(got.headers[b"content-length"]) == len(got.body)
 
 
 async def test_a_small_body_is_sent_as_it_is_to_every_client(service: CacheService) -> None:
@@ -312,13 +279,12 @@ async def test_a_miss_is_stored_without_losing_its_connection_when_the_client_go
     client = CacheClient(make_backend([memcached.address]), keys=KeyBuilder("test"))
     service = CacheService(client)
     app = make_app(service, lambda: PAGE)
-    await asgi_request(app, "GET", [])  # warm: the pool opens its connections
+    await asgi_request(app.asgi_app, "GET", "/")  # warm: the pool opens its connections
     await asyncio.sleep(0.05)
     opened = total_connections(memcached)
     for _ in range(20):
         await service.bump("things")  # a write elsewhere: the next request misses
-        headers, _ = await asgi_request(app, "GET", [])
-        assert headers[b"x-cache"] == b"miss"
+        assert (await asgi_request(app.asgi_app, "GET", "/")).headers[b"x-cache"] == b"miss"
     await asyncio.sleep(0.05)
     assert total_connections(memcached) - opened <= 2  # the stats probes' own, not 20
     other = make_app(service, lambda: "never rendered")  # nothing kept in its memory

@@ -1,0 +1,59 @@
+"""One HTTP request straight into an ASGI app, as a server hands it over: no socket, no test
+client (which recomputes Content-Length from the body it got), and, like hypercorn, the
+client reported gone as soon as the whole body is sent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+ASGIApp = Callable[[dict[str, Any], Callable[..., Any], Callable[..., Any]], Awaitable[None]]
+
+
+@dataclass
+class Sent:
+    """What the app sent: its status, headers (by lowercase name) and body."""
+
+    status: int = 0
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    body: bytearray = field(default_factory=bytearray)
+
+
+async def asgi_request(
+    app: ASGIApp,
+    method: str,
+    target: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    body: bytes = b"",
+) -> Sent:
+    path, _, query = target.partition("?")
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
+        "root_path": "", "headers": [(b"host", b"127.0.0.1"), *(headers or [])],
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80), "extensions": {},
+    }
+    sent = Sent()
+    requested, finished = False, asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await finished.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            sent.status = message["status"]
+            sent.headers.update(message.get("headers", []))
+        else:
+            sent.body.extend(message.get("body", b""))
+            if not message.get("more_body", False):
+                finished.set()
+
+    await app(scope, receive, send)
+    return sent
