@@ -48,8 +48,13 @@ class LiveServer:
         port: int | None = None,
         workers: int = 1,
         extra_args: Sequence[str] = (),
+        command: str | None = None,
     ) -> None:
+        """`command`: a shell command line to run instead of plain hypercorn, as a deploy
+        runs it (the Dockerfile's CMD, the Procfile's `web:` line): it gets `PORT`, and
+        finds `.venv/bin` first on `PATH` (where the image has its own venv)."""
         self.port = port or free_port()
+        self.command = command
         self.log = log
         self.workers = workers
         self.extra_args = tuple(extra_args)
@@ -57,6 +62,9 @@ class LiveServer:
             k: v for k, v in os.environ.items() if not k.startswith(self.APP_VARIABLES)
         }
         self.env = {**base, "APP_ENV": "development", **env}
+        if command is not None:
+            path = f"{HYPERCORN.parent}{os.pathsep}{self.env.get('PATH', '')}"
+            self.env.update(PORT=str(self.port), PATH=path)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,10 +83,13 @@ class LiveServer:
         if not HYPERCORN.exists():
             raise ServerFailed(f"{HYPERCORN} is missing: run `make test` to create .venv")
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        args = [str(HYPERCORN), "app:create_app()", "--bind", f"127.0.0.1:{self.port}"]
-        if self.workers != 1:
-            args += ["--workers", str(self.workers)]
-        args += self.extra_args
+        if self.command is not None:
+            args = ["sh", "-c", self.command, *self.extra_args]
+        else:
+            args = [str(HYPERCORN), "app:create_app()", "--bind", f"127.0.0.1:{self.port}"]
+            if self.workers != 1:
+                args += ["--workers", str(self.workers)]
+            args += self.extra_args
         with self.log.open("ab") as sink:
             self._proc = subprocess.Popen(
                 args, cwd=PROJECT_ROOT, env=self.env, stdout=sink, stderr=subprocess.STDOUT
@@ -109,6 +120,15 @@ class LiveServer:
             f"hypercorn on port {self.port} did not answer /healthz within {timeout:.0f} s:\n"
             f"{self.log_text()}"
         )
+
+    def send_signal(self, signum: int) -> None:
+        assert self._proc is not None, "the server is not running"
+        self._proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status, once the server has exited (within `timeout` seconds)."""
+        assert self._proc is not None, "the server was not started"
+        return self._proc.wait(timeout=timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (hypercorn shuts down gracefully, running `after_serving`), then SIGKILL."""

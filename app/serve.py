@@ -1,0 +1,228 @@
+"""`python -m app.serve`: hypercorn, with a master that replaces a worker that dies.
+
+It takes hypercorn's own arguments (`--config hypercorn.toml --bind ... --workers N APP`)
+and serves with hypercorn's own workers; only the master differs from hypercorn 0.18's,
+which stops every worker and exits when one of them dies (a SIGKILLed worker, an OOM
+kill), and exits 0 when the app refuses to start. This master:
+
+- loads the app once before it starts any worker, so a refusal to start (a missing
+  `SECRET_KEY`, a malformed setting) exits non-zero with the reason, before a port is taken;
+- refuses more than one worker on the in-process cache (each worker would keep its own
+  cache and sessions, and serve what another worker has already invalidated);
+- starts a new worker in place of one that dies, while the others go on serving, and
+  gives up (exit 1) when new workers keep dying within seconds of their start;
+- on SIGTERM or SIGINT lets every worker drain its requests (hypercorn's
+  `graceful_timeout`) and close its pools, and exits 0 when they all did. A worker that is
+  sent SIGTERM itself (Heroku and honcho signal every process) drains in the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from multiprocessing import get_context
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
+from types import FrameType
+
+import hypercorn.__main__ as hypercorn_cli
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config, Sockets
+from hypercorn.utils import load_application
+
+from app.settings import Settings, SettingsError
+
+log = logging.getLogger("tasklist.serve")
+
+# A worker that dies this soon after its start did not come up; after this many such
+# deaths in a row the master stops instead of restarting workers in a tight loop.
+BOOT_SECONDS = 5.0
+BOOT_FAILURES = 3
+# Time a worker has, past the graceful timeout, to run the app's shutdown and exit.
+SHUTDOWN_GRACE = 5.0
+
+
+def main() -> None:
+    """Parse hypercorn's command line and serve with `supervise` instead of its `run`."""
+    hypercorn_cli.run = supervise  # the CLI builds the Config, then calls `run(config)`
+    sys.exit(hypercorn_cli.main())
+
+
+def supervise(config: Config) -> int:
+    _log_to_stderr()
+    if config.worker_class not in ("asyncio", "uvloop"):
+        log.error("worker_class %r is not supported: use asyncio or uvloop", config.worker_class)
+        return 2
+    refusal = _refusal(config)
+    if refusal is not None:
+        log.error("refusing to start: %s", refusal)
+        return 1
+    return Master(config).run()
+
+
+def _refusal(config: Config) -> str | None:
+    """Why the app cannot be served with `config`, or None. Loading it here runs
+    `create_app`, which reads and checks every setting (and opens nothing)."""
+    if config.workers < 1:
+        return "--workers must be at least 1"
+    try:
+        load_application(config.application_path, config.wsgi_max_body_size)
+        settings = Settings.from_env()  # after create_app has read `.env`
+    except SettingsError as error:
+        return str(error)
+    except Exception as error:  # an import error, a typo in the app path: say which
+        return f"{config.application_path} does not load: {error!r}"
+    if config.workers > 1 and not settings.memcache_servers:
+        return (
+            f"{config.workers} workers would each keep their own in-process cache and "
+            "sessions; set MEMCACHIER_SERVERS to a memcached server, or run one worker"
+        )
+    return None
+
+
+class Master:
+    """Keeps `config.workers` hypercorn workers serving the sockets it opened."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.context = get_context("spawn")  # as hypercorn: no state forked from the master
+        self.sockets = config.create_sockets()
+        self.shutdown = self.context.Event()
+        self.workers: list[Worker] = []
+        self.stopping = False
+        self.boot_failures = 0
+
+    def run(self) -> int:
+        # Workers inherit an ignored SIGINT (a terminal's Ctrl-C reaches the whole
+        # group): the master alone decides when they stop.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for _ in range(self.config.workers):
+            self._start_worker()
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGTERM, self._stop)
+        while not self.stopping:
+            wait([worker.process.sentinel for worker in self.workers], timeout=1.0)
+            for worker in [w for w in self.workers if not w.process.is_alive()]:
+                self.workers.remove(worker)
+                if not self.stopping and not self._replace(worker):
+                    self._stop()
+        code = self._drain()
+        self._close_sockets()
+        return code if self.boot_failures < BOOT_FAILURES else 1
+
+    def _start_worker(self) -> None:
+        process = self.context.Process(
+            target=serve_worker,
+            kwargs={"config": self.config, "sockets": self.sockets, "shutdown": self.shutdown},
+        )
+        process.daemon = self.config.daemon  # ended with the master, should it crash
+        process.start()
+        self.workers.append(Worker(process, time.monotonic()))
+        log.info("worker %s started", process.pid)
+
+    def _replace(self, dead: Worker) -> bool:
+        """Start a worker in place of `dead`; False when workers keep dying at start."""
+        dead.process.join()
+        lived = time.monotonic() - dead.started
+        log.warning(
+            "worker %s exited (%s) after %.1f s",
+            dead.process.pid,
+            _describe(dead.process.exitcode),
+            lived,
+        )
+        self.boot_failures = self.boot_failures + 1 if lived < BOOT_SECONDS else 0
+        if self.boot_failures >= BOOT_FAILURES:
+            log.error("%d workers in a row died within %.0f s of starting; stopping",
+                      self.boot_failures, BOOT_SECONDS)
+            return False
+        self._start_worker()
+        return True
+
+    def _stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        if signum is not None:
+            log.info("%s: finishing the requests in flight, then exiting",
+                     signal.Signals(signum).name)
+        self.stopping = True
+        self.shutdown.set()
+
+    def _drain(self) -> int:
+        """Wait for the workers to drain and exit; 0 when they all exited cleanly."""
+        deadline = time.monotonic() + self.config.graceful_timeout + SHUTDOWN_GRACE
+        code = 0
+        for worker in self.workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                log.error("worker %s did not exit in time; killing it", worker.process.pid)
+                worker.process.kill()
+                worker.process.join()
+            if worker.process.exitcode != 0:
+                code = 1
+        return code
+
+    def _close_sockets(self) -> None:
+        for sock in (*self.sockets.secure_sockets, *self.sockets.insecure_sockets):
+            sock.close()
+
+
+class Worker:
+    __slots__ = ("process", "started")
+
+    def __init__(self, process: BaseProcess, started: float) -> None:
+        self.process = process
+        self.started = started
+
+
+def serve_worker(config: Config, sockets: Sockets, shutdown: Event) -> None:
+    """One worker process: hypercorn's asyncio or uvloop worker, stopped gracefully by the
+    master's event, by a SIGTERM of its own, or by the master going away."""
+    app = load_application(config.application_path, config.wsgi_max_body_size)
+    master = os.getppid()
+    terminated = False
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        nonlocal terminated
+        terminated = True  # a flag only: the event's lock is not safe in a signal handler
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    async def shutdown_trigger() -> None:
+        # Polled, as hypercorn polls its own event: a process-shared event, a flag, a pid.
+        while not (terminated or shutdown.is_set() or os.getppid() != master):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+    loop_factory = None
+    if config.worker_class == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(worker_serve(app, config, sockets=sockets, shutdown_trigger=shutdown_trigger))
+
+
+def _describe(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        return f"killed by {signal.Signals(-exitcode).name}"
+    return f"exit code {exitcode}"
+
+
+def _log_to_stderr() -> None:
+    """The master's own lines, formatted as hypercorn's (the app may reconfigure
+    `tasklist` logging once it loads)."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
+                              "%Y-%m-%d %H:%M:%S %z")
+        )
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+if __name__ == "__main__":
+    main()
