@@ -9,12 +9,14 @@ BIN := $(VENV)/bin
 PYTHON313 := $(shell (python3.13 -c 'import sys' >/dev/null 2>&1 && command -v python3.13) \
 	|| ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | sort -V | tail -n 1)
 # Debian packages (package:path) the tests drive as real processes, and the benchmarks' tools.
-TEST_SYSTEM_PACKAGES := memcached:/usr/bin/memcached chromium:/usr/bin/chromium wrk:/usr/bin/wrk
+# docker-compose (1.29, needs no engine) validates compose.yaml in tests/deploy.
+TEST_SYSTEM_PACKAGES := memcached:/usr/bin/memcached chromium:/usr/bin/chromium wrk:/usr/bin/wrk \
+	docker-compose:/usr/bin/docker-compose
 BENCH_SYSTEM_PACKAGES := memcached:/usr/bin/memcached wrk:/usr/bin/wrk valgrind:/usr/bin/valgrind
 SYSTEM_PACKAGES ?= $(TEST_SYSTEM_PACKAGES)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help run test bench assets migrate system-packages clean
+.PHONY: help run test bench assets migrate lock system-packages clean
 
 help:
 	@echo "make run    serve the app on http://127.0.0.1:$(PORT) (SQLite, in-process cache)"
@@ -43,6 +45,17 @@ assets: $(ASSETS)
 
 migrate: $(BIN)/.installed
 	$(BIN)/alembic upgrade head
+
+# requirements.lock, which the Dockerfile installs with --require-hashes: pyproject.toml's
+# main dependencies (not the test extra) and theirs, each with the sha256 of every file
+# PyPI has for it (so the Linux cp313 wheels the image needs are in). pip-compile keeps the
+# pins already in the lock; it resolves for this Python (3.13). PIP_CONFIG_FILE and
+# PIP_FIND_LINKS are cleared so that a machine's own pip settings (extra indexes, wheel
+# folders) cannot leak into the lock: PyPI alone.
+lock: $(BIN)/.installed
+	PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= CUSTOM_COMPILE_COMMAND="make lock" \
+		$(BIN)/pip-compile --quiet --generate-hashes --strip-extras \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 run: $(BIN)/.installed $(ASSETS)
 	APP_ENV=$${APP_ENV:-development} $(BIN)/alembic upgrade head
