@@ -7,7 +7,7 @@ ARG PYTHON_VERSION=3.13
 FROM node:24-bookworm-slim AS assets
 WORKDIR /assets
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund --loglevel=error
+RUN npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 
 # 2. The Python dependencies, in a venv of their own, from the hash-pinned lock alone:
 #    --require-hashes refuses any file whose sha256 is not in requirements.lock, --no-deps
@@ -42,7 +42,7 @@ COPY templates/ templates/
 # static/ is hand-written (css, favicon); static/vendor/ is left out by .dockerignore and
 # filled from the assets stage, so the image serves exactly the locked htmx.
 COPY static/ static/
-COPY --from=assets /assets/node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
+COPY --from=assets /assets/static/vendor/ static/vendor/
 COPY app/ app/
 # Compiled once here (as root), since the app user cannot write __pycache__ at run time.
 RUN python -m compileall -q app

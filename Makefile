@@ -38,8 +38,7 @@ ASSETS := $(VENDOR)/htmx.min.js
 $(ASSETS): package.json package-lock.json
 	@command -v npm >/dev/null || { echo "error: npm (Node.js) is required to install htmx." >&2; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
-	mkdir -p $(VENDOR)
-	cp node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/
+	npm run --silent build
 
 assets: $(ASSETS)
 

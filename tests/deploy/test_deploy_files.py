@@ -207,12 +207,13 @@ def test_dependencies_come_from_the_hashed_lock_in_their_own_layer() -> None:
 def test_htmx_is_built_from_the_npm_lock_and_served_from_static() -> None:
     assets = stage_named("assets")
     assert only(assets, "COPY") == "package.json package-lock.json ./"
-    assert only(assets, "RUN").startswith("npm ci")
+    # The same two steps as the Makefile's assets rule and Heroku's Node.js buildpack.
+    assert only(assets, "RUN") == (
+        "npm ci --no-audit --no-fund --loglevel=error && npm run --silent build"
+    )
     runtime = [f"{keyword} {arguments}" for keyword, arguments in runtime_stage()]
-    htmx = "COPY --from=assets /assets/node_modules/htmx.org/dist/htmx.min.js"
-    assert f"{htmx} static/vendor/htmx.min.js" in runtime
-    # The same file the Makefile's assets rule copies for `make run`.
-    assert "cp node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/" in (ROOT / "Makefile").read_text()
+    assert "COPY --from=assets /assets/static/vendor/ static/vendor/" in runtime
+    assert "npm run --silent build" in (ROOT / "Makefile").read_text()  # for `make run`
 
 
 def dockerignore() -> list[str]:
@@ -456,3 +457,17 @@ def test_app_json_provisions_postgres_memcachier_and_a_secret() -> None:
     assert addons == {"heroku-postgresql", "memcachier"}
     assert manifest["env"]["SECRET_KEY"]["generator"] == "secret"
     assert "scripts" not in manifest, "migrations run in the Procfile's release phase"
+    # htmx is built by the Node.js buildpack (`npm run build`), before Python's.
+    assert [b["url"] for b in manifest["buildpacks"]] == ["heroku/nodejs", "heroku/python"]
+
+
+def test_a_buildpack_build_installs_the_lock_and_builds_htmx(tmp_path: Path) -> None:
+    """What Heroku's buildpacks run: `pip install -r requirements.txt` (the hashed lock)
+    and `npm run build` (htmx into static/vendor/)."""
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    assert [line for line in lines if not line.startswith("#")] == ["-r requirements.lock"]
+    build = json.loads((ROOT / "package.json").read_text())["scripts"]["build"]
+    (tmp_path / "node_modules/htmx.org/dist").mkdir(parents=True)
+    (tmp_path / "node_modules/htmx.org/dist/htmx.min.js").write_text("htmx")
+    subprocess.run(["sh", "-c", build], cwd=tmp_path, check=True)
+    assert (tmp_path / "static/vendor/htmx.min.js").read_text() == "htmx"
