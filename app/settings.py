@@ -17,6 +17,7 @@ DEFAULT_SQLITE_PATH = PROJECT_ROOT / "instance" / "tasklist.sqlite3"
 DEVELOPMENT_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"
 
 AuthMode = Literal["auto", "memcachier", "memcached"]
+STATS_PUBLISH_SECONDS = 2.0  # how often each process publishes its dashboard counters
 
 
 class SettingsError(ValueError):
@@ -49,6 +50,7 @@ class Settings:
     cache_memory_max_items: int = 10_000
     cache_recent_bytes: int = 32 * 1024 * 1024
     cache_enabled: bool = True
+    cache_stats_publish_seconds: float = STATS_PUBLISH_SECONDS
 
     @property
     def development(self) -> bool:
@@ -79,6 +81,11 @@ class Settings:
             raise SettingsError(
                 f"MEMCACHIER_AUTH_MODE must be auto, memcachier or memcached, not {auth_mode!r}"
             )
+        stats_publish = _float(env, "CACHE_STATS_PUBLISH_SECONDS", STATS_PUBLISH_SECONDS)
+        if not 0 < stats_publish < float("inf"):
+            raise SettingsError(
+                f"CACHE_STATS_PUBLISH_SECONDS must be a positive number, not {stats_publish!r}"
+            )
         return cls(
             env=app_env,  # type: ignore[arg-type]
             secret_key=secret_key,
@@ -100,6 +107,7 @@ class Settings:
             cache_max_item_size=_int(env, "CACHE_MAX_ITEM_SIZE", 1024 * 1024),
             cache_recent_bytes=_int(env, "CACHE_RECENT_BYTES", 32 * 1024 * 1024),
             cache_enabled=env.get("CACHE_ENABLED", "1").strip().lower() not in ("0", "false", "no"),
+            cache_stats_publish_seconds=stats_publish,
         )
 
 

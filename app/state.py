@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.cache import CacheClient, make_cache_client
 from app.cache.fragments import FragmentCache, init_fragment_cache
 from app.cache.history import HitRatioHistory
-from app.cache.report import sample_hit_ratio
+from app.cache.peers import Peers
+from app.cache.report import published_counts, sample_hit_ratio
 from app.cache.service import CacheService
 from app.db import make_engine, make_reader, make_sessionmaker
 from app.settings import Settings
@@ -30,6 +31,7 @@ class AppState:
     cache: CacheClient
     cache_service: CacheService
     cache_history: HitRatioHistory
+    peers: Peers
     tasks: TaskService
     background: list[asyncio.Task[None]]
 
@@ -45,6 +47,11 @@ def init_app(app: Quart, settings: Settings, *, release: str) -> None:
         cache = make_cache_client(settings)
         cache_service = CacheService(cache, enabled=settings.cache_enabled)
         history = HitRatioHistory()
+        peers = Peers(
+            cache,
+            lambda: published_counts(cache, history),
+            interval=settings.cache_stats_publish_seconds,
+        )
         app.extensions[EXTENSION_KEY] = AppState(
             settings=settings,
             engine=engine,
@@ -53,8 +60,12 @@ def init_app(app: Quart, settings: Settings, *, release: str) -> None:
             cache=cache,
             cache_service=cache_service,
             cache_history=history,
+            peers=peers,
             tasks=TaskService(sessions, cache_service),
-            background=[asyncio.create_task(sample_hit_ratio(cache, history))],
+            background=[
+                asyncio.create_task(sample_hit_ratio(cache, history)),
+                asyncio.create_task(peers.run()),
+            ],
         )
         if settings.cache_enabled:
             init_fragment_cache(app.jinja_env, FragmentCache(cache, release=release))
@@ -67,6 +78,7 @@ def init_app(app: Quart, settings: Settings, *, release: str) -> None:
             for task in state.background:
                 task.cancel()
             await asyncio.gather(*state.background, return_exceptions=True)
+            await state.peers.withdraw()  # gone from the dashboard now, not after its TTL
             await state.cache_service.close()
             await state.engine.dispose()
 

@@ -11,6 +11,8 @@ from app.state import get_state
 
 @bp.get("/stats")
 async def stats() -> tuple[dict[str, Any], int, dict[str, str]]:
-    """The cache dashboard's data: counters per kind and per server, hit-ratio history."""
+    """The cache dashboard's data: counters per kind summed over the app's processes, each
+    process's own, each server's state, hit-ratio history."""
     state = get_state()
-    return await cache_report(state.cache, state.cache_history), 200, {"Cache-Control": "no-store"}
+    report = await cache_report(state.cache, state.peers, state.cache_history)
+    return report, 200, {"Cache-Control": "no-store"}

@@ -1,6 +1,6 @@
 """The cache dashboard page: what MemCachier's dashboard showed the tutorial's readers, for
-this app's own cache (the data: `app.cache.report`), refreshed by htmx polling, with the
-hit ratio drawn on the server as inline SVG."""
+this app's own cache and all its processes (the data: `app.cache.report`), refreshed by
+htmx polling, with the hit ratio drawn on the server as inline SVG."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 from quart import Response, render_template, request
 from quart_schema import hide
 
-from app.cache.history import Point
 from app.cache.report import cache_report
 from app.htmx import add_vary, wants_partial
 from app.state import get_state
@@ -23,7 +22,7 @@ POLL_SECONDS = 2
 @hide
 async def stats() -> Response:
     state = get_state()
-    report = await cache_report(state.cache, state.cache_history)
+    report = await cache_report(state.cache, state.peers, state.cache_history)
     partial = wants_partial(request.headers)
     template = "stats/_panel.html" if partial else "stats/index.html"
     body = await render_template(
@@ -37,17 +36,17 @@ async def stats() -> Response:
 def chart(history: dict[str, Any], width: int = 600, height: int = 120) -> dict[str, Any]:
     """Coordinates for the inline SVG: x is time over the span, y the ratio (top is 100%).
     Intervals without lookups break the line rather than pretending to be 0%."""
-    points = [Point(**point) for point in history["points"]]
-    end = points[-1].at if points else time.time()
+    points = history["points"]
+    end = points[-1]["at"] if points else time.time()
     start = end - history["span"]
     segments: list[list[tuple[float, float]]] = [[]]
     for point in points:
-        if point.ratio is None:
+        if point["ratio"] is None:
             segments.append([])
             continue
-        x = (point.at - start) / history["span"] * width
-        segments[-1].append((round(x, 1), round((1 - point.ratio) * height, 1)))
-    latest = next((p.ratio for p in reversed(points) if p.ratio is not None), None)
+        x = (point["at"] - start) / history["span"] * width
+        segments[-1].append((round(x, 1), round((1 - point["ratio"]) * height, 1)))
+    latest = next((p["ratio"] for p in reversed(points) if p["ratio"] is not None), None)
     return {
         "width": width,
         "height": height,

@@ -44,5 +44,7 @@ def test_dashboard_numbers_follow_the_traffic(page: Page, output_dir: Path) -> N
     expect(drawn.first).to_be_visible(timeout=12000)
     expect(dashboard.locator(".chart-note")).to_contain_text("Latest:")
     expect(dashboard.locator("#stats-panel").get_by_text("up", exact=True)).to_be_visible()
+    expect(dashboard.locator("#processes-reporting")).to_have_text("1 process reporting")
+    expect(dashboard.locator('#processes tbody tr[aria-current="true"]')).to_have_count(1)
     assert dashboard.evaluate("window.__marker") == 1, "polling must not reload the page"
     dashboard.screenshot(path=output_dir / "stats.png", full_page=True, caret="initial")

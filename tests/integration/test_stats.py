@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
-from app.cache.history import HitRatioHistory
+from app import create_app
+from app.cache import CacheClient, KeyBuilder, MemcachedBackend
+from app.cache.history import HitRatioHistory, Point, summed
+from app.cache.peers import Peers
 from app.cache.report import KINDS
+from app.settings import Settings, SettingsError
 from app.state import get_state
 from app.web.stats import chart
 from tests.support.clock import Clock
+from tests.support.databases import run_alembic, sqlite_url
+from tests.support.memcached import MemcachedProcess
 
 HX = {"HX-Request": "true", "HX-Request-Type": "partial"}
 
@@ -120,3 +129,128 @@ def test_chart_breaks_the_line_where_there_were_no_lookups() -> None:
 @pytest.mark.parametrize("path", ["/stats", "/api/stats"])
 async def test_stats_are_never_cached(client: Client, path: str) -> None:
     assert (await client.get(path)).headers["Cache-Control"] == "no-store"
+
+
+def test_histories_of_several_processes_add_up_per_interval() -> None:
+    a = [Point(100.02, 1.0, 2, 2), Point(105.01, 0.0, 1, 0)]
+    b = [Point(99.9, 0.5, 2, 1), Point(110.0, None, 0, 0)]  # a clock 0.1 s behind
+    assert summed([a, b], 5) == [
+        Point(100, 0.75, 4, 3), Point(105, 0.0, 1, 0), Point(110, None, 0, 0)
+    ]
+
+
+def test_history_samples_on_the_wall_clocks_multiples_of_its_interval() -> None:
+    history = HitRatioHistory(interval=5, span=60, clock=Clock(1002.0))
+    assert history.until_next() == 3.0
+
+
+def test_publish_interval_setting() -> None:
+    env = {"APP_ENV": "development"}
+    assert Settings.from_env(env).cache_stats_publish_seconds == 2.0
+    assert Settings.from_env({**env, "CACHE_STATS_PUBLISH_SECONDS": "0.2"}) \
+        .cache_stats_publish_seconds == 0.2
+    for bad in ("0", "-1", "nan", "inf"):
+        with pytest.raises(SettingsError, match="CACHE_STATS_PUBLISH_SECONDS"):
+            Settings.from_env({**env, "CACHE_STATS_PUBLISH_SECONDS": bad})
+
+
+# --- with memcached: every process's counts ---------------------------------------------
+
+
+@pytest.fixture
+def memcached_server() -> Iterator[MemcachedProcess]:
+    server = MemcachedProcess().start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def sqlite_database(tmp_path: Path) -> str:
+    url = sqlite_url(tmp_path)
+    run_alembic(url, ("upgrade", "head"))
+    return url
+
+
+@pytest.fixture
+async def shared_app(
+    sqlite_database: str, memcached_server: MemcachedProcess
+) -> AsyncIterator[Quart]:
+    """The app on memcached, publishing every 0.2 s."""
+    settings = Settings(
+        env="development",
+        database_url=sqlite_database,
+        memcache_servers=(memcached_server.address,),
+        cache_stats_publish_seconds=0.2,
+        cache_retry_timeout=0.3,
+        cache_dead_timeout=0.8,
+    )
+    app = create_app(settings)
+    async with app.test_app():
+        yield app
+
+
+OTHER_POINT_AT = 5.0 * round(time.time() / 5) - 60  # a sampling time before the app started
+
+
+@pytest.fixture
+async def other_process(memcached_server: MemcachedProcess) -> AsyncIterator[Peers]:
+    """Another app process publishing to the same memcached (its counts are made up)."""
+    cache = CacheClient(MemcachedBackend([memcached_server.address]), keys=KeyBuilder("tasklist"))
+    kinds = {"view": {"hits": 10, "misses": 5, "sets": 5, "deletes": 1}}
+    history = [{"at": OTHER_POINT_AT, "ratio": 0.5, "lookups": 4, "hits": 2}]
+    peers = Peers(cache, lambda: {"kinds": kinds, "history": history}, interval=0.2)
+    assert await peers.publish()
+    yield peers
+    await cache.close()
+
+
+async def test_api_stats_sums_the_counts_of_every_process(
+    shared_app: Quart, other_process: Peers
+) -> None:
+    await use_cache(shared_app, "view", hits=3, misses=1, sets=1)
+    data = await (await shared_app.test_client().get("/api/stats")).get_json()
+    processes = data["processes"]
+    assert processes["reporting"] == 2 and processes["complete"] is True
+    this, other = processes["items"]  # oldest first
+    assert this["current"] is True and other["current"] is False
+    assert other["id"] == other_process.id and other["pid"] == other_process.pid
+    assert this["kinds"]["view"] == {
+        "hits": 3, "misses": 1, "sets": 1, "deletes": 0, "hit_ratio": 0.75
+    }
+    assert data["kinds"]["view"] == {
+        "hits": 13, "misses": 6, "sets": 6, "deletes": 1, "hit_ratio": 13 / 19
+    }
+    for metric in ("hits", "misses", "sets", "deletes"):
+        assert data["total"][metric] == this["total"][metric] + other["total"][metric]
+    assert processes["publish_interval"] == 0.2 and processes["ttl"] == 2
+    assert data["history"]["points"][0] == {
+        "at": OTHER_POINT_AT, "ratio": 0.5, "lookups": 4, "hits": 2
+    }
+
+
+async def test_dashboard_shows_each_process_and_drops_a_withdrawn_one(
+    shared_app: Quart, other_process: Peers
+) -> None:
+    client = shared_app.test_client()
+    html = await (await client.get("/stats", headers=HX)).get_data(as_text=True)
+    assert "2 processes reporting" in html
+    assert f'<tr data-process="{other_process.id}">' in html
+    assert html.count('aria-current="true"') == 1, "this process is marked"
+    await other_process.withdraw()
+    html = await (await client.get("/stats", headers=HX)).get_data(as_text=True)
+    assert "1 process reporting" in html and other_process.id not in html
+
+
+async def test_dashboard_with_memcached_down_shows_this_process_and_says_so(
+    shared_app: Quart, other_process: Peers, memcached_server: MemcachedProcess
+) -> None:
+    await use_cache(shared_app, "view", hits=0, misses=2, sets=0)
+    memcached_server.kill()
+    client = shared_app.test_client()
+    response = await client.get("/api/stats")
+    assert response.status_code == 200
+    data = await response.get_json()
+    assert data["processes"]["reporting"] == 1 and data["processes"]["complete"] is False
+    assert data["kinds"]["view"]["misses"] == 2, "this process's own counts, from memory"
+    html = await (await client.get("/stats")).get_data(as_text=True)
+    assert "1 process reporting" in html and "could not be read" in html
