@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -26,21 +25,26 @@ import yaml
 from hypercorn.config import Config as HypercornConfig
 
 from app.settings import Settings
+from tests.support.deploy import (
+    dockerfile_stages,
+    environment_of,
+    image_command,
+    procfile,
+    runtime_stage,
+    stage_named,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # The one serving command (app/serve.py is hypercorn's CLI with a master that replaces a dead
-# worker). The Procfile's shell expands $PORT; the Dockerfile runs it under `sh -c ... exec`.
+# worker). The Procfile's shell expands $PORT; `exec` makes the master the process the
+# platform signals (honcho's /bin/sh would otherwise die of the SIGTERM and report it). The
+# Dockerfile runs the same line under `sh -c`.
 PROCFILE_WEB = (
-    "python -m app.serve --config hypercorn.toml --bind 0.0.0.0:$PORT"
+    "exec python -m app.serve --config hypercorn.toml --bind 0.0.0.0:$PORT"
     " --workers ${WEB_CONCURRENCY:-2} 'app:create_app()'"
 )
-DOCKER_CMD = [
-    "sh",
-    "-c",
-    "exec python -m app.serve --config hypercorn.toml --bind 0.0.0.0:${PORT}"
-    " --workers ${WEB_CONCURRENCY:-2} 'app:create_app()'",
-]
+DOCKER_CMD = ["sh", "-c", PROCFILE_WEB.replace("$PORT", "${PORT}")]
 MIGRATE = "alembic upgrade head"
 
 
@@ -75,57 +79,10 @@ def canonical(name: str) -> str:
 # --- Dockerfile -------------------------------------------------------------------------
 
 
-def dockerfile_stages() -> tuple[dict[str, str], list[list[tuple[str, str]]]]:
-    """The global ARG defaults and, per stage, its (INSTRUCTION, arguments) in order,
-    with continuation lines joined and comments dropped, as the builder reads them."""
-    instructions: list[tuple[str, str]] = []
-    pending = ""
-    for line in (ROOT / "Dockerfile").read_text().splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.endswith("\\"):
-            pending += stripped[:-1].strip() + " "
-            continue
-        keyword, _, arguments = (pending + stripped).partition(" ")
-        instructions.append((keyword.upper(), arguments.strip()))
-        pending = ""
-    global_args: dict[str, str] = {}
-    stages: list[list[tuple[str, str]]] = []
-    for keyword, arguments in instructions:
-        if keyword == "FROM":
-            stages.append([])
-        if stages:
-            stages[-1].append((keyword, arguments))
-        elif keyword == "ARG":
-            name, _, default = arguments.partition("=")
-            global_args[name] = default
-    return global_args, stages
-
-
-def runtime_stage() -> list[tuple[str, str]]:
-    return dockerfile_stages()[1][-1]
-
-
-def stage_named(name: str) -> list[tuple[str, str]]:
-    for stage in dockerfile_stages()[1]:
-        if stage[0][1].lower().endswith(f" as {name}"):
-            return stage
-    pytest.fail(f"the Dockerfile has no stage named {name!r}")
-
-
 def only(stage: list[tuple[str, str]], keyword: str) -> str:
     found = [arguments for kw, arguments in stage if kw == keyword]
     assert len(found) == 1, f"expected one {keyword} in the stage, found {found}"
     return found[0]
-
-
-def environment_of(stage: list[tuple[str, str]]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for keyword, arguments in stage:
-        if keyword == "ENV":
-            env.update(item.split("=", 1) for item in shlex.split(arguments))
-    return env
 
 
 def test_dockerfile_passes_hadolint() -> None:
@@ -153,7 +110,8 @@ def test_image_cmd_is_the_serving_command() -> None:
 
 
 def test_procfile_and_image_serve_with_the_same_command() -> None:
-    assert DOCKER_CMD[2] == "exec " + PROCFILE_WEB.replace("$PORT", "${PORT}")
+    assert image_command() == DOCKER_CMD
+    assert image_command()[2] == procfile()["web"].replace("$PORT", "${PORT}")
 
 
 def test_image_is_python_slim_of_the_projects_version() -> None:
@@ -439,9 +397,7 @@ def test_procfile_passes_honcho_check() -> None:
 
 
 def test_procfile_migrates_on_release_and_serves_on_port() -> None:
-    lines = (ROOT / "Procfile").read_text().splitlines()
-    processes = dict(line.split(": ", 1) for line in lines if line.strip())
-    assert processes == {"release": MIGRATE, "web": PROCFILE_WEB}
+    assert procfile() == {"release": MIGRATE, "web": PROCFILE_WEB}
 
 
 def test_python_version_is_the_one_the_project_needs() -> None:

@@ -1,6 +1,7 @@
-"""How production serves the app, tried as an operator would: `python -m app.serve` (the
-Procfile's and the Dockerfile's command) with the project's hypercorn.toml, on a real
-PostgreSQL and memcached, driven over sockets and signals.
+"""How production serves the app, tried as an operator would: the Dockerfile's CMD (with the
+image's environment) and the Procfile's `web:` line (through honcho), both `python -m
+app.serve` with the project's hypercorn.toml, on a real PostgreSQL and memcached, driven
+over sockets and signals.
 
 - a SIGKILLed worker is replaced while the other one goes on answering;
 - SIGTERM lets the request in flight finish, then the master exits 0;
@@ -17,6 +18,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 import tomllib
 from collections import Counter
@@ -30,16 +32,14 @@ from sqlalchemy.engine import make_url
 
 from app.settings import PROJECT_ROOT
 from tests.support.databases import create_postgres_database, drop_postgres_database, run_alembic
+from tests.support.deploy import image_command, image_environment
 from tests.support.memcached import MemcachedProcess
 from tests.support.servers import LiveServer
 
 pytestmark = pytest.mark.postgres
 
 CONFIG = tomllib.loads((PROJECT_ROOT / "hypercorn.toml").read_text())
-SERVE = (
-    "exec python -m app.serve --config hypercorn.toml --bind 127.0.0.1:$PORT --workers {}"
-    " 'app:create_app()'"
-)
+HONCHO = Path(sys.executable).with_name("honcho")
 DYING_APP = "tests.support.dying_app:create_app()"
 RUNNING = re.compile(r"\[(\d+)\] \[INFO\] Running on ")
 
@@ -63,14 +63,30 @@ def services() -> Iterator[dict[str, str]]:
         drop_postgres_database(url)
 
 
-def serve(env: dict[str, str], log: Path, workers: int = 2) -> LiveServer:
-    return LiveServer(env, log=log, command=SERVE.format(workers))
+def image_cmd() -> str:
+    """The Dockerfile's CMD, a shell line: `sh -c "exec python -m app.serve ..."`."""
+    command = image_command()
+    assert command[:2] == ["sh", "-c"]
+    return command[2]
+
+
+def serve(env: dict[str, str], log: Path, workers: int = 2, *, via: str = "image") -> LiveServer:
+    """The app as the image runs it (its CMD and ENV), or as a Heroku-style platform runs
+    the Procfile's `web:` line (honcho gives it PORT, as the platform does)."""
+    env = {**image_environment(), **env, "WEB_CONCURRENCY": str(workers)}
+    if via == "image":
+        return LiveServer(env, log=log, command=image_cmd())
+    assert HONCHO.exists(), "honcho is missing: run `make test` (pyproject's test extra)"
+    empty = log.with_suffix(".env")
+    empty.write_text("")  # honcho reads .env by default; the test's environment is all
+    return LiveServer(env, log=log, command=f"exec {HONCHO} -e {empty} start -p $PORT web")
 
 
 def workers_of(pid: int) -> set[int]:
-    """The live worker processes of the master `pid`, read from /proc (its other child
-    is multiprocessing's resource tracker)."""
-    children = set()
+    """The live worker processes under `pid`, read from /proc: app.serve's spawned
+    children (not multiprocessing's resource tracker), also below honcho's shell."""
+    parents: dict[int, int] = {}
+    spawned: set[int] = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -79,9 +95,19 @@ def workers_of(pid: int) -> set[int]:
             except OSError:
                 continue
             fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in command:
-                children.add(int(entry.name))
-    return children
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+                if b"spawn_main" in command:
+                    spawned.add(int(entry.name))
+
+    def descends(child: int) -> bool:
+        while child in parents:
+            child = parents[child]
+            if child == pid:
+                return True
+        return False
+
+    return {child for child in spawned if descends(child)}
 
 
 def running_workers(server: LiveServer) -> list[int]:
@@ -117,10 +143,11 @@ async def load(url: str, clients: int, seconds: float, outcomes: Counter[str]) -
     await asyncio.gather(*(client() for _ in range(clients)))
 
 
+@pytest.mark.parametrize("via", ["image", "procfile"])
 def test_a_killed_worker_is_replaced_while_the_other_serves(
-    services: dict[str, str], tmp_path: Path
+    services: dict[str, str], tmp_path: Path, via: str
 ) -> None:
-    with serve(services, tmp_path / "serve.log") as server:
+    with serve(services, tmp_path / "serve.log", via=via) as server:
         assert server.pid is not None
         wait_for(lambda: len(running_workers(server)) == 2, 10, "two workers running")
         first = set(running_workers(server))
@@ -162,10 +189,11 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(
 # --- graceful shutdown -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("via", ["image", "procfile"])
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(
-    services: dict[str, str], tmp_path: Path
+    services: dict[str, str], tmp_path: Path, via: str
 ) -> None:
-    server = serve(services, tmp_path / "serve.log").start()
+    server = serve(services, tmp_path / "serve.log", via=via).start()
     dsn = make_url(services["DATABASE_URL"]).set(drivername="postgresql").render_as_string(False)
 
     async def scenario() -> httpx.Response:
@@ -196,7 +224,10 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(
         server.stop()
     log = server.log_text()
     assert response.status_code == 201, log
-    assert code == 0, log
+    if via == "image":
+        assert code == 0, log
+    else:  # honcho itself exits 128 + 15 when signalled; it reports what its process did
+        assert "web.1 stopped (rc=0)" in log, log
     assert "SIGTERM: finishing the requests in flight" in log
 
     async def stored() -> list[str]:
@@ -285,7 +316,7 @@ def test_workers_that_keep_dying_at_start_stop_the_master(services: dict[str, st
     # The app loads in the master, but every worker dies while it starts.
     env = {**services, "TASKLIST_TEST_DIE_IN_WORKERS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
     server = serve(env, Path(os.devnull))
-    assert server.command is not None
+    assert server.command is not None and "app:create_app()" in server.command
     result = subprocess.run(
         ["sh", "-c", server.command.replace("app:create_app()", DYING_APP)],
         env=server.env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
