@@ -52,7 +52,8 @@ EXPOSE 8000
 # an error or a non-2xx answer raises, so the check exits 1.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=15s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=2)"]
-# `sh -c` expands PORT and WEB_CONCURRENCY; `exec` makes hypercorn's master PID 1, so it gets
-# the SIGTERM of `docker stop` and shuts its workers down gracefully (hypercorn.toml).
+# `sh -c` expands PORT and WEB_CONCURRENCY; `exec` makes app.serve's master (hypercorn's CLI
+# and workers; it replaces a worker that dies) PID 1, so it gets the SIGTERM of `docker stop`
+# and lets its workers drain (graceful_timeout in hypercorn.toml).
 # Migrations are not run here: compose.yaml's migrate service (or a release phase) does that.
 CMD ["sh", "-c", "exec python -m app.serve --config hypercorn.toml --bind 0.0.0.0:${PORT} --workers ${WEB_CONCURRENCY:-2} 'app:create_app()'"]
