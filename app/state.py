@@ -4,6 +4,7 @@ never at module level, so that each process (and each test's event loop) has its
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 from quart import Quart, current_app
@@ -20,6 +21,7 @@ from app.settings import Settings
 from app.tasks.service import TaskService
 
 EXTENSION_KEY = "tasklist"
+log = logging.getLogger("tasklist.state")
 
 
 @dataclass
@@ -81,6 +83,7 @@ def init_app(app: Quart, settings: Settings, *, release: str) -> None:
             await state.peers.withdraw()  # gone from the dashboard now, not after its TTL
             await state.cache_service.close()
             await state.engine.dispose()
+            log.info("closed the database pool and the cache connections")
 
 
 def get_state() -> AppState:

@@ -229,6 +229,7 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(
     else:  # honcho itself exits 128 + 15 when signalled; it reports what its process did
         assert "web.1 stopped (rc=0)" in log, log
     assert "SIGTERM: finishing the requests in flight" in log
+    assert log.count("closed the database pool and the cache connections") == 2, log
 
     async def stored() -> list[str]:
         connection = await asyncpg.connect(dsn)
