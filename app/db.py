@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
+import asyncpg
 from sqlalchemy import MetaData, exc, text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -34,18 +35,13 @@ class Base(DeclarativeBase):
 class DatabaseUnavailable(Exception):
     """The database could not be reached or did not answer in time.
 
-    `stale_connection`: the connection had died while it sat in the pool (the server
-    restarted, or ended it); the pool has since dropped it and every older one, so a
-    retry gets a fresh connection."""
+    `stale_connection`: the connection it came from is dead, and out of the pool (the
+    server restarted or ended it, or asyncpg left it in a state it cannot leave); a retry
+    gets a fresh connection."""
 
     def __init__(self, message: str, *, stale_connection: bool = False) -> None:
         super().__init__(message)
         self.stale_connection = stale_connection
-
-
-def _unavailable(error: BaseException) -> DatabaseUnavailable:
-    stale = bool(getattr(error, "connection_invalidated", False))
-    return DatabaseUnavailable(str(error), stale_connection=stale)
 
 
 def make_engine(settings: Settings) -> AsyncEngine:
@@ -87,36 +83,89 @@ UNAVAILABLE_ERRORS = (
     OSError,
     TimeoutError,
 )
+# SQLSTATE classes of a server that is gone, going, or not taking work yet: connection
+# exceptions (08), insufficient resources (53: too many connections) and operator
+# intervention (57: shut down by an admin or a crash, starting up, statement cancelled).
+# asyncpg raises these as plain `PostgresError`s, which SQLAlchemy wraps as `DBAPIError`.
+UNAVAILABLE_SQLSTATES = ("08", "53", "57")
+
+
+def _broken(error: BaseException) -> bool:
+    """asyncpg's own state error ("cannot switch to state ...; another operation is in
+    progress"): the connection is unusable though still open, so SQLAlchemy would keep it."""
+    orig = error.orig if isinstance(error, exc.DBAPIError) else None
+    return isinstance(getattr(orig, "__cause__", None), asyncpg.exceptions.InternalClientError)
+
+
+def _stale(error: BaseException) -> bool:
+    """The connection that raised `error` is dead and out of the pool (SQLAlchemy saw it
+    closed, or `_broken` made us invalidate it): a retry gets a fresh one."""
+    return isinstance(error, exc.DBAPIError) and (error.connection_invalidated or _broken(error))
+
+
+def _unavailable(error: BaseException) -> DatabaseUnavailable | None:
+    """`error` as a `DatabaseUnavailable` if it means "the database cannot serve right
+    now", else `None` (a bug or a constraint: the caller lets it through)."""
+    orig = getattr(error, "orig", None)
+    message = str(orig or error)  # the driver's words, without the statement and its values
+    if _stale(error):
+        return DatabaseUnavailable(message, stale_connection=True)
+    sqlstate = getattr(orig, "sqlstate", None) or ""
+    if isinstance(error, UNAVAILABLE_ERRORS) or sqlstate.startswith(UNAVAILABLE_SQLSTATES):
+        return DatabaseUnavailable(message)
+    return None
+
+
+@contextmanager
+def _raising_unavailable() -> Iterator[None]:
+    """Re-raise what `_unavailable` recognises as `DatabaseUnavailable`, the rest as it is."""
+    try:
+        yield
+    except Exception as error:
+        if (unavailable := _unavailable(error)) is None:
+            raise
+        raise unavailable from error
 
 
 @asynccontextmanager
 async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """A session in a transaction that commits on success; connection failures become
-    `DatabaseUnavailable` so that the views can answer 503."""
-    try:
+    """A session in a transaction that commits on success; failures to use the database
+    become `DatabaseUnavailable` so that the views can answer 503."""
+    with _raising_unavailable():
         async with sessions() as session, session.begin():
-            yield session
-    except UNAVAILABLE_ERRORS as error:
-        raise _unavailable(error) from error
+            try:
+                yield session
+            except exc.DBAPIError as error:
+                if _broken(error):
+                    await session.invalidate()  # while the session still holds it
+                raise
 
 
 async def read[R](reader: AsyncEngine, query: Callable[[AsyncConnection], Awaitable[R]]) -> R:
     """`await query(connection)` on a pooled autocommit connection (see `make_reader`).
 
     A connection found dead on use (the server restarted since it was pooled) is replaced
-    and the query run once more: reads are safe to repeat. Failures to reach the database
+    and the query run once more: reads are safe to repeat. Failures to use the database
     become `DatabaseUnavailable`."""
-    try:
+    with _raising_unavailable():
         try:
-            async with reader.connect() as connection:
-                return await query(connection)
+            return await _read_once(reader, query)
         except exc.DBAPIError as error:
-            if not error.connection_invalidated:
+            if not _stale(error):
                 raise
-        async with reader.connect() as connection:  # the pool has dropped the dead ones
+        return await _read_once(reader, query)  # the pool has dropped the dead ones
+
+
+async def _read_once[R](
+    reader: AsyncEngine, query: Callable[[AsyncConnection], Awaitable[R]]
+) -> R:
+    async with reader.connect() as connection:
+        try:
             return await query(connection)
-    except UNAVAILABLE_ERRORS as error:
-        raise _unavailable(error) from error
+        except exc.DBAPIError as error:
+            if _broken(error):
+                await connection.invalidate(error)
+            raise
 
 
 async def ping(reader: AsyncEngine) -> None:
