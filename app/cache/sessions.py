@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from itsdangerous import BadSignature, TimestampSigner
 from quart.sessions import SecureCookieSession, SessionInterface, SessionMixin
 from quart.sessions import session_json_serializer as _serializer
-from werkzeug.http import parse_cookie
+from werkzeug.sansio.http import parse_cookie
 
 from .client import CacheClient
 from .keys import digest
@@ -164,7 +164,11 @@ class CacheSessionInterface(SessionInterface):
 
 
 def has_session_cookie(cookie_header: str | None, cookie_name: str) -> bool:
-    """True if the ``Cookie`` header has a non-empty `cookie_name` (signature not checked)."""
+    """True if the ``Cookie`` header has a non-empty `cookie_name` (signature not checked).
+
+    `cookie_header` is as the server decoded it (latin-1), and parsed as Quart's
+    `request.cookies` parses it, so both agree on what is there: `werkzeug.http`'s
+    `parse_cookie` would decode it again as UTF-8, and raise on other bytes."""
     if not cookie_header or cookie_name not in cookie_header:
         return False
     return bool(parse_cookie(cookie_header).get(cookie_name))
