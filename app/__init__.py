@@ -9,7 +9,7 @@ from flask.templating import _default_template_ctx_processor as flask_context_pr
 from quart import Quart
 from quart_schema import QuartSchema
 
-from app import errors, security, state
+from app import errors, request_log, security, state
 from app.cache.fragments import init_fragment_cache
 from app.cache.service import CacheService
 from app.cache.sessions import CacheSessionInterface, has_session_cookie
@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     if settings is None:
         load_dotenv(PROJECT_ROOT / ".env", override=False)
         settings = Settings.from_env()
+    request_log.configure_logging(settings.log_format)  # before anything logs
 
     app = Quart(
         __name__,
@@ -63,7 +64,8 @@ def create_app(settings: Settings | None = None) -> Quart:
     release = release_digest()
     state.init_app(app, settings, release=release)
     install_view_cache(app, release, settings.cache_recent_bytes)
-    security.init_app(app)  # outermost: cached responses get the security headers too
+    security.init_app(app)  # around the cache: cached responses get the security headers too
+    request_log.init_app(app)  # outermost: every response is logged, cached ones too
     return app
 
 

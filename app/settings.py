@@ -18,6 +18,7 @@ DEVELOPMENT_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"
 
 AuthMode = Literal["auto", "memcachier", "memcached"]
 STATS_PUBLISH_SECONDS = 2.0  # how often each process publishes its dashboard counters
+LogFormat = Literal["plain", "json"]
 
 
 class SettingsError(ValueError):
@@ -28,7 +29,7 @@ class SettingsError(ValueError):
 class Settings:
     env: Literal["production", "development"] = "production"
     secret_key: str = field(default=DEVELOPMENT_SECRET_KEY, repr=False)
-    database_url: str = f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}"
+    database_url: str = field(default=f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}", repr=False)
     db_pool_size: int = 5
     db_max_overflow: int = 5
     db_pool_timeout: float = 5.0
@@ -51,6 +52,7 @@ class Settings:
     cache_recent_bytes: int = 32 * 1024 * 1024
     cache_enabled: bool = True
     cache_stats_publish_seconds: float = STATS_PUBLISH_SECONDS
+    log_format: LogFormat = "plain"
 
     @property
     def development(self) -> bool:
@@ -81,6 +83,9 @@ class Settings:
             raise SettingsError(
                 f"MEMCACHIER_AUTH_MODE must be auto, memcachier or memcached, not {auth_mode!r}"
             )
+        log_format = env.get("LOG_FORMAT", "plain").strip().lower() or "plain"
+        if log_format not in ("plain", "json"):
+            raise SettingsError(f"LOG_FORMAT must be plain or json, not {log_format!r}")
         stats_publish = _float(env, "CACHE_STATS_PUBLISH_SECONDS", STATS_PUBLISH_SECONDS)
         if not 0 < stats_publish < float("inf"):
             raise SettingsError(
@@ -108,6 +113,7 @@ class Settings:
             cache_recent_bytes=_int(env, "CACHE_RECENT_BYTES", 32 * 1024 * 1024),
             cache_enabled=env.get("CACHE_ENABLED", "1").strip().lower() not in ("0", "false", "no"),
             cache_stats_publish_seconds=stats_publish,
+            log_format=log_format,  # type: ignore[arg-type]
         )
 
 

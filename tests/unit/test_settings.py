@@ -66,9 +66,29 @@ def test_memcachier_settings_are_read() -> None:
 
 
 def test_credentials_never_show_in_the_repr() -> None:
-    settings = Settings.from_env({**DEV, "MEMCACHIER_PASSWORD": "hunter2", "SECRET_KEY": "k3y"})
+    settings = Settings.from_env(
+        {
+            **DEV,
+            "MEMCACHIER_PASSWORD": "hunter2",
+            "SECRET_KEY": "k3y",
+            "DATABASE_URL": "postgres://app:db-pa55@db/app",
+        }
+    )
     assert "hunter2" not in repr(settings)
     assert "k3y" not in repr(settings)
+    assert "db-pa55" not in repr(settings)
+
+
+def test_log_format_is_plain_unless_json_is_asked_for() -> None:
+    assert Settings.from_env(DEV).log_format == "plain"
+    assert Settings.from_env({**DEV, "LOG_FORMAT": ""}).log_format == "plain"
+    assert Settings.from_env({**DEV, "LOG_FORMAT": " JSON "}).log_format == "json"
+    assert Settings.from_env({**DEV, "LOG_FORMAT": "plain"}).log_format == "plain"
+
+
+def test_an_unknown_log_format_names_the_variable_and_the_choices() -> None:
+    with pytest.raises(SettingsError, match="LOG_FORMAT must be plain or json, not 'xml'"):
+        Settings.from_env({**DEV, "LOG_FORMAT": "xml"})
 
 
 @pytest.mark.parametrize(
@@ -79,6 +99,7 @@ def test_credentials_never_show_in_the_repr() -> None:
         ("MEMCACHIER_SERVERS", "host:70000"),
         ("DB_POOL_SIZE", "many"),
         ("MEMCACHIER_AUTH_MODE", "sasl"),
+        ("LOG_FORMAT", "xml"),
     ],
 )
 def test_malformed_values_name_the_setting(name: str, value: str) -> None:

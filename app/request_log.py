@@ -1,0 +1,194 @@
+"""The access log: one line per HTTP request, as logfmt or (`LOG_FORMAT=json`) as JSON.
+
+It is an ASGI middleware around the whole app, not the server's access log, so it is the
+same under hypercorn, uvicorn or granian and sees the responses the view cache serves
+without reaching Quart. A line holds what operating the app needs: method, path, status,
+duration, the view cache's `X-Cache` outcome and a request id (the client's `X-Request-ID`
+when it is sane, else a new one, sent back in the response). Never headers, cookies, bodies
+or the client's address. The query string is left out too: it is where a URL carries a
+token, and logs travel further (log drains, support tickets) than the database does.
+
+The app's other records (`tasklist.*`, and `app.*`: the modules' loggers and Quart's app
+logger, which is named `app`) go to the same handler in the same format, one line each,
+a traceback included.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from quart import Quart
+
+from app.settings import LogFormat
+
+Message = dict[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+Receive = Callable[[], Awaitable[Message]]
+ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("tasklist.request")
+APP_LOGGERS = ("tasklist", "app")
+
+# Echoed into the log and the response: no spaces, quotes or `=` that would let a client
+# forge fields or lines.
+SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+NEEDS_QUOTES = re.compile(r'[\s"=\\\x00-\x1f\x7f]')
+
+
+class RequestLog:
+    """ASGI middleware: log each HTTP request once it is over, whatever ended it (the
+    response sent, the app raising, the client gone), and tag it with `X-Request-ID`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = request_id_of(scope["headers"])
+        # 500 until a response starts: a server answers 500 when the app raises before that.
+        status, cache, finished = 500, b"-", 0.0
+
+        async def send_logged(message: Message) -> None:
+            nonlocal status, cache, finished
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", ()))
+                for name, value in headers:
+                    if name == b"x-cache":
+                        cache = value
+                        break
+                headers.append((b"x-request-id", request_id))
+                message = {**message, "headers": headers}
+            await send(message)
+            if kind == "http.response.body" and not message.get("more_body", False):
+                finished = time.perf_counter()  # the client has it; a cache store may follow
+
+        try:
+            await self.app(scope, receive, send_logged)
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                duration_ms = ((finished or time.perf_counter()) - started) * 1000
+                method, path = scope["method"], scope["path"]
+                fields = {
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(duration_ms, 3),
+                    "cache": cache.decode("latin-1"),
+                    "request_id": request_id.decode("ascii"),
+                }
+                # Not `log.info`: its caller lookup walks the stack to name this line.
+                record = log.makeRecord(
+                    log.name, logging.INFO, "", 0, "%s %s %s", (method, path, status), None,
+                    extra={"fields": fields},
+                )
+                log.handle(record)
+
+
+def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The client's (or its proxy's) `X-Request-ID` if it is sane, else 128 random bits in
+    hex, a uuid4's length. An id needs to be unique, not unguessable: `random` makes one
+    without the system call that `uuid.uuid4()` and `secrets` make per id."""
+    for name, value in headers:
+        if name == b"x-request-id":
+            if SANE_REQUEST_ID.fullmatch(value):
+                return value
+            break
+    return b"%032x" % random.getrandbits(128)
+
+
+def payload(record: logging.LogRecord, formatter: logging.Formatter) -> dict[str, Any]:
+    """What a line says: time (UTC), level and logger, then the record's structured
+    `fields` (the request log's) or its message, then the traceback if any."""
+    data: dict[str, Any] = {
+        "time": f"{utc_second(int(record.created))}.{int(record.msecs):03d}Z",
+        "level": record.levelname.lower(),
+        "logger": record.name,
+    }
+    fields = getattr(record, "fields", None)
+    if fields is not None:
+        data.update(fields)
+    else:
+        data["message"] = record.getMessage()
+    if record.exc_info:
+        data["exc"] = formatter.formatException(record.exc_info)
+    return data
+
+
+@lru_cache(maxsize=2)
+def utc_second(timestamp: int) -> str:
+    """ISO 8601, to the second: formatted once a second, not once a line."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp))
+
+
+class LogfmtFormatter(logging.Formatter):
+    """`time=... level=info logger=tasklist.request method=GET path=/ status=200 ...`;
+    a value with spaces, quotes, `=` or control characters is quoted and escaped as JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = []
+        for key, value in payload(record, self).items():
+            if value.__class__ is str and NEEDS_QUOTES.search(value):
+                value = orjson.dumps(value).decode()
+            parts.append(f"{key}={value}")
+        return " ".join(parts)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return orjson.dumps(payload(record, self), default=str).decode()
+
+
+class StdoutHandler(logging.Handler):
+    """One line per record on whatever `sys.stdout` is at the time (a test runner swaps
+    it), flushed at once: the platform collects stdout as the app's log stream."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stdout
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+HANDLER = StdoutHandler()
+FORMATTERS: dict[LogFormat, type[logging.Formatter]] = {
+    "plain": LogfmtFormatter,
+    "json": JsonFormatter,
+}
+
+
+def configure_logging(log_format: LogFormat) -> None:
+    """Send the app's loggers to stdout in `log_format`. Idempotent: one handler per
+    process, whose format is the last one asked for. The request log does not propagate
+    (it is the access log, written once); the app's other loggers still do, so a server's
+    or a test runner's handlers see them too. A level set beforehand is kept."""
+    HANDLER.setFormatter(FORMATTERS[log_format]())
+    for name in APP_LOGGERS:
+        logger = logging.getLogger(name)
+        if HANDLER not in logger.handlers:
+            logger.addHandler(HANDLER)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+    logging.getLogger("tasklist").propagate = False
+
+
+def init_app(app: Quart) -> None:
+    """Log every request; call last, so that the log is the outermost middleware and
+    sees the responses (and headers) of every layer below it."""
+    app.asgi_app = RequestLog(app.asgi_app)  # type: ignore[method-assign]
