@@ -38,7 +38,9 @@ class LiveServer:
     nothing leaks in from the caller's shell or `.env`-like settings.
     """
 
-    APP_VARIABLES = ("DATABASE_URL", "MEMCACHIER_", "CACHE_", "APP_ENV", "SECRET_KEY", "DB_")
+    APP_VARIABLES = (
+        "DATABASE_URL", "MEMCACHIER_", "CACHE_", "APP_ENV", "SECRET_KEY", "DB_", "LOG_"
+    )
 
     def __init__(
         self,
