@@ -25,6 +25,9 @@ from .stats import ERRORS, HITS, INDEX, MISSES, CacheCounters
 
 logger = logging.getLogger("app.cache")
 _ROWS_MAX = 16_384  # memoised counters rows (per key) before the memo starts over
+# One warning per kind of failure and namespace in this many seconds: a frozen server under
+# load fails every request, and the dashboard counts them all anyway.
+WARN_EVERY = 10.0
 
 
 class CacheClient:
@@ -43,6 +46,7 @@ class CacheClient:
         self.max_item_size = max_item_size
         self.compress_threshold = compress_threshold
         self._clock = clock
+        self._warned: dict[tuple[str, str], float] = {}  # (metric, namespace) -> last warning
         server_for = backend.server_for
 
         @functools.lru_cache(maxsize=16_384)
@@ -263,8 +267,13 @@ class CacheClient:
         if read:
             self._count("misses", key, server)
         if metric in ("errors", "timeouts"):
-            logger.warning("cache %s on key namespace %s: %s", metric, namespace_of(key),
-                           type(exc).__name__)
+            namespace, now = namespace_of(key), self._clock()
+            if now - self._warned.get((metric, namespace), -math.inf) >= WARN_EVERY:
+                self._warned[metric, namespace] = now
+                logger.warning(
+                    "cache %s on key namespace %s: %s (more in the next %.0f s are counted "
+                    "on /stats, not logged)", metric, namespace, type(exc).__name__, WARN_EVERY,
+                )
 
 
 def _ttl(ttl: float) -> int:

@@ -6,6 +6,7 @@ our client are shown able to fail.
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 
@@ -266,3 +267,25 @@ async def test_killing_the_server_mid_run_fails_open(memcached_factory, make_bac
     counts = client.counters.snapshot()["total"]
     assert counts["hits"] > 0 and counts["errors"] + counts["unavailable"] > 0
     assert not client.healthy()
+
+
+async def test_repeated_failures_warn_once_a_window_and_are_all_counted(
+    fake_factory, make_backend, caplog
+):
+    fake = await fake_factory("garbage")
+    now = [1000.0]
+    backend = make_backend([fake.address], retry_timeout=0.0, failure_limit=1000)
+    client = CacheClient(backend, keys=KEYS, clock=lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="app.cache")
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "on key namespace" in r.getMessage()]
+
+    for _ in range(20):
+        assert await client.get("k") is None
+    assert client.counters.total("errors") == 20
+    assert len(warnings()) == 1
+    assert "counted on /stats, not logged" in warnings()[0]
+    now[0] += 10.0  # the next window: one more line
+    assert await client.get("k") is None
+    assert len(warnings()) == 2
