@@ -7,9 +7,12 @@ message out of band (never through the session, so a cached list page never hold
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from quart import Response, flash, redirect, render_template, request, url_for
 from quart_schema import hide
-from werkzeug.exceptions import BadRequest
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from app.cache.views import cached
 from app.htmx import VARY_HEADERS, add_vary, wants_partial
@@ -21,6 +24,12 @@ from app.web import bp
 
 TASK_ID = "<int:task_id>"
 TASK_GONE = "That task no longer exists."
+FORM_TYPE = "application/x-www-form-urlencoded"
+NAME_NOT_UTF8 = "Task name is not valid UTF-8 text."
+
+
+class FormNotUTF8(BadRequest):
+    description = "The form is not valid UTF-8 text."
 
 
 @bp.get("/")
@@ -51,8 +60,9 @@ def _cursor(value: str | None) -> int | None:
 @bp.post("/")
 @hide
 async def create_task() -> Response:
-    name = (await request.form).get("name", "")
+    name = ""
     try:
+        name = await _name()
         task = await get_tasks().create(name)
     except InvalidTaskName as error:
         return await _reply(
@@ -67,7 +77,7 @@ async def create_task() -> Response:
 @hide
 async def rename_task(task_id: int) -> Response:
     try:
-        task = await get_tasks().update(task_id, name=(await request.form).get("name", ""))
+        task = await get_tasks().update(task_id, name=await _name())
     except InvalidTaskName as error:
         task = await get_tasks().get(task_id)
         if task is not None:
@@ -82,7 +92,7 @@ async def rename_task(task_id: int) -> Response:
 @bp.post(f"/{TASK_ID}/complete")
 @hide
 async def complete_task(task_id: int) -> Response:
-    done = (await request.form).get("done", "1") != "0"
+    done = (await _form()).get("done", "1") != "0"
     task = await get_tasks().update(task_id, done=done)
     if task is None:
         return await _gone()
@@ -92,9 +102,34 @@ async def complete_task(task_id: int) -> Response:
 @bp.post(f"/{TASK_ID}/delete")
 @hide
 async def delete_task(task_id: int) -> Response:
+    await _form()  # none of it is used, but a form that is not text is refused here too
     if not await get_tasks().delete(task_id):
         return await _gone()
     return await _reply("Task deleted.", "success", "tasks/_removed.html", total=await _total())
+
+
+async def _form() -> MultiDict[str, str]:
+    """The posted form, refused (400) unless it is UTF-8 text: Quart's parser would turn
+    escaped bytes that are not UTF-8 into U+FFFD (a garbled name, stored) and raw ones into
+    an empty form (a blank name, reported). The forms post `FORM_TYPE`, browsers and htmx
+    alike; another type of body is refused (415) rather than parsed less strictly."""
+    body = await request.get_data(cache=True)
+    if not body:
+        return MultiDict()
+    if request.mimetype != FORM_TYPE:
+        raise UnsupportedMediaType(f"Send the form as {FORM_TYPE}.")
+    try:
+        return MultiDict(parse_qsl(body.decode(), keep_blank_values=True, errors="strict"))
+    except UnicodeDecodeError:
+        raise FormNotUTF8() from None
+
+
+async def _name() -> str:
+    """The form's task name; a form that is not UTF-8 text is refused as a name is."""
+    try:
+        return (await _form()).get("name", "")
+    except FormNotUTF8:
+        raise InvalidTaskName(NAME_NOT_UTF8) from None
 
 
 async def _gone() -> Response:

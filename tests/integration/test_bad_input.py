@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from quart import Quart
+from quart.typing import TestClientProtocol as Client
 
 from app.cache.sessions import has_session_cookie
 from tests.support.asgi import Sent, asgi_request
@@ -102,3 +104,82 @@ async def test_a_cookie_header_that_is_not_utf8_is_no_session(app: Quart, path: 
 )
 def test_the_view_caches_session_check_takes_any_bytes(header: bytes, expected: bool) -> None:
     assert has_session_cookie(header.decode("latin-1"), "session") is expected
+
+
+# --- form fields that are not UTF-8 ---------------------------------------------------------
+
+NAME_NOT_UTF8 = "Task name is not valid UTF-8 text."
+FORM_NOT_UTF8 = "The form is not valid UTF-8 text."
+FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+HX = {**FORM_HEADERS, "HX-Request": "true", "HX-Request-Type": "partial"}
+NOT_UTF8_NAMES = [b"name=%FF%FE", b"name=%FF", b"name=%ED%A0%80", b"name=caf%E9", b"name=\xff\xfe"]
+
+
+async def tasks(client: Client) -> list[dict[str, Any]]:
+    return (await (await client.get("/api/tasks")).get_json())["items"]
+
+
+async def flashed_page(client: Client) -> str:
+    return await (await client.get("/")).get_data(as_text=True)
+
+
+@pytest.mark.parametrize("body", NOT_UTF8_NAMES)
+async def test_a_new_task_whose_name_is_not_utf8_is_refused_and_not_stored(
+    client: Client, body: bytes
+) -> None:
+    plain = await client.post("/", data=body, headers=FORM_HEADERS)
+    assert plain.status_code == 303
+    assert NAME_NOT_UTF8 in await flashed_page(client)
+
+    htmx = await client.post("/", data=body, headers=HX)
+    assert htmx.status_code == 422
+    fragment = await htmx.get_data(as_text=True)
+    assert 'id="new-task"' in fragment and NAME_NOT_UTF8 in fragment
+    assert "\ufffd" not in fragment
+    assert await tasks(client) == []
+
+
+@pytest.mark.parametrize("body", NOT_UTF8_NAMES)
+async def test_a_rename_to_a_name_that_is_not_utf8_is_refused_and_changes_nothing(
+    client: Client, body: bytes
+) -> None:
+    task = await (await client.post("/api/tasks", json={"name": "kept"})).get_json()
+    plain = await client.post(f"/{task['id']}/rename", data=body, headers=FORM_HEADERS)
+    assert plain.status_code == 303
+    assert NAME_NOT_UTF8 in await flashed_page(client)
+
+    htmx = await client.post(f"/{task['id']}/rename", data=body, headers=HX)
+    assert htmx.status_code == 422
+    fragment = await htmx.get_data(as_text=True)
+    assert NAME_NOT_UTF8 in fragment and 'value="kept"' in fragment
+    assert [t["name"] for t in await tasks(client)] == ["kept"]
+
+
+@pytest.mark.parametrize("action", ["complete", "delete"])
+@pytest.mark.parametrize("body", [b"done=%FF", b"done=1&x=%ED%A0%80", b"\xff=1"])
+async def test_a_complete_or_delete_form_that_is_not_utf8_is_400_and_changes_nothing(
+    client: Client, action: str, body: bytes
+) -> None:
+    task = await (await client.post("/api/tasks", json={"name": "kept"})).get_json()
+    for headers in (FORM_HEADERS, HX):
+        response = await client.post(f"/{task['id']}/{action}", data=body, headers=headers)
+        assert response.status_code == 400
+        assert response.mimetype == "text/html"
+        assert FORM_NOT_UTF8 in await response.get_data(as_text=True)
+    assert await tasks(client) == [task]
+
+
+async def test_a_utf8_name_in_a_form_is_stored_as_sent(client: Client) -> None:
+    """The strict parsing still takes every valid form: escapes, raw UTF-8 and '+'."""
+    body = "name=caf%C3%A9+na\u00efve+%F0%9F%93%9D".encode()
+    assert (await client.post("/", data=body, headers=FORM_HEADERS)).status_code == 303
+    assert [t["name"] for t in await tasks(client)] == ["café naïve 📝"]
+
+
+async def test_a_form_in_another_encoding_is_415_and_changes_nothing(client: Client) -> None:
+    body = b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n--b--\r\n'
+    headers = {"Content-Type": "multipart/form-data; boundary=b"}
+    response = await client.post("/", data=body, headers=headers)
+    assert response.status_code == 415
+    assert "application/x-www-form-urlencoded" in await response.get_data(as_text=True)
+    assert await tasks(client) == []
