@@ -10,6 +10,7 @@ from quart import Quart
 from quart_schema import QuartSchema
 
 from app import errors, request_log, security, state
+from app.api.openapi import ApiDescription
 from app.cache.fragments import init_fragment_cache
 from app.cache.service import CacheService
 from app.cache.sessions import CacheSessionInterface, has_session_cookie
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         swagger_ui_path=None,
         redoc_ui_path=None,
         scalar_ui_path=None,
+        openapi_provider_class=ApiDescription,
     )
 
     from app.api import bp as api_bp

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import BaseModel
 from quart import Blueprint, Response, current_app
+from quart_schema import document_response
 
 from app import db
 from app.cache import CacheClient
@@ -11,16 +15,35 @@ from app.state import get_state
 bp = Blueprint("health", __name__)
 
 
+class Liveness(BaseModel):
+    """The process answers."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Whether the app can serve: its database, and its cache (down only makes it slower)."""
+
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "down"]
+    cache: Literal["ok", "degraded"]
+
+
 @bp.get("/healthz")
+@document_response(Liveness)
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers; touches no other service."""
     return {"status": "ok"}
 
 
 @bp.get("/readyz")
+@document_response(Readiness)
+@document_response(Readiness, 503)
 async def readyz() -> Response:
-    """Readiness: 503 while the database is unreachable. A cache that is down only makes
-    the app slower (every read misses), so it reports `"cache": "degraded"` with a 200."""
+    """Readiness: 503 while the database is unreachable.
+
+    A cache that is down only makes the app slower (every read misses), so it reports
+    `"cache": "degraded"` with a 200."""
     state = get_state()
     cache = "ok" if await cache_reachable(state.cache) else "degraded"
     try:

@@ -15,6 +15,8 @@ from quart_schema import DataSource, RequestSchemaValidationError
 from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
+from app.api.openapi import add_problems
+
 
 def json_body(model: type[BaseModel]) -> Callable:
     """Validate the JSON body against `model` and pass it to the view as `data`."""
@@ -33,8 +35,9 @@ def json_body(model: type[BaseModel]) -> Callable:
                 raise RequestSchemaValidationError(error) from None
             return await view(*args, data=data, **kwargs)
 
-        # Lets quart-schema describe the body in /openapi.json.
+        # Lets quart-schema describe the body in /openapi.json, and the answers above.
         setattr(wrapper, QUART_SCHEMA_REQUEST_ATTRIBUTE, (model, DataSource.JSON))
+        add_problems(wrapper, 400, 413, 415, 422)
         return wrapper
 
     return decorator

@@ -2,17 +2,94 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from quart_schema import document_response
 
 from app.api import bp
 from app.cache.report import cache_report
 from app.state import get_state
 
 
+class Counts(BaseModel):
+    hits: int
+    misses: int
+    sets: int
+    deletes: int
+    hit_ratio: float | None
+
+
+class Kinds(BaseModel):
+    memoize: Counts
+    view: Counts
+    fragment: Counts
+    session: Counts
+
+
+class Server(BaseModel):
+    """A cache server as this process sees it; its `stats` are missing while it is down."""
+
+    address: str
+    state: Literal["up", "retrying", "dead"]
+    up: bool
+    curr_items: int | None
+    bytes: int | None
+    evictions: int | None
+    get_hits: int | None
+    get_misses: int | None
+
+
+class Point(BaseModel):
+    at: float
+    ratio: float | None
+    lookups: int
+    hits: int
+
+
+class History(BaseModel):
+    interval: float
+    span: float
+    points: list[Point]
+
+
+class Process(BaseModel):
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    current: bool
+    kinds: Kinds
+    total: Counts
+
+
+class Processes(BaseModel):
+    reporting: int
+    complete: bool
+    publish_interval: float
+    ttl: int
+    items: list[Process]
+
+
+class CacheReport(BaseModel):
+    """The cache dashboard's data (what `/stats` shows)."""
+
+    backend: str
+    generated_at: float
+    kinds: Kinds
+    total: Counts
+    servers: list[Server]
+    history: History
+    processes: Processes
+
+
 @bp.get("/stats")
+@document_response(CacheReport)
 async def stats() -> tuple[dict[str, Any], int, dict[str, str]]:
-    """The cache dashboard's data: counters per kind summed over the app's processes, each
-    process's own, each server's state, hit-ratio history."""
+    """The cache dashboard's data.
+
+    Counters per kind summed over the app's processes, each process's own, each server's
+    state, the hit-ratio history."""
     state = get_state()
     report = await cache_report(state.cache, state.peers, state.cache_history)
     return report, 200, {"Cache-Control": "no-store"}

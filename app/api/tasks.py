@@ -5,10 +5,11 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from quart import url_for
 from quart_schema import validate_querystring, validate_response
-from werkzeug.exceptions import NotFound, UnprocessableEntity
+from werkzeug.exceptions import NotFound
 
 from app.api import bp
 from app.api.body import json_body
+from app.api.openapi import empty_response, headers, problems
 from app.cache.views import cached
 from app.state import get_tasks
 from app.tasks.schemas import Task, TaskCreate, TaskUpdate
@@ -25,6 +26,8 @@ class PageQuery(BaseModel):
 
 
 class TaskList(BaseModel):
+    """A page of tasks, and how many there are in all."""
+
     items: list[Task]
     total: int
     limit: int
@@ -35,6 +38,8 @@ class TaskList(BaseModel):
 @cached(LIST_TIMEOUT, depends_on=[ALL_TASKS])
 @validate_querystring(PageQuery)
 @validate_response(TaskList)
+@headers(200, Link='`<...>; rel="next"`: the next page, when there is one.')
+@problems(422, 503)
 async def list_tasks(query_args: PageQuery) -> tuple[TaskList, int, dict[str, str]]:
     """List tasks in creation order, a page at a time."""
     page = await get_tasks().page(limit=query_args.limit, offset=query_args.offset)
@@ -49,6 +54,8 @@ async def list_tasks(query_args: PageQuery) -> tuple[TaskList, int, dict[str, st
 @bp.post("/tasks")
 @json_body(TaskCreate)
 @validate_response(Task, 201)
+@headers(201, Location="The new task's URL.")
+@problems(503)
 async def create_task(data: TaskCreate) -> tuple[Task, int, dict[str, str]]:
     """Create a task."""
     task = await get_tasks().create(data.name)
@@ -58,6 +65,7 @@ async def create_task(data: TaskCreate) -> tuple[Task, int, dict[str, str]]:
 @bp.get(f"/tasks/{TASK_ID}")
 @cached(LIST_TIMEOUT, depends_on=[ONE_TASK])
 @validate_response(Task)
+@problems(404, 503)
 async def get_task(task_id: int) -> Task:
     """Get one task."""
     return _found(await get_tasks().get(task_id), task_id)
@@ -66,15 +74,16 @@ async def get_task(task_id: int) -> Task:
 @bp.patch(f"/tasks/{TASK_ID}")
 @json_body(TaskUpdate)
 @validate_response(Task)
+@problems(404, 503)
 async def update_task(task_id: int, data: TaskUpdate) -> Task:
     """Rename a task and/or mark it done or not done."""
-    if data.name is None and data.done is None:
-        raise UnprocessableEntity("Nothing to change: send name and/or done.")
-    task = await get_tasks().update(task_id, name=data.name, done=data.done)
+    task = await get_tasks().update(task_id, **data.model_dump())
     return _found(task, task_id)
 
 
 @bp.delete(f"/tasks/{TASK_ID}")
+@empty_response(204, "The task is deleted.")
+@problems(404, 503)
 async def delete_task(task_id: int) -> tuple[str, int]:
     """Delete a task."""
     if not await get_tasks().delete(task_id):
