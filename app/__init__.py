@@ -9,7 +9,7 @@ from flask.templating import _default_template_ctx_processor as flask_context_pr
 from quart import Quart
 from quart_schema import QuartSchema
 
-from app import errors, request_log, security, state
+from app import errors, limits, request_log, security, state
 from app.api.openapi import ApiDescription
 from app.cache.fragments import init_fragment_cache
 from app.cache.service import CacheService
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.session_interface = CacheSessionInterface(state.find_cache)
     init_fragment_cache(app.jinja_env, None)
     errors.init_app(app)
+    limits.init_app(app)  # right around Quart: it sees every body the app is sent
     release = release_digest()
     state.init_app(app, settings, release=release)
     install_view_cache(app, release, settings.cache_recent_bytes)

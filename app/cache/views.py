@@ -22,8 +22,9 @@ moves only the tokens over the network, and is exactly as fresh as the shared en
 On a miss the request runs through the app and the response is stored only if it is
 shareable: status 200, no `Set-Cookie`, not `private`/`no-store`, no `Vary: *`, and the
 request carried no session cookie (a request with a session may hold a pending flash: it
-bypasses the cache entirely). The response streams to the client as it is produced and is
-stored once complete, so a miss costs the client nothing extra.
+bypasses the cache entirely, as does one that sends a body). The response streams to the
+client as it is produced and is stored once complete, so a miss costs the client nothing
+extra.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class ViewCacheMiddleware:
             return await self.asgi_app(scope, receive, send)
         spec, view_args = route
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.has_session(headers):
+        if self.has_session(headers) or _has_body(headers):
             return await self.asgi_app(
                 scope, receive, _adding(send, _cache_headers(spec, "bypass"))
             )
@@ -335,6 +336,12 @@ class ViewCacheMiddleware:
             if spec is not None and "GET" in (rule.methods or ()):
                 rules.append(Rule(rule.rule, endpoint=spec, methods=["GET"]))
         return Map(rules, converters=self.app.url_map.converters).bind("cache.invalid")
+
+
+def _has_body(headers: Mapping[str, str]) -> bool:
+    """A GET or HEAD that sends a body: meaningless, but the app must see it to refuse one
+    over its size limit, so it is never answered from the cache."""
+    return "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
 
 
 def _sorted_query(scope: dict) -> str:

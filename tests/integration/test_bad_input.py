@@ -9,15 +9,19 @@ refuses to send such a header at all).
 from __future__ import annotations
 
 import re
+import select
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
+from app import create_app
 from app.cache.sessions import has_session_cookie
+from app.settings import Settings
 from tests.support.asgi import Sent, asgi_request
 from tests.support.databases import run_alembic, sqlite_url
 from tests.support.servers import LiveServer
@@ -183,3 +187,138 @@ async def test_a_form_in_another_encoding_is_415_and_changes_nothing(client: Cli
     assert response.status_code == 415
     assert "application/x-www-form-urlencoded" in await response.get_data(as_text=True)
     assert await tasks(client) == []
+
+
+# --- bodies over the size limit --------------------------------------------------------------
+
+LIMIT = 64 * 1024  # Settings.max_body_bytes
+TOO_LARGE = "The request body is larger than 65,536 bytes"
+ROUTES = [
+    ("POST", "/", FORM),
+    ("POST", "/{id}/rename", FORM),
+    ("POST", "/{id}/complete", FORM),
+    ("POST", "/{id}/delete", FORM),
+    ("POST", "/api/tasks", (b"content-type", b"application/json")),
+    ("PATCH", "/api/tasks/{id}", (b"content-type", b"application/json")),
+    ("DELETE", "/api/tasks/{id}", None),
+    ("GET", "/", None),
+    ("GET", "/api/tasks", None),
+    ("GET", "/api/tasks/{id}", None),
+    ("GET", "/stats", None),
+    ("GET", "/api/stats", None),
+    ("GET", "/healthz", None),
+    ("GET", "/readyz", None),
+]
+
+
+@pytest.fixture
+def sqlite_database(tmp_path: Path) -> str:
+    url = sqlite_url(tmp_path)
+    run_alembic(url, ("upgrade", "head"))
+    return url
+
+
+@pytest.fixture
+async def sqlite_app(sqlite_database: str) -> AsyncIterator[Quart]:
+    """The app on SQLite only: the body limit does not depend on the database."""
+    app = create_app(Settings(env="development", database_url=sqlite_database))
+    async with app.test_app():
+        yield app
+
+
+@pytest.mark.parametrize("framing", ["content-length", "transfer-encoding"])
+@pytest.mark.parametrize(
+    ("method", "path", "header"), ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES]
+)
+async def test_a_body_over_the_limit_is_413_on_every_route_and_changes_nothing(
+    sqlite_app: Quart, method: str, path: str, header: tuple[bytes, bytes] | None,
+    framing: str,
+) -> None:
+    client = sqlite_app.test_client()
+    task = await (await client.post("/api/tasks", json={"name": "kept"})).get_json()
+    for _ in range(2 if method == "GET" else 0):  # in the cache: not to be served from it
+        assert (await client.get(path.format(id=task["id"]))).status_code == 200
+    body = b"name=x&" + b"x" * (4 * LIMIT)
+    length = str(len(body)).encode() if framing == "content-length" else b"chunked"
+    headers = [*([header] if header else []), (framing.encode(), length)]
+
+    target = path.format(id=task["id"])
+    sent = await asgi_request(sqlite_app.asgi_app, method, target, headers, body)
+    assert sent.status == 413
+    expected = "application/problem+json" if path.startswith("/api") else "text/html"
+    assert content_type(sent).startswith(expected)
+    assert TOO_LARGE in sent.body.decode()
+    assert await tasks(client) == [task]
+
+
+async def test_an_htmx_delete_over_the_limit_is_413_with_a_flash(sqlite_app: Quart) -> None:
+    client = sqlite_app.test_client()
+    task = await (await client.post("/api/tasks", json={"name": "kept"})).get_json()
+    htmx = [(b"hx-request", b"true"), (b"hx-request-type", b"partial"), FORM]
+    sent = await asgi_request(
+        sqlite_app.asgi_app, "POST", f"/{task['id']}/delete", htmx, b"x" * (LIMIT + 1)
+    )
+    assert sent.status == 413
+    assert sent.headers[b"hx-retarget"] == b"#flashes"
+    assert TOO_LARGE in sent.body.decode()
+    assert await tasks(client) == [task]
+
+
+def send_large(server: LiveServer, head: bytes, body: bytes) -> tuple[int, bytes, int]:
+    """Send `head`, then `body` until the server answers: its status, what it said, and
+    how much of the body had gone out by then."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        sock.setblocking(False)
+        sent, received = 0, b""
+        while True:
+            sending = [sock] if sent < len(body) and not received else []
+            readable, writable, _ = select.select([sock], sending, [], 10)
+            assert readable or writable, "no answer within 10 s"
+            if readable:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+            elif writable:
+                try:
+                    sent += sock.send(body[sent:sent + 65536])
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+    status_line, _, rest = received.partition(b"\r\n")
+    return int(status_line.split()[1]), rest, sent
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_20_mb_delete_is_413_over_http_and_deletes_nothing(
+    server: LiveServer, chunked: bool
+) -> None:
+    created = raw_request(
+        server,
+        b'POST /api/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n'
+        b'Content-Length: 16\r\nConnection: close\r\n\r\n{"name": "kept"}',
+    )
+    task_id = re.search(rb'"id":(\d+)', created[2]).group(1)
+    body = b"x" * (20 * 1024 * 1024)
+    if chunked:
+        framing = b"Transfer-Encoding: chunked"
+        step = 1024 * 1024
+        body = b"".join(
+            b"%x\r\n%s\r\n" % (step, body[i:i + step]) for i in range(0, len(body), step)
+        ) + b"0\r\n\r\n"
+    else:
+        framing = b"Content-Length: %d" % len(body)
+    head = (
+        b"POST /" + task_id + b"/delete HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n" + framing
+        + b"\r\nConnection: close\r\n\r\n"
+    )
+    status, answer, sent = send_large(server, head, body)
+    assert status == 413
+    assert TOO_LARGE.encode() in answer
+    # Refused on the way in: neither waited for nor buffered whole.
+    assert sent < len(body) // 2, f"answered after {sent:,} of {len(body):,} bytes"
+    status, _, _ = raw_request(
+        server, b"GET /api/tasks/" + task_id + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert status == 200, "the task was deleted"

@@ -1,0 +1,65 @@
+"""The request body limit (`MAX_CONTENT_LENGTH`) on every route, whether its view reads a
+body or not.
+
+Quart checks the limit only when a view reads the body, and buffers a chunked body whole
+before it does: a view that needs none (a delete) acted on a request it should have
+refused, and a client could make the process hold any amount of data. So every request's
+body is read before its view runs (`read_body`), and `BodyLimit` stops passing a body on
+once it is over the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from quart import Quart, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+ASGIApp = Callable[[Message, Receive, Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+
+class BodyLimit:
+    """ASGI middleware: pass on a request body up to the first chunk that takes it over
+    `limit` bytes, then end it there. Quart then holds a body over its limit, which it
+    refuses (413) as soon as anything reads it; the rest is read and dropped, so that the
+    client, still sending, gets to read that answer."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Message, receive: Receive, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            while message["type"] == "http.request" and received > self.limit:
+                message = await receive()  # past the limit: drop the rest
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    return {**message, "more_body": False}
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def init_app(app: Quart) -> None:
+    """Refuse a body over `MAX_CONTENT_LENGTH` with 413 on every route, before any view."""
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    too_large = f"The request body is larger than {limit:,} bytes, the most this server takes."
+
+    @app.before_request
+    async def read_body() -> None:
+        try:
+            await request.get_data(cache=True)
+        except RequestEntityTooLarge:
+            raise RequestEntityTooLarge(too_large) from None
+
+    app.asgi_app = BodyLimit(app.asgi_app, limit)  # type: ignore[method-assign]
