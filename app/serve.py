@@ -10,7 +10,7 @@ kill), and exits 0 when the app refuses to start. This master:
 - refuses more than one worker on the in-process cache (each worker would keep its own
   cache and sessions, and serve what another worker has already invalidated);
 - starts a new worker in place of one that dies, while the others go on serving, and
-  gives up (exit 1) when new workers keep dying within seconds of their start;
+  gives up (exit 1) when new workers keep dying before they are ready to serve;
 - on SIGTERM or SIGINT lets every worker drain its requests (hypercorn's
   `graceful_timeout`) and close its pools, and exits 0 when they all did. A worker that is
   sent SIGTERM itself (Heroku and honcho signal every process) drains in the same way.
@@ -31,17 +31,18 @@ from multiprocessing.synchronize import Event
 from types import FrameType
 
 import hypercorn.__main__ as hypercorn_cli
+from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 from hypercorn.utils import load_application
 
 from app.settings import Settings, SettingsError
 
 log = logging.getLogger("tasklist.serve")
 
-# A worker that dies this soon after its start did not come up; after this many such
-# deaths in a row the master stops instead of restarting workers in a tight loop.
-BOOT_SECONDS = 5.0
+# After this many workers in a row died before they were ready (the app's startup done),
+# the master stops instead of restarting workers in a tight loop.
 BOOT_FAILURES = 3
 # Time a worker has, past the graceful timeout, to run the app's shutdown and exit.
 SHUTDOWN_GRACE = 5.0
@@ -116,13 +117,19 @@ class Master:
         return code if self.boot_failures < BOOT_FAILURES else 1
 
     def _start_worker(self) -> None:
+        ready = self.context.Event()
         process = self.context.Process(
             target=serve_worker,
-            kwargs={"config": self.config, "sockets": self.sockets, "shutdown": self.shutdown},
+            kwargs={
+                "config": self.config,
+                "sockets": self.sockets,
+                "shutdown": self.shutdown,
+                "ready": ready,
+            },
         )
         process.daemon = self.config.daemon  # ended with the master, should it crash
         process.start()
-        self.workers.append(Worker(process, time.monotonic()))
+        self.workers.append(Worker(process, ready, time.monotonic()))
         log.info("worker %s started", process.pid)
 
     def _replace(self, dead: Worker) -> bool:
@@ -135,10 +142,10 @@ class Master:
             _describe(dead.process.exitcode),
             lived,
         )
-        self.boot_failures = self.boot_failures + 1 if lived < BOOT_SECONDS else 0
+        self.boot_failures = 0 if dead.ready.is_set() else self.boot_failures + 1
         if self.boot_failures >= BOOT_FAILURES:
-            log.error("%d workers in a row died within %.0f s of starting; stopping",
-                      self.boot_failures, BOOT_SECONDS)
+            log.error("%d workers in a row died before they were ready to serve; stopping",
+                      self.boot_failures)
             return False
         self._start_worker()
         return True
@@ -170,17 +177,22 @@ class Master:
 
 
 class Worker:
-    __slots__ = ("process", "started")
+    """A worker process; `ready` is set once its app has started up (lifespan)."""
 
-    def __init__(self, process: BaseProcess, started: float) -> None:
+    __slots__ = ("process", "ready", "started")
+
+    def __init__(self, process: BaseProcess, ready: Event, started: float) -> None:
         self.process = process
+        self.ready = ready
         self.started = started
 
 
-def serve_worker(config: Config, sockets: Sockets, shutdown: Event) -> None:
+def serve_worker(config: Config, sockets: Sockets, shutdown: Event, ready: Event) -> None:
     """One worker process: hypercorn's asyncio or uvloop worker, stopped gracefully by the
     master's event, by a SIGTERM of its own, or by the master going away."""
     app = load_application(config.application_path, config.wsgi_max_body_size)
+    if isinstance(app, ASGIWrapper):
+        app.app = ReportStartup(app.app, ready)
     master = os.getppid()
     terminated = False
 
@@ -202,6 +214,28 @@ def serve_worker(config: Config, sockets: Sockets, shutdown: Event) -> None:
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(worker_serve(app, config, sockets=sockets, shutdown_trigger=shutdown_trigger))
+
+
+class ReportStartup:
+    """ASGI middleware: set `ready` when the app reports its lifespan startup complete."""
+
+    def __init__(self, app: ASGIFramework, ready: Event) -> None:
+        self.app = app
+        self.ready = ready
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_reporting(message: dict) -> None:  # type: ignore[type-arg]
+            if message["type"] == "lifespan.startup.complete":
+                self.ready.set()
+            await send(message)  # type: ignore[arg-type]
+
+        await self.app(scope, receive, send_reporting)  # type: ignore[arg-type]
 
 
 def _describe(exitcode: int | None) -> str:

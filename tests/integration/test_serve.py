@@ -323,6 +323,20 @@ def test_workers_that_keep_dying_at_start_stop_the_master(services: dict[str, st
         env=server.env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 1, result.stderr
-    assert "died within 5 s of starting; stopping" in result.stderr
+    assert "3 workers in a row died before they were ready to serve; stopping" in result.stderr
     assert result.stderr.count("exited (exit code 3)") == 3
     assert result.stderr.count("started") == 4  # two workers, then two in place of the dead
+
+
+def test_workers_killed_after_their_start_are_always_replaced(
+    services: dict[str, str], tmp_path: Path
+) -> None:
+    # Unlike workers that die before they are ready, these never stop the master.
+    with serve(services, tmp_path / "serve.log", workers=1) as server:
+        for round_ in range(1, 4):
+            (worker,) = running_workers(server)[-1:]
+            os.kill(worker, signal.SIGKILL)
+            started = round_ + 1
+            wait_for(lambda n=started: len(running_workers(server)) == n, 10, "a new worker")
+        assert server.running
+        assert httpx.get(server.url + "/healthz").status_code == 200
