@@ -47,6 +47,10 @@ class DatabaseUnavailable(Exception):
 def make_engine(settings: Settings) -> AsyncEngine:
     """One engine per process; pooled for PostgreSQL, a connection per session for SQLite.
 
+    Every wait is bounded, so that a request ends in a 503 rather than hangs: for a pooled
+    connection, to connect, and for a statement (asyncpg's timeout is client-side, so it
+    also ends one that waits on a lock or on a server that stopped answering).
+
     No pre-ping: it costs a round trip on every checkout. A connection the server closed
     while it sat in the pool fails on first use instead; SQLAlchemy then invalidates it and
     every older one, and the read or the write (if it had not reached its commit) is run
@@ -60,7 +64,10 @@ def make_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=3600,
-        connect_args={"timeout": settings.db_connect_timeout},
+        connect_args={
+            "timeout": settings.db_connect_timeout,
+            "command_timeout": settings.db_statement_timeout,
+        },
     )
 
 

@@ -34,6 +34,7 @@ class Settings:
     db_max_overflow: int = 5
     db_pool_timeout: float = 5.0
     db_connect_timeout: float = 5.0
+    db_statement_timeout: float = 5.0
     max_body_bytes: int = 64 * 1024
 
     memcache_servers: tuple[str, ...] = ()
@@ -98,6 +99,7 @@ class Settings:
             db_pool_size=_int(env, "DB_POOL_SIZE", 5),
             db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 5),
             db_pool_timeout=_float(env, "DB_POOL_TIMEOUT", 5.0),
+            db_statement_timeout=_float(env, "DB_STATEMENT_TIMEOUT", 5.0),
             memcache_servers=parse_servers(env.get("MEMCACHIER_SERVERS", "")),
             memcache_username=env.get("MEMCACHIER_USERNAME") or None,
             memcache_password=env.get("MEMCACHIER_PASSWORD") or None,

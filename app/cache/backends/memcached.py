@@ -185,7 +185,9 @@ class MemcachedBackend:
         return statuses
 
     def healthy(self) -> bool:
-        return all(server.state == "up" for server in self.servers.values())
+        return all(
+            server.state == "up" and not server.pool.saturated for server in self.servers.values()
+        )
 
     async def close(self) -> None:
         for server in self.servers.values():

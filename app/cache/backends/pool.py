@@ -3,7 +3,11 @@
 At most `size` connections exist; callers wait for one first come, first served and for at
 most the given deadline. A released slot is handed straight to the oldest waiter, and one
 timer per pool expires the overdue waiters (`deadlines.py`: a timer per wait, as
-`asyncio.timeout` around a semaphore gives, cost more than the rest of a cache hit).
+`asyncio.timeout` around a semaphore gives, cost more than the rest of a cache hit). Once a
+wait has timed out, the pool is saturated: a new caller fails at once (a cache miss) until
+a connection comes back, instead of waiting out its own deadline (a request makes a dozen
+cache calls, and would wait a deadline for each); only an urgent one (an invalidation)
+still waits.
 Connections open lazily, within
 `connect_timeout` including the authentication handshake (see `auth.py`). A connection
 comes back to the pool only if its holder says it is clean: after a timeout, cancellation,
@@ -60,16 +64,20 @@ class ConnectionPool:
         self._settling = asyncio.Lock()
         self._idle: deque[Connection] = deque()
         self._free = size  # slots (the right to hold a connection) nobody holds
+        self._saturated = False  # a wait timed out, and no slot has come back since
         self._waiters: deque[asyncio.Future[None]] = deque()  # first come, first served
         self._waiting: Deadlines[asyncio.Future[None]] = Deadlines(self._time_out)
 
     # `timeout` is a deadline the pool's one expiry timer enforces: wrapping each wait in
     # `asyncio.timeout` instead is what this pool avoids (see the module docstring).
-    async def acquire(self, timeout: float) -> Connection:  # noqa: ASYNC109
+    async def acquire(self, timeout: float, *, urgent: bool = False) -> Connection:  # noqa: ASYNC109
         """A connection to this server; raises `PoolTimeout`, `OSError`, `TimeoutError`
-        (connect) or `AuthenticationFailed`."""
+        (connect) or `AuthenticationFailed`. An `urgent` caller (an invalidation) waits
+        even while the pool is saturated: losing it would let stale entries be read."""
         if self._free and not self._waiters:
             self._free -= 1
+        elif self._saturated and not urgent:
+            raise PoolTimeout(f"no free connection to {self.address} (all held)")
         else:
             await self._wait_for_slot(timeout)
         try:
@@ -82,6 +90,11 @@ class ConnectionPool:
         except BaseException:
             self._release_slot()
             raise
+
+    @property
+    def saturated(self) -> bool:
+        """A wait for a connection timed out, and none has come back since."""
+        return self._saturated
 
     def release(self, conn: Connection, *, reusable: bool) -> None:
         """Take back a connection; reuse it only if its holder says it is clean (a dead one
@@ -106,6 +119,7 @@ class ConnectionPool:
             self._waiting.discard(waiter)
 
     def _release_slot(self) -> None:
+        self._saturated = False
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():  # skip the cancelled and the timed out
@@ -115,6 +129,7 @@ class ConnectionPool:
 
     def _time_out(self, waiter: asyncio.Future[None]) -> None:
         if not waiter.done():
+            self._saturated = True
             waiter.set_exception(PoolTimeout(f"no free connection to {self.address}"))
 
     def clear(self) -> None:

@@ -85,7 +85,7 @@ class Server:
         """
         if self.state != "up":
             return await self._probe(op, write, urgent)
-        return await self._run(op, write, probing=False)
+        return await self._run(op, write, probing=False, urgent=urgent)
 
     async def _probe(
         self, op: Callable[[Connection], Awaitable[T]], write: bool, urgent: bool
@@ -95,7 +95,7 @@ class Server:
                 # The probe flushes the server if need be; this write then lands after it.
                 await self._probe_ended.wait()
                 if self.state == "up":
-                    return await self._run(op, write, probing=False)
+                    return await self._run(op, write, probing=False, urgent=urgent)
             self._skip(write)
         if self._clock() < self._retry_at and not urgent:
             self._skip(write)
@@ -105,8 +105,8 @@ class Server:
                 await self._run(self._codec.flush, True, probing=True)
                 self.flushes += 1
                 self._recover("flushed")
-                return await self._run(op, write, probing=False)
-            result = await self._run(op, write, probing=True)
+                return await self._run(op, write, probing=False, urgent=urgent)
+            result = await self._run(op, write, probing=True, urgent=urgent)
             self._recover("reachable")
             return result
         finally:
@@ -119,10 +119,11 @@ class Server:
         raise ServerUnavailable(self.address)
 
     async def _run(
-        self, op: Callable[[Connection], Awaitable[T]], write: bool, *, probing: bool
+        self, op: Callable[[Connection], Awaitable[T]], write: bool, *, probing: bool,
+        urgent: bool = False,
     ) -> T:
         try:
-            conn = await self.pool.acquire(self.op_timeout)
+            conn = await self.pool.acquire(self.op_timeout, urgent=urgent)
             deadline = self._deadlines.add(conn, self.op_timeout)
             clean = False
             try:
