@@ -18,7 +18,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
-ASGIApp = Callable[[Message, Receive, Callable[[Message], Awaitable[None]]], Awaitable[None]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
 
 
 class BodyLimit:
@@ -31,7 +32,7 @@ class BodyLimit:
         self.app = app
         self.limit = limit
 
-    async def __call__(self, scope: Message, receive: Receive, send: Any) -> None:
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         received = 0
