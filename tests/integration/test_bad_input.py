@@ -72,7 +72,7 @@ def content_type(sent: Sent) -> str:
 def test_a_cookie_header_that_is_not_utf8_is_no_session_over_http(
     server: LiveServer, path: str
 ) -> None:
-    for _ in range(2):  # the second time, the page may come from the cache
+    for _ in range(2):  # and again: a request with a cookie is never served from the cache
         status, headers, _ = get_with_cookie(server, path, BAD_COOKIE)
         assert status == (404 if path == "/api/tasks/1" else 200), (path, status)
         assert headers.get("x-cache") in (None, "bypass"), "a request with a cookie is cached"
