@@ -22,7 +22,7 @@ from tests.support.databases import (  # noqa: E402
     sqlite_url,
 )
 
-pytest_plugins = ["tests.support.databases"]
+pytest_plugins = ["tests.support.databases", "tests.support.memcached"]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -12,7 +12,6 @@ import re
 import select
 import socket
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,13 +208,6 @@ ROUTES = [
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
 ]
-
-
-@pytest.fixture
-def sqlite_database(tmp_path: Path) -> str:
-    url = sqlite_url(tmp_path)
-    run_alembic(url, ("upgrade", "head"))
-    return url
 
 
 @pytest.fixture

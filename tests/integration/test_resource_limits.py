@@ -28,7 +28,7 @@ from app import create_app
 from app.cache.backends.pool import ConnectionPool, PoolTimeout
 from app.settings import Settings
 from app.state import find_state
-from tests.support.databases import empty_tables, run_alembic, sqlite_url
+from tests.support.databases import empty_tables
 from tests.support.memcached import MemcachedProcess
 from tests.support.servers import LiveServer
 
@@ -152,22 +152,6 @@ async def test_requests_stuck_on_a_lock_hold_the_pool_and_still_end_in_503s(
 
 
 # --- the memcached pools ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def sqlite_database(tmp_path: Path) -> str:
-    url = sqlite_url(tmp_path)
-    run_alembic(url, ("upgrade", "head"))
-    return url
-
-
-@pytest.fixture
-def memcached_server() -> Iterator[MemcachedProcess]:
-    server = MemcachedProcess().start()
-    yield server
-    if server.running:
-        os.kill(server._proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
-    server.kill()
 
 
 @pytest.fixture

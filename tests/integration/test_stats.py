@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from quart import Quart
@@ -20,7 +19,6 @@ from app.settings import Settings, SettingsError
 from app.state import get_state
 from app.web.stats import chart
 from tests.support.clock import Clock
-from tests.support.databases import run_alembic, sqlite_url
 from tests.support.memcached import MemcachedProcess
 
 HX = {"HX-Request": "true", "HX-Request-Type": "partial"}
@@ -155,20 +153,6 @@ def test_publish_interval_setting() -> None:
 
 
 # --- with memcached: every process's counts ---------------------------------------------
-
-
-@pytest.fixture
-def memcached_server() -> Iterator[MemcachedProcess]:
-    server = MemcachedProcess().start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
-def sqlite_database(tmp_path: Path) -> str:
-    url = sqlite_url(tmp_path)
-    run_alembic(url, ("upgrade", "head"))
-    return url
 
 
 @pytest.fixture

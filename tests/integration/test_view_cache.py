@@ -227,13 +227,6 @@ async def test_concurrent_cold_requests_query_the_database_once(
 
 
 @pytest.fixture
-def memcached_server() -> Iterator[MemcachedProcess]:
-    server = MemcachedProcess().start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
 async def memcached_app(
     database_url: str, memcached_server: MemcachedProcess
 ) -> AsyncIterator[Quart]:

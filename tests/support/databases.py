@@ -55,6 +55,14 @@ def run_alembic(url: str, *commands: tuple[str, str]) -> None:
     asyncio.run(main())
 
 
+@pytest.fixture
+def sqlite_database(tmp_path: Path) -> str:
+    """A migrated SQLite database of this test's own."""
+    url = sqlite_url(tmp_path)
+    run_alembic(url, ("upgrade", "head"))
+    return url
+
+
 def sqlite_url(directory: Path) -> str:
     return f"sqlite+aiosqlite:///{directory / 'tasklist.sqlite3'}"
 

@@ -118,3 +118,9 @@ def memcached_factory() -> Iterator[Callable[..., MemcachedProcess]]:
     yield start
     for server in started:
         server.kill()
+
+
+@pytest.fixture
+def memcached_server(memcached_factory: Callable[..., MemcachedProcess]) -> MemcachedProcess:
+    """A memcached of this test's own, to kill or freeze (killed at teardown, stopped or not)."""
+    return memcached_factory()

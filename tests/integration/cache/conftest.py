@@ -1,11 +1,6 @@
 import pytest
 
 from app.cache import CacheClient, KeyBuilder, MemcachedBackend, MemoryBackend
-from tests.support.memcached import (  # noqa: F401 (fixtures)
-    _shared_memcached,
-    memcached,
-    memcached_factory,
-)
 
 # Small deadlines keep fault tests fast; they are generous for loopback.
 FAST = dict(connect_timeout=1.0, op_timeout=0.3, retry_timeout=0.3, dead_timeout=0.8,
