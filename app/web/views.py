@@ -15,6 +15,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from app.cache.views import cached
+from app.db import DatabaseUnavailable
 from app.htmx import VARY_HEADERS, add_vary, wants_partial
 from app.state import get_tasks
 from app.tasks.repository import MAX_TASK_ID
@@ -68,9 +69,8 @@ async def create_task() -> Response:
         return await _reply(
             str(error), "error", "tasks/_refused.html", 422, error=error, name=name, autofocus=True
         )
-    return await _reply(
-        f"Added “{task.name}”.", "success", "tasks/_created.html", task=task, total=await _total()
-    )
+    return await _reply(f"Added “{task.name}”.", "success", "tasks/_created.html", task=task,
+                        summary=True)
 
 
 @bp.post(f"/{TASK_ID}/rename")
@@ -105,7 +105,7 @@ async def delete_task(task_id: int) -> Response:
     await _form()  # none of it is used, but a form that is not text is refused here too
     if not await get_tasks().delete(task_id):
         return await _gone()
-    return await _reply("Task deleted.", "success", "tasks/_removed.html", total=await _total())
+    return await _reply("Task deleted.", "success", "tasks/_removed.html", summary=True)
 
 
 async def _form() -> MultiDict[str, str]:
@@ -135,15 +135,24 @@ async def _name() -> str:
 async def _gone() -> Response:
     """410, not 404: a row removes itself on this answer (`hx-status:410`), and a 404 from the
     error helper (unknown route) must not match that rule once retargeted at #flashes."""
-    return await _reply(TASK_GONE, "error", "tasks/_removed.html", 410, total=await _total())
+    return await _reply(TASK_GONE, "error", "tasks/_removed.html", 410, summary=True)
 
 
 async def _reply(
-    message: str | None, category: str, fragment: str, status: int = 200, **context: object
+    message: str | None,
+    category: str,
+    fragment: str,
+    status: int = 200,
+    *,
+    summary: bool = False,
+    **context: object,
 ) -> Response:
-    """The fragment for htmx (its template decides whether the message goes out of band);
-    otherwise flash the message and redirect to the list."""
+    """The fragment for htmx (its template decides whether the message goes out of band),
+    with the list's count when `summary`; otherwise flash the message and redirect to the
+    list (whose page counts for itself)."""
     if wants_partial(request.headers):
+        if summary:
+            context.update(await _summary())
         flashes = [(category, message)] if message else []
         body = await render_template(fragment, flashes=flashes, **context)
         return add_vary(Response(body, status=status))
@@ -153,5 +162,11 @@ async def _reply(
     return add_vary(redirect(url_for("web.index"), 303))
 
 
-async def _total() -> int | None:
-    return await get_tasks().count()
+async def _summary() -> dict[str, object]:
+    """The count for the summary an htmx answer updates. The write before it has committed:
+    if the count cannot be read now, the answer goes without it, since a 503 would tell the
+    user that a done write had failed (and a retried create would store it twice)."""
+    try:
+        return {"counted": True, "total": await get_tasks().count()}
+    except DatabaseUnavailable:
+        return {"counted": False}

@@ -180,3 +180,30 @@ async def test_a_write_on_a_connection_asyncpg_left_broken_drops_it_for_a_retry(
     assert broken.is_closed(), "the broken connection went back to the pool"
     async with transaction(state.sessions) as session:
         assert await driver_connection(await session.connection()) is not broken
+
+
+@pytest.mark.parametrize("action", ["create", "delete"])
+async def test_a_write_that_committed_is_not_a_503_when_the_count_after_it_fails(
+    app: Quart, action: str
+) -> None:
+    """The htmx answer to a create or delete updates the count; if the database is gone by
+    then, the committed write must still be answered as done (a retried create would be
+    stored twice), without the count."""
+    client = app.test_client()
+    headers = {"HX-Request": "true", "HX-Request-Type": "partial", "Sec-Fetch-Site": "same-origin"}
+    tasks = find_state(app).tasks
+    kept = await tasks.create("kept")
+
+    async def count_fails() -> int | None:
+        raise DatabaseUnavailable("the database went away after the write")
+
+    tasks.count = count_fails  # type: ignore[method-assign]
+    if action == "create":
+        response = await client.post("/", form={"name": "after the write"}, headers=headers)
+    else:
+        response = await client.post(f"/{kept.id}/delete", headers=headers)
+    body = await response.get_data(as_text=True)
+    assert response.status_code == 200, body
+    assert "task-summary" not in body  # no count, rather than a wrong one
+    names = [task["name"] for task in (await tasks.list_page()).tasks]
+    assert ("after the write" in names) if action == "create" else ("kept" not in names)
