@@ -4,10 +4,13 @@ At most `size` connections exist; callers wait for one first come, first served 
 most the given deadline. A released slot is handed straight to the oldest waiter, and one
 timer per pool expires the overdue waiters (`deadlines.py`: a timer per wait, as
 `asyncio.timeout` around a semaphore gives, cost more than the rest of a cache hit). Once a
-wait has timed out, the pool is saturated: a new caller fails at once (a cache miss) until
-a connection comes back, instead of waiting out its own deadline (a request makes a dozen
-cache calls, and would wait a deadline for each); only an urgent one (an invalidation)
-still waits.
+wait has timed out without any connection coming back while it waited (the holders are
+stuck: a frozen server), the pool is saturated: a new caller fails at once (a cache miss)
+until a connection comes back, instead of waiting out its own deadline (a request makes a
+dozen cache calls, and would wait a deadline for each); only an urgent one (an
+invalidation) still waits. A wait that times out while connections do come back is only
+a busy pool (a burst on a loaded machine) and saturates nothing: failing fast there would
+turn the burst's shared loads into one database query each.
 Connections open lazily, within
 `connect_timeout` including the authentication handshake (see `auth.py`). A connection
 comes back to the pool only if its holder says it is clean: after a timeout, cancellation,
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections import deque
 
 from .auth import (
@@ -65,6 +70,8 @@ class ConnectionPool:
         self._idle: deque[Connection] = deque()
         self._free = size  # slots (the right to hold a connection) nobody holds
         self._saturated = False  # a wait timed out, and no slot has come back since
+        self._released_at = -math.inf  # time.monotonic() when a slot last came back
+        self._waiting_since: dict[asyncio.Future[None], float] = {}
         self._waiters: deque[asyncio.Future[None]] = deque()  # first come, first served
         self._waiting: Deadlines[asyncio.Future[None]] = Deadlines(self._time_out)
 
@@ -109,6 +116,7 @@ class ConnectionPool:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._waiting.add(waiter, timeout)
+        self._waiting_since[waiter] = time.monotonic()
         try:
             await waiter
         except asyncio.CancelledError:
@@ -117,9 +125,11 @@ class ConnectionPool:
             raise
         finally:
             self._waiting.discard(waiter)
+            self._waiting_since.pop(waiter, None)
 
     def _release_slot(self) -> None:
         self._saturated = False
+        self._released_at = time.monotonic()
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():  # skip the cancelled and the timed out
@@ -129,7 +139,8 @@ class ConnectionPool:
 
     def _time_out(self, waiter: asyncio.Future[None]) -> None:
         if not waiter.done():
-            self._saturated = True
+            since = self._waiting_since.get(waiter, math.inf)
+            self._saturated = self._released_at < since  # nothing came back while it waited
             waiter.set_exception(PoolTimeout(f"no free connection to {self.address}"))
 
     def clear(self) -> None:

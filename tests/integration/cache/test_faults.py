@@ -230,6 +230,29 @@ async def test_each_waiter_times_out_at_its_own_deadline(memcached, make_backend
     assert pool.connect_attempts == 1
 
 
+async def test_a_wait_timed_out_in_a_busy_pool_does_not_saturate_it(memcached, make_backend):
+    """Connections came back while it waited (a burst, not stuck holders): the next caller
+    waits its turn instead of missing at once. A stuck pool does saturate (see
+    test_resource_limits)."""
+    backend = make_backend([memcached.address], pool_size=1)
+    pool = backend.servers[memcached.address].pool
+    held = await pool.acquire(1.0)
+    ahead = asyncio.create_task(pool.acquire(5.0))
+    await asyncio.sleep(0)
+    behind = asyncio.create_task(pool.acquire(0.3))
+    await asyncio.sleep(0.1)
+    pool.release(held, reusable=True)  # a connection comes back, to the waiter ahead
+    conn = await ahead
+    with pytest.raises(PoolTimeout):
+        await behind
+    assert not pool.saturated
+    later = asyncio.create_task(pool.acquire(2.0))
+    await asyncio.sleep(0.05)
+    assert not later.done()  # waiting, not refused
+    pool.release(conn, reusable=True)
+    pool.release(await later, reusable=True)
+
+
 async def test_a_waiter_cancelled_after_being_handed_a_slot_gives_it_back(
     memcached, make_backend
 ):
