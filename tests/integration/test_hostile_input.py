@@ -25,10 +25,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from app.settings import PROJECT_ROOT
-from tests.support.databases import create_postgres_database, drop_postgres_database, run_alembic
-from tests.support.memcached import MemcachedProcess
-from tests.support.servers import LiveServer
+from tests.support.servers import LiveServer, served_on_postgres
 
 pytestmark = pytest.mark.postgres
 
@@ -170,20 +167,9 @@ def dechunk(data: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """hypercorn as production configures it (one worker), on PostgreSQL and memcached."""
-    url = create_postgres_database()
-    memcached = MemcachedProcess()
-    logs = tmp_path_factory.mktemp("hostile")
-    try:
-        run_alembic(url, ("upgrade", "head"))
-        memcached.start()
-        env = {"DATABASE_URL": url, "MEMCACHIER_SERVERS": memcached.address}
-        config = ["--config", str(PROJECT_ROOT / "hypercorn.toml"), "--workers", "1"]
-        with LiveServer(env, log=logs / "app.log", extra_args=config) as server:
-            yield Site(server, make_url(url).set(drivername="postgresql").render_as_string(False))
-            assert "Traceback" not in server.log_text(), server.log_text()
-    finally:
-        memcached.kill()
-        drop_postgres_database(url)
+    with served_on_postgres(tmp_path_factory.mktemp("hostile") / "app.log") as (server, url):
+        yield Site(server, make_url(url).set(drivername="postgresql").render_as_string(False))
+        assert "Traceback" not in server.log_text(), server.log_text()
 
 
 def exchange_json(server: LiveServer, method: str, path: str, document: Any) -> Answer:

@@ -20,10 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import PROJECT_ROOT
-from tests.support.databases import create_postgres_database, drop_postgres_database, run_alembic
-from tests.support.memcached import MemcachedProcess
-from tests.support.servers import LiveServer
+from tests.support.servers import LiveServer, served_on_postgres
 
 pytestmark = pytest.mark.postgres
 
@@ -39,19 +36,8 @@ RUN_TIMEOUT = 120  # seconds; a run takes about 10
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    url = create_postgres_database()
-    memcached = MemcachedProcess()
-    logs = tmp_path_factory.mktemp("schemathesis")
-    try:
-        run_alembic(url, ("upgrade", "head"))
-        memcached.start()
-        env = {"DATABASE_URL": url, "MEMCACHIER_SERVERS": memcached.address}
-        config = ["--config", str(PROJECT_ROOT / "hypercorn.toml"), "--workers", "1"]
-        with LiveServer(env, log=logs / "app.log", extra_args=config) as server:
-            yield server
-    finally:
-        memcached.kill()
-        drop_postgres_database(url)
+    with served_on_postgres(tmp_path_factory.mktemp("schemathesis") / "app.log") as (server, _):
+        yield server
 
 
 def test_schemathesis_with_every_check_finds_no_failure(

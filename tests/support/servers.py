@@ -16,11 +16,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from app.settings import PROJECT_ROOT
-from tests.support.memcached import free_port
+from tests.support.databases import create_postgres_database, drop_postgres_database, run_alembic
+from tests.support.memcached import MemcachedProcess, free_port
 
 HYPERCORN = Path(sys.executable).with_name("hypercorn")
 START_TIMEOUT = 20.0
@@ -155,3 +157,22 @@ class LiveServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def served_on_postgres(log: Path) -> Iterator[tuple[LiveServer, str]]:
+    """hypercorn as production configures it (hypercorn.toml, one worker) on a fresh,
+    migrated PostgreSQL database and a memcached of its own; yields the server and the
+    database's URL. Everything is gone afterwards."""
+    url = create_postgres_database()
+    memcached = MemcachedProcess()
+    try:
+        run_alembic(url, ("upgrade", "head"))
+        memcached.start()
+        env = {"DATABASE_URL": url, "MEMCACHIER_SERVERS": memcached.address}
+        config = ["--config", str(PROJECT_ROOT / "hypercorn.toml"), "--workers", "1"]
+        with LiveServer(env, log=log, extra_args=config) as server:
+            yield server, url
+    finally:
+        memcached.kill()
+        drop_postgres_database(url)
