@@ -73,7 +73,7 @@ class Recorder:
     dropped: Tally = field(default_factory=Tally)  # requests that got no answer
     windows: list[tuple[float, float]] = field(default_factory=list)  # database down
     flashes: Counter[str] = field(default_factory=Counter)  # shown, lost
-    cross_site: Counter[str] = field(default_factory=Counter)  # sent, refused
+    cross_site: Counter[str] = field(default_factory=Counter)  # sent, refused, unanswered
 
 
 @dataclass(frozen=True)
@@ -433,7 +433,9 @@ class Client:
         self.recorder.cross_site["sent"] += 1
         if reply.status == 403:
             self.recorder.cross_site["refused"] += 1
-        elif reply.status is not None:
+        elif reply.status is None:  # in flight on a killed worker: no answer either way
+            self.recorder.cross_site["unanswered"] += 1
+        else:
             self.recorder.violations.add(
                 "cross-site write not refused", f"{label}: {reply.status}"
             )

@@ -130,6 +130,7 @@ def goals(phases: list[Record], clients: int) -> list[Goal]:
     cross_site = [p["cross_site"] for p in phases]
     sent = sum(c.get("sent", 0) for c in cross_site)
     refused = sum(c.get("refused", 0) for c in cross_site)
+    unanswered = sum(c.get("unanswered", 0) for c in cross_site)  # on the killed worker
     other = sum(sum(p["violations"].values()) for p in phases) - stale - crossing
     postgres = next(p for p in phases if p["phase"] == "PostgreSQL down")["events"]
     worker = next(p for p in phases if p["phase"] == "worker killed")["events"]
@@ -147,8 +148,9 @@ def goals(phases: list[Record], clients: int) -> list[Goal]:
         Goal("0 stale reads", stale == 0,
              f"{stale} in {total('observations_checked'):,} observations of a task checked"),
         Goal("no flash or cookie crosses sessions", crossing == 0, f"{crossing}"),
-        Goal("every cross-site write refused, nothing changed", refused == sent and sent > 0,
-             f"{refused} of {sent} refused"),
+        Goal("every cross-site write refused, nothing changed",
+             refused + unanswered == sent and sent > 0,
+             f"{refused} of {sent} refused, {unanswered} unanswered (the killed worker's)"),
         Goal("no other unexpected answer", other == 0, f"{other}"),
         Goal("PostgreSQL restarted: recovery without restarting the app",
              postgres["app_processes_unchanged"]
