@@ -78,6 +78,7 @@ from tests.support.databases import (  # noqa: E402
     drop_postgres_database,
     run_alembic,
 )
+from tests.support.machine import describe_machine  # noqa: E402
 from tests.support.memcached import MEMCACHED, MemcachedProcess, free_port  # noqa: E402
 from tests.support.servers import LiveServer, ServerFailed  # noqa: E402
 
@@ -773,17 +774,6 @@ async def postgres_version(database_url: str) -> str:
         await connection.close()
 
 
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        if line.startswith("Model name:"):
-            cpu = line.split(":", 1)[1].strip()
-    with open("/proc/meminfo") as meminfo:
-        kib = int(meminfo.readline().split()[1])
-    return {"cpu": cpu, "nproc": str(os.cpu_count()), "memory": f"{kib / 1024**2:.1f} GiB",
-            "os": platform.platform()}
-
-
 def production_config() -> dict[str, Any]:
     with (ROOT / "hypercorn.toml").open("rb") as config:
         return tomllib.load(config)
@@ -1224,7 +1214,7 @@ def measure(args: argparse.Namespace,
         "write_sizes": args.write_sizes, "write_seconds": args.write_seconds,
         "threads": THREADS, "connections": CONNECTIONS, "workers": args.workers,
         "server_size": server_size(args), "hypercorn_toml": production_config(),
-        "versions": versions(services.database_url), "machine": machine(),
+        "versions": versions(services.database_url), "machine": describe_machine(),
     }
     print(json.dumps({k: meta[k] for k in ("versions", "machine")}, indent=1), flush=True)
     servers = {app_loop: baseline_server(services, *app_loop) for app_loop in BASELINES}

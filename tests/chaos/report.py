@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import platform
 import subprocess
 from collections import Counter
@@ -185,17 +184,6 @@ def rss_goal(phases: list[Record]) -> Goal:
 
 
 # --- where it ran ---------------------------------------------------------------------------
-
-
-def machine() -> Record:
-    cpu = "unknown"
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        if line.startswith("Model name:"):
-            cpu = line.split(":", 1)[1].strip()
-    with open("/proc/meminfo") as meminfo:
-        kib = int(meminfo.readline().split()[1])
-    return {"nproc": os.cpu_count(), "cpu": cpu, "memory": f"{kib / 1024**2:.1f} GiB",
-            "os": platform.platform()}
 
 
 def versions(dsn: str) -> Record:

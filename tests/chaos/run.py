@@ -35,6 +35,7 @@ from tests.chaos import report
 from tests.chaos.clients import Client, Recorder, World, watch_readiness
 from tests.chaos.phases import Phase, phases
 from tests.chaos.stack import Stack, production_stack, stored_tasks
+from tests.support.machine import describe_machine
 
 DOC = PROJECT_ROOT / "docs" / "RELIABILITY.md"
 FULL_OUT = PROJECT_ROOT / "docs" / "reliability"
@@ -69,7 +70,7 @@ def run(mode: Mode, out: Path, logs: Path, seed: int = 0) -> dict[str, Any]:
         for task in seeded:
             world.ledger.seeded(task.id, task.name, task.done)
         phase_results = uvloop.run(run_phases(mode, stack, world, random.Random(seed)))
-        environment = {"machine": report.machine(),
+        environment = {"machine": describe_machine(),
                        "versions": report.versions(stack.postgres.dsn)}
     results = {
         "mode": mode.name,
