@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
 from app.db import Base
+from app.invalidation import log  # noqa: F401  (registers the tables on Base.metadata)
 from app.settings import PROJECT_ROOT, normalise_database_url
-from app.tasks import models  # noqa: F401  (registers the tables on Base.metadata)
+from app.tasks import models  # noqa: F401
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

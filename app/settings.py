@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from sqlalchemy.engine import URL, make_url
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SQLITE_PATH = PROJECT_ROOT / "instance" / "tasklist.sqlite3"
 DEVELOPMENT_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"
@@ -35,6 +37,7 @@ class Settings:
     db_pool_timeout: float = 5.0
     db_connect_timeout: float = 5.0
     db_statement_timeout: float = 5.0
+    invalidation_log: bool | None = None  # see `logs_invalidations`
     max_body_bytes: int = 64 * 1024
 
     memcache_servers: tuple[str, ...] = ()
@@ -58,6 +61,14 @@ class Settings:
     @property
     def development(self) -> bool:
         return self.env == "development"
+
+    @property
+    def logs_invalidations(self) -> bool:
+        """Whether writes record their invalidations in the database (docs/CACHE.md): by
+        default on every database but SQLite, which serves one process."""
+        if self.invalidation_log is not None:
+            return self.invalidation_log
+        return not self.database_url.startswith("sqlite")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -96,6 +107,7 @@ class Settings:
             env=app_env,  # type: ignore[arg-type]
             secret_key=secret_key,
             database_url=normalise_database_url(env.get("DATABASE_URL", "")),
+            invalidation_log=_flag(env, "INVALIDATION_LOG"),
             db_pool_size=_int(env, "DB_POOL_SIZE", 5),
             db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 5),
             db_pool_timeout=_float(env, "DB_POOL_TIMEOUT", 5.0),
@@ -113,14 +125,27 @@ class Settings:
             cache_failure_limit=_int(env, "CACHE_FAILURE_LIMIT", 3),
             cache_max_item_size=_int(env, "CACHE_MAX_ITEM_SIZE", 1024 * 1024),
             cache_recent_bytes=_int(env, "CACHE_RECENT_BYTES", 32 * 1024 * 1024),
-            cache_enabled=env.get("CACHE_ENABLED", "1").strip().lower() not in ("0", "false", "no"),
+            cache_enabled=_flag(env, "CACHE_ENABLED") is not False,
             cache_stats_publish_seconds=stats_publish,
             log_format=log_format,  # type: ignore[arg-type]
         )
 
 
+def database_url_from_env(env: Mapping[str, str]) -> str:
+    """`DATABASE_URL`, else Elastic Beanstalk's `RDS_*` variables, else the SQLite default;
+    for the app and for `alembic upgrade head` alike."""
+    url = env.get("DATABASE_URL", "").strip()
+    if not url and env.get("RDS_HOSTNAME", "").strip():
+        url = rds_database_url(env)
+    return normalise_database_url(url)
+
+
 def normalise_database_url(url: str) -> str:
-    """Map the URLs a PaaS hands out onto the async drivers; empty means the SQLite default."""
+    """Map the URLs a PaaS hands out onto the async drivers; empty means the SQLite default.
+
+    MySQL URLs (`mysql://`, and the sync drivers' `mysql+mysqldb://`, `mysql+pymysql://`
+    that PythonAnywhere and the tutorial use) go to asyncmy, in utf8mb4 unless they name a
+    charset: MySQL's `utf8` holds no emoji."""
     url = url.strip()
     if not url:
         DEFAULT_SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +155,53 @@ def normalise_database_url(url: str) -> str:
             return "postgresql+asyncpg://" + url.removeprefix(scheme)
     if url.startswith("sqlite://"):
         return "sqlite+aiosqlite://" + url.removeprefix("sqlite://")
+    if url.startswith(MYSQL_SCHEMES):
+        parsed = make_url(url)
+        if parsed.get_driver_name() in SYNC_MYSQL_DRIVERS:
+            parsed = parsed.set(drivername="mysql+asyncmy")
+        if "charset" not in parsed.query:
+            parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+        return parsed.render_as_string(hide_password=False)
     return url
+
+
+MYSQL_SCHEMES = ("mysql://", "mysql+")
+SYNC_MYSQL_DRIVERS = ("mysqldb", "pymysql")
+RDS_ENGINES = {"mysql": "mysql+asyncmy", "postgres": "postgresql+asyncpg"}
+RDS_DEFAULT_PORTS = {"3306": "mysql", "5432": "postgres"}
+
+
+def rds_database_url(env: Mapping[str, str]) -> str:
+    """The URL of an Elastic Beanstalk environment's RDS database, from the `RDS_*`
+    variables EB sets. The engine comes from `RDS_ENGINE` (`mysql` or `postgres`), else
+    from the port (3306 or 5432). User and password are quoted, so any character is safe."""
+    required = ("RDS_HOSTNAME", "RDS_PORT", "RDS_DB_NAME", "RDS_USERNAME", "RDS_PASSWORD")
+    missing = [name for name in required if not env.get(name, "").strip()]
+    if missing:
+        raise SettingsError(
+            f"RDS_HOSTNAME is set but {', '.join(missing)} is not: Elastic Beanstalk sets "
+            "all five RDS_* variables for an attached database; set the missing ones, or "
+            "DATABASE_URL instead."
+        )
+    port = env["RDS_PORT"].strip()
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"RDS_PORT must be a port number, not {port!r}")
+    engine = env.get("RDS_ENGINE", "").strip().lower() or RDS_DEFAULT_PORTS.get(port)
+    if engine is None:
+        raise SettingsError(
+            f"RDS_PORT is {port}, which says nothing of the engine: set RDS_ENGINE to "
+            "mysql or postgres."
+        )
+    if engine not in RDS_ENGINES:
+        raise SettingsError(f"RDS_ENGINE must be mysql or postgres, not {engine!r}")
+    return URL.create(
+        RDS_ENGINES[engine],
+        username=env["RDS_USERNAME"],
+        password=env["RDS_PASSWORD"],
+        host=env["RDS_HOSTNAME"].strip(),
+        port=int(port),
+        database=env["RDS_DB_NAME"].strip(),
+    ).render_as_string(hide_password=False)
 
 
 def parse_servers(value: str) -> tuple[str, ...]:
@@ -147,6 +218,18 @@ def parse_servers(value: str) -> tuple[str, ...]:
             raise SettingsError(f"MEMCACHIER_SERVERS: {item!r} is not host:port")
         servers.append(f"{host}:{port}")
     return tuple(servers)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool | None:
+    """A yes/no setting; `None` when it is not set."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1 or 0 (true or false), not {raw!r}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

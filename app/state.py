@@ -17,6 +17,7 @@ from app.cache.peers import Peers
 from app.cache.report import published_counts, sample_hit_ratio
 from app.cache.service import CacheService
 from app.db import make_engine, make_reader, make_sessionmaker
+from app.invalidation.courier import Courier
 from app.settings import Settings
 from app.tasks.service import TaskService
 
@@ -49,6 +50,7 @@ def init_app(app: Quart, settings: Settings, *, release: str) -> None:
         cache = make_cache_client(settings)
         cache_service = CacheService(cache, enabled=settings.cache_enabled)
         history = HitRatioHistory()
+        courier = Courier(sessions, cache_service.bump) if settings.logs_invalidations else None
         peers = Peers(
             cache,
             lambda: published_counts(cache, history),
@@ -63,10 +65,11 @@ def init_app(app: Quart, settings: Settings, *, release: str) -> None:
             cache_service=cache_service,
             cache_history=history,
             peers=peers,
-            tasks=TaskService(sessions, cache_service),
+            tasks=TaskService(sessions, cache_service, courier),
             background=[
                 asyncio.create_task(sample_hit_ratio(cache, history)),
                 asyncio.create_task(peers.run()),
+                *([asyncio.create_task(courier.run())] if courier is not None else []),
             ],
         )
         if settings.cache_enabled:

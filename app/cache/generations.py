@@ -53,20 +53,22 @@ class Generations:
             tokens.update(zip(missing, created, strict=True))
         return tokens
 
-    async def bump(self, *namespaces: str) -> None:
+    async def bump(self, *namespaces: str) -> bool:
         """Replace the tokens of `namespaces`: everything cached under the old ones is dead.
+        False if any token could not be written (its server did not answer).
 
         Call it after the transaction commits, never inside it: a reader could otherwise
         read the new token, then the old rows, and cache them under the new token. The
         writes are urgent: not skipped while this process counts the server as failed,
         because another process may already be reading from it again.
         """
-        await asyncio.gather(
+        written = await asyncio.gather(
             *(
                 self.client.set(self.key(ns), new_token(), TOKEN_TTL, urgent=True)
                 for ns in namespaces
             )
         )
+        return all(written)
 
     async def _create(self, key: str) -> str:
         token = new_token()

@@ -57,10 +57,10 @@ class CacheService:
         self._flights = SingleFlight()
         self._refreshes: set[asyncio.Task[None]] = set()
 
-    async def bump(self, *namespaces: str) -> None:
-        """Invalidate everything that depends on `namespaces` (call after commit)."""
-        if self.enabled:
-            await self.generations.bump(*namespaces)
+    async def bump(self, *namespaces: str) -> bool:
+        """Invalidate everything that depends on `namespaces` (call after commit); False if
+        the cache could not be told (see `Generations.bump`)."""
+        return await self.generations.bump(*namespaces) if self.enabled else True
 
     async def fetch(
         self, key: str, load: Loader, *, ttl: int, soft_ttl: float | None = None

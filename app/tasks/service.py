@@ -3,7 +3,9 @@
 The service owns invalidation: every write commits first, then bumps the generation
 namespaces the cached data depends on (`ALL_TASKS` for lists, `task_namespace(id)` for
 one task), so that a reader which raced the write can only have cached under a dead
-generation.
+generation. With a courier (the invalidation log, on PostgreSQL and MySQL) the write also
+records those namespaces in its own transaction, so that another process delivers them
+if this one cannot reach the cache.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.cache.service import CacheService
 from app.db import DatabaseUnavailable, make_reader, read, transaction
+from app.invalidation.courier import Courier
+from app.invalidation.log import Invalidation
 from app.tasks.repository import ListedTask, TaskRepository
 from app.tasks.schemas import Task, clean_name
 
@@ -65,10 +69,16 @@ class ListPage:
 
 
 class TaskService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: CacheService) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        cache: CacheService,
+        courier: Courier | None = None,
+    ) -> None:
         self.sessions = sessions
         self.reader = make_reader(sessions.kw["bind"])
         self.cache = cache
+        self.courier = courier
         memoize = cache.memoize
         self._list_page = memoize(
             LIST_TIMEOUT, soft_timeout=LIST_SOFT_TIMEOUT, namespaces=[ALL_TASKS]
@@ -132,31 +142,45 @@ class TaskService:
     async def _commit_then_bump[R](
         self, change: Callable[[TaskRepository], Awaitable[R]], task_id: int | None
     ) -> R:
-        result = await self._commit(change, task_id, retry=True)
-        if result is None or result is False:
-            return result
-        # A new task's id too: SQLite may hand out a deleted id again, whose entries must die.
-        await self.cache.bump(*_namespaces(result.id if isinstance(result, Task) else task_id))
+        result, invalidation = await self._commit(change, task_id, retry=True)
+        if invalidation is not None:
+            await self._deliver(invalidation, committed=True)
         return result
 
     async def _commit[R](
         self, change: Callable[[TaskRepository], Awaitable[R]], task_id: int | None, *,
         retry: bool,
-    ) -> R:
-        """Run `change` in a transaction. Once more on a fresh connection if the pooled one
-        had died before the commit (nothing of it can have been stored)."""
+    ) -> tuple[R, Invalidation | None]:
+        """Run `change` in a transaction, recording what it invalidates in the same one.
+        Once more on a fresh connection if the pooled one had died before the commit
+        (nothing of it can have been stored)."""
+        invalidation = Invalidation.of(_namespaces(task_id))
         committing = False
         try:
             async with transaction(self.sessions) as session:
                 result = await change(TaskRepository(session))
+                if result is None or result is False:
+                    return result, None
+                # A new task's id too: SQLite may hand out a deleted id again, whose
+                # entries must die.
+                if isinstance(result, Task):
+                    invalidation = Invalidation.of(_namespaces(result.id))
+                if self.courier is not None:
+                    await self.courier.record(session, invalidation)
                 committing = True
         except DatabaseUnavailable as error:
             if committing:  # the commit may have gone through without our hearing of it
-                await self.cache.bump(*_namespaces(task_id))
+                await self._deliver(invalidation, committed=False)
             elif retry and error.stale_connection:
                 return await self._commit(change, task_id, retry=False)
             raise
-        return result
+        return result, invalidation
+
+    async def _deliver(self, invalidation: Invalidation, *, committed: bool) -> None:
+        if self.courier is None:
+            await self.cache.bump(*invalidation.namespaces)
+        else:
+            await self.courier.deliver(invalidation, committed=committed)
 
     async def _load_list_page(self, *, before: int | None) -> dict[str, Any]:
         tasks = await read(

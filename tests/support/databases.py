@@ -112,6 +112,6 @@ async def empty_tables(url: str) -> None:
     engine = create_async_engine(url)
     try:
         async with engine.begin() as connection:
-            await connection.execute(text("TRUNCATE task RESTART IDENTITY"))
+            await connection.execute(text("TRUNCATE task, cache_invalidation RESTART IDENTITY"))
     finally:
         await engine.dispose()

@@ -41,7 +41,8 @@ class LiveServer:
     """
 
     APP_VARIABLES = (
-        "DATABASE_URL", "MEMCACHIER_", "CACHE_", "APP_ENV", "SECRET_KEY", "DB_", "LOG_"
+        "DATABASE_URL", "MEMCACHIER_", "CACHE_", "APP_ENV", "SECRET_KEY", "DB_", "LOG_",
+        "INVALIDATION_",
     )
 
     def __init__(

@@ -1,0 +1,1 @@
+"""Invalidations that cannot be lost: a log written with each change, and its delivery."""

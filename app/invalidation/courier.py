@@ -1,0 +1,193 @@
+"""The courier: delivers the invalidation log's rows to the cache, in every app process.
+
+A write's own process delivers its invalidation right after commit (`deliver`, the fast
+path) and forgets its rows. Should that bump fail (this process cannot reach the memcached
+server of a token, while others can), its rows fall due a lease later, and whichever
+process claims them first bumps the tokens (`deliver_due`). Processes learn of new rows by
+LISTEN/NOTIFY on PostgreSQL and poll in any case, which also catches a notification missed
+while the listening connection was down. A row is deleted once delivered; one that the
+claiming process could not deliver is released at once for another process to try, and
+that process leaves the log alone for a while.
+
+Delivery bound, from the commit: a lease (0.25 s) plus the time to claim and bump when the
+processes hear of the write; at most a lease plus a poll interval (0.5 s) when they do not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.db import transaction
+from app.invalidation import log
+from app.invalidation.log import Claimed, Invalidation
+
+LEASE = 0.25  # a row's grace for its writer, and a claim's length
+POLL = 0.5  # the longest a process goes without looking at the log
+BACKOFF = 1.0  # how long a process that failed a delivery leaves the log to the others
+CLAIM_LIMIT = 256
+FORGET_BATCH = 0.01  # writes forgotten within this window share one DELETE
+LISTEN_RETRY = 1.0
+WARN_EVERY = 10.0
+
+Bump = Callable[..., Awaitable[bool]]
+logger = logging.getLogger("tasklist.invalidation")
+
+
+class Courier:
+    """One per process. `bump(*namespaces)` replaces the namespaces' tokens and says
+    whether every one was written."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        bump: Bump,
+        *,
+        lease: float = LEASE,
+        poll: float = POLL,
+        backoff: float = BACKOFF,
+    ) -> None:
+        self.sessions = sessions
+        self.bump = bump
+        self.lease = lease
+        self.poll = poll
+        self.backoff = backoff
+        self._lease_ms = math.ceil(lease * 1000)
+        self._forgettable: list[str] = []
+        self._forget_now = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._next_look = 0.0  # loop time of the next look at the log
+        self._quiet_until = 0.0
+        self._warned: dict[str, float] = {}
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.sessions.kw["bind"]
+
+    async def record(self, session: AsyncSession, invalidation: Invalidation) -> None:
+        """Store `invalidation` in the write's transaction (`session`)."""
+        await log.record(session, invalidation, lease_ms=self._lease_ms)
+
+    async def deliver(self, invalidation: Invalidation, *, committed: bool = True) -> None:
+        """Bump the namespaces of a write that committed (the fast path), and forget its
+        rows if that worked. `committed=False`: the commit's outcome is unknown, so its rows
+        (if any) stay for the others to deliver."""
+        if await self.bump(*invalidation.namespaces) and committed:
+            self._forgettable.append(invalidation.id)
+            self._forget_now.set()
+
+    async def deliver_due(self) -> int:
+        """Claim the due rows, bump their namespaces (once each), delete what was delivered
+        and release the rest; how many rows were delivered."""
+        async with transaction(self.sessions) as session:
+            claimed = await log.claim_due(session, lease_ms=self._lease_ms, limit=CLAIM_LIMIT)
+        if not claimed:
+            return 0
+        rows: dict[str, list[Claimed]] = {}
+        for row in claimed:
+            rows.setdefault(row.namespace, []).append(row)
+        written = await asyncio.gather(*(self.bump(namespace) for namespace in rows))
+        delivered: list[int] = []
+        released: list[int] = []
+        for of_namespace, ok in zip(rows.values(), written, strict=True):
+            if ok:
+                delivered += [row.id for row in of_namespace]
+            else:
+                # One row carries the namespace on; the others are covered by its delivery.
+                newest = max(row.id for row in of_namespace)
+                delivered += [row.id for row in of_namespace if row.id != newest]
+                released.append(newest)
+        async with transaction(self.sessions) as session:
+            await log.settle(session, delivered=delivered, released=released)
+        if released:
+            self._quiet_until = asyncio.get_running_loop().time() + self.backoff
+            self._warn("deliver", f"could not deliver {len(released)} invalidation(s) "
+                       "(the cache did not answer); released them to the other processes")
+        return len(delivered)
+
+    async def run(self) -> None:
+        """Deliver, forget and (on PostgreSQL) listen until cancelled."""
+        workers = [self._look_at_log(), self._forget_delivered()]
+        if self.engine.dialect.name == "postgresql":
+            workers.append(self._listen())
+        await asyncio.gather(*workers)
+
+    def _heard(self, payload: str) -> None:
+        """A write committed rows (due a lease from now) or a process released some (due now)."""
+        loop = asyncio.get_running_loop()
+        delay = 0.0 if payload == log.RELEASED else self.lease + FORGET_BATCH
+        at = max(loop.time() + delay, self._quiet_until)
+        if at < self._next_look:
+            self._next_look = at
+            self._wake.set()
+
+    async def _look_at_log(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._next_look = loop.time() + self.poll
+        while True:
+            self._wake.clear()
+            wait = self._next_look - loop.time()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                except TimeoutError:
+                    pass
+                if loop.time() < self._next_look:
+                    continue  # woken to look sooner: wait again, for the sooner time
+            self._next_look = loop.time() + self.poll
+            try:
+                await self.deliver_due()
+            except Exception as error:  # noqa: BLE001 (a background loop must outlive it)
+                self._warn("look", f"could not read the invalidation log: {error}")
+            self._next_look = max(self._next_look, self._quiet_until)
+
+    async def _forget_delivered(self) -> None:
+        while True:
+            await self._forget_now.wait()
+            await asyncio.sleep(FORGET_BATCH)
+            self._forget_now.clear()
+            write_ids, self._forgettable = self._forgettable, []
+            try:
+                async with transaction(self.sessions) as session:
+                    await log.forget(session, write_ids)
+            except Exception as error:  # noqa: BLE001 (the rows stay; delivering them again is harmless)
+                self._warn("forget", f"could not delete delivered invalidations: {error}")
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of its own, reconnecting when it is lost."""
+        _, params = self.engine.dialect.create_connect_args(self.engine.url)
+        while True:
+            try:
+                await self._listen_once(params)
+                self._warn("listen", "lost the connection listening for invalidations")
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                self._warn("listen", f"cannot listen for invalidations: {error}")
+            await asyncio.sleep(LISTEN_RETRY)
+
+    async def _listen_once(self, params: dict[str, Any]) -> None:
+        """Listen until the connection closes. Notifications sent while no connection
+        listened are lost, so each new one starts with a look at the log."""
+        connection = await asyncpg.connect(**params, timeout=5)
+        try:
+            closed = asyncio.Event()
+            connection.add_termination_listener(lambda _: closed.set())
+            await connection.add_listener(log.CHANNEL, self._notified)
+            self._heard(log.RELEASED)
+            await closed.wait()
+        finally:
+            connection.terminate()
+
+    def _notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        self._heard(payload)
+
+    def _warn(self, what: str, message: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._warned.get(what, -math.inf) >= WARN_EVERY:
+            self._warned[what] = now
+            logger.warning("%s", message)

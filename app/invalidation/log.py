@@ -1,0 +1,151 @@
+"""The invalidation log: the cache namespaces each write made stale, stored by the write's
+own transaction, so that an acknowledged write has a durable invalidation.
+
+A row says "what is cached under `namespace` is dead since this row's transaction
+committed". It is delivered by replacing the namespace's generation token with a fresh
+random one; any replacement made after the commit will do, so rows need no order, and
+several rows of one namespace are delivered by one bump.
+
+Rows are leased, by the database's clock (one clock for every process, whatever their own
+say): a new row is `due` a lease after its write, which gives the writer time to deliver
+it itself and forget it. A row still there when due is claimed by one process, which
+extends its lease while it delivers, so two processes do not bump the same row twice.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer, String, delete, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.expression import FunctionElement
+
+from app.db import Base
+
+# NOTIFY'd by a trigger on insert (PostgreSQL, alembic/versions/0002), and by `release`.
+CHANNEL = "cache_invalidation"
+RELEASED = "due"  # the payload of a release: the rows are due now, not a lease from now
+NAMESPACE_MAX_LENGTH = 200
+
+
+class InvalidationRow(Base):
+    __tablename__ = "cache_invalidation"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True
+    )
+    write_id: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    namespace: Mapped[str] = mapped_column(String(NAMESPACE_MAX_LENGTH), nullable=False)
+    # when a process may claim the row, in milliseconds since the epoch by the database
+    due_ms: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+
+
+@dataclass(frozen=True)
+class Invalidation:
+    """What one write invalidates; `id` ties its rows together for the writer to forget."""
+
+    id: str
+    namespaces: tuple[str, ...]
+
+    @classmethod
+    def of(cls, namespaces: Iterable[str]) -> Invalidation:
+        return cls(secrets.token_urlsafe(12), tuple(namespaces))
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    namespace: str
+
+
+class clock_ms(FunctionElement[int]):  # noqa: N801 (a SQL function, named like one)
+    """Now, in milliseconds since the epoch, by the database server's clock."""
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+@compiles(clock_ms, "postgresql")
+def _postgresql_clock(element: clock_ms, compiler: Any, **kw: Any) -> str:
+    return "CAST(floor(extract(epoch from clock_timestamp()) * 1000) AS BIGINT)"
+
+
+@compiles(clock_ms, "mysql")
+@compiles(clock_ms, "mariadb")
+def _mysql_clock(element: clock_ms, compiler: Any, **kw: Any) -> str:
+    return "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
+
+
+@compiles(clock_ms, "sqlite")
+def _sqlite_clock(element: clock_ms, compiler: Any, **kw: Any) -> str:
+    return "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+
+
+_log = InvalidationRow.__table__
+
+
+async def record(session: AsyncSession, invalidation: Invalidation, *, lease_ms: int) -> None:
+    """Store `invalidation` in the session's transaction (one statement), due a lease from now."""
+    due = clock_ms() + lease_ms
+    await session.execute(
+        insert(_log).values(
+            [
+                {"write_id": invalidation.id, "namespace": namespace, "due_ms": due}
+                for namespace in invalidation.namespaces
+            ]
+        )
+    )
+
+
+async def claim_due(session: AsyncSession, *, lease_ms: int, limit: int) -> list[Claimed]:
+    """Claim up to `limit` due rows for a lease: rows another transaction is claiming are
+    skipped, not waited for."""
+    due = (
+        select(_log.c.id)
+        .where(_log.c.due_ms <= clock_ms())
+        .order_by(_log.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    extend = update(_log).values(due_ms=clock_ms() + lease_ms)
+    if session.bind.dialect.update_returning:
+        rows = await session.execute(
+            extend.where(_log.c.id.in_(due.scalar_subquery()))
+            .returning(_log.c.id, _log.c.namespace)
+        )
+        return [Claimed(row.id, row.namespace) for row in rows]
+    # MySQL and MariaDB: no UPDATE ... RETURNING, nor LIMIT in an IN subquery
+    found = [Claimed(row.id, row.namespace) for row in await session.execute(
+        due.add_columns(_log.c.namespace)
+    )]
+    if found:
+        await session.execute(extend.where(_log.c.id.in_([row.id for row in found])))
+    return found
+
+
+async def settle(
+    session: AsyncSession, *, delivered: Sequence[int], released: Sequence[int]
+) -> None:
+    """Delete the `delivered` rows; make the `released` ones (claimed, not delivered) due now,
+    for another process to try, and wake the listeners."""
+    if delivered:
+        await session.execute(delete(_log).where(_log.c.id.in_(delivered)))
+    if released:
+        await session.execute(
+            update(_log).where(_log.c.id.in_(released)).values(due_ms=clock_ms())
+        )
+        if session.bind.dialect.name == "postgresql":
+            await session.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": CHANNEL, "payload": RELEASED},
+            )
+
+
+async def forget(session: AsyncSession, write_ids: Sequence[str]) -> None:
+    """Delete the rows of writes whose writer delivered them."""
+    await session.execute(delete(_log).where(_log.c.write_id.in_(write_ids)))
