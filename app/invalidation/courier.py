@@ -52,12 +52,14 @@ class Courier:
         lease: float = LEASE,
         poll: float = POLL,
         backoff: float = BACKOFF,
+        listen_retry: float = LISTEN_RETRY,
     ) -> None:
         self.sessions = sessions
         self.bump = bump
         self.lease = lease
         self.poll = poll
         self.backoff = backoff
+        self.listen_retry = listen_retry
         self._lease_ms = math.ceil(lease * 1000)
         self._forgettable: list[str] = []
         self._forget_now = asyncio.Event()
@@ -84,7 +86,11 @@ class Courier:
 
     async def deliver_due(self) -> int:
         """Claim the due rows, bump their namespaces (once each), delete what was delivered
-        and release the rest; how many rows were delivered."""
+        and release the rest; how many rows were delivered.
+
+        Of a namespace it could not bump, only the newest row is kept: any bump after the
+        commits of all of them delivers them all. So the log holds at most a row per
+        namespace however long a memcached server stays out of reach."""
         async with transaction(self.sessions) as session:
             claimed = await log.claim_due(session, lease_ms=self._lease_ms, limit=CLAIM_LIMIT)
         if not claimed:
@@ -94,17 +100,17 @@ class Courier:
             rows.setdefault(row.namespace, []).append(row)
         written = await asyncio.gather(*(self.bump(namespace) for namespace in rows))
         delivered: list[int] = []
+        covered: list[int] = []  # by the newest row of their namespace, which stays
         released: list[int] = []
         for of_namespace, ok in zip(rows.values(), written, strict=True):
+            ids = sorted(row.id for row in of_namespace)
             if ok:
-                delivered += [row.id for row in of_namespace]
+                delivered += ids
             else:
-                # One row carries the namespace on; the others are covered by its delivery.
-                newest = max(row.id for row in of_namespace)
-                delivered += [row.id for row in of_namespace if row.id != newest]
-                released.append(newest)
+                covered += ids[:-1]
+                released.append(ids[-1])
         async with transaction(self.sessions) as session:
-            await log.settle(session, delivered=delivered, released=released)
+            await log.settle(session, delivered=delivered + covered, released=released)
         if released:
             self._quiet_until = asyncio.get_running_loop().time() + self.backoff
             self._warn("deliver", f"could not deliver {len(released)} invalidation(s) "
@@ -168,7 +174,7 @@ class Courier:
                 self._warn("listen", "lost the connection listening for invalidations")
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                 self._warn("listen", f"cannot listen for invalidations: {error}")
-            await asyncio.sleep(LISTEN_RETRY)
+            await asyncio.sleep(self.listen_retry)
 
     async def _listen_once(self, params: dict[str, Any]) -> None:
         """Listen until the connection closes. Notifications sent while no connection

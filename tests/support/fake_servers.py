@@ -160,6 +160,10 @@ class CutProxy(_LoopbackServer):
     async def restore(self) -> None:
         await self.start()
 
+    @property
+    def cut_off(self) -> bool:
+        return self._server is None
+
 
 async def _pipe_to(
     upstream: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

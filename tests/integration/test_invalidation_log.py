@@ -1,0 +1,325 @@
+"""The invalidation log, in process: what a write records, who delivers it, how often.
+
+Each "process" here is what an app process holds (its own engine, memcached client, cache
+service, courier and task service) on the run's PostgreSQL database and a real memcached;
+a process cut off from memcached reaches it through a proxy the test cuts. The HTTP view,
+across two app processes, is in test_partial_partition.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.cache import CacheClient, make_cache_client
+from app.cache.generations import Generations
+from app.cache.service import CacheService
+from app.db import make_engine, make_sessionmaker, transaction
+from app.invalidation import log
+from app.invalidation.courier import Courier
+from app.invalidation.log import Invalidation, InvalidationRow
+from app.settings import Settings
+from app.tasks.service import ALL_TASKS, TaskService, task_namespace
+from tests.support.databases import empty_tables
+from tests.support.fake_servers import CutProxy
+from tests.support.memcached import MemcachedProcess
+
+pytestmark = pytest.mark.postgres
+
+SOON = 5.0  # seconds: how long a test waits for something that must happen
+
+
+@dataclass
+class Process:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    cache: CacheClient
+    courier: Courier
+    tasks: TaskService
+
+    async def close(self) -> None:
+        await self.cache.close()
+        await self.engine.dispose()
+
+
+@pytest.fixture
+async def database(postgres_url: str) -> str:
+    await empty_tables(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture
+async def processes(database: str) -> AsyncIterator[Callable[..., Awaitable[Process]]]:
+    started: list[Process] = []
+
+    async def start(memcached_address: str, **courier_options: Any) -> Process:
+        settings = Settings(
+            env="development",
+            database_url=database,
+            memcache_servers=(memcached_address,),
+            cache_connect_timeout=0.5,
+        )
+        engine = make_engine(settings)
+        sessions = make_sessionmaker(engine)
+        cache = make_cache_client(settings)
+        service = CacheService(cache)
+        courier = Courier(sessions, service.bump, **courier_options)
+        process = Process(engine, sessions, cache, courier, TaskService(sessions, service, courier))
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        await process.close()
+
+
+@pytest.fixture
+async def proxy(memcached_server: MemcachedProcess) -> AsyncIterator[CutProxy]:
+    proxy = await CutProxy(memcached_server.address).start()
+    yield proxy
+    await proxy.stop()
+
+
+async def token(cache: CacheClient, namespace: str) -> str | None:
+    entry = await cache.get(Generations(cache).key(namespace))
+    return None if entry is None else entry.value
+
+
+async def logged(process: Process) -> list[str]:
+    """The namespaces in the log, one per row."""
+    async with process.sessions() as session:
+        rows = await session.execute(select(InvalidationRow.namespace).order_by("id"))
+        return list(rows.scalars())
+
+
+async def log_size(process: Process) -> int:
+    async with process.sessions() as session:
+        count = select(func.count()).select_from(InvalidationRow)
+        return (await session.execute(count)).scalar_one()
+
+
+async def record_due_now(process: Process, *namespaces: str) -> None:
+    """A committed write's rows, due at once (as if its writer had died after commit)."""
+    async with transaction(process.sessions) as session:
+        await log.record(session, Invalidation.of(namespaces), lease_ms=0)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + SOON
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {SOON} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+def sets(memcached: MemcachedProcess) -> int:
+    """memcached's count of storage commands (set, add, cas) since it started."""
+    stats = memcached.command(b"stats\r\n").decode().split("\r\n")
+    return next(int(line.split()[2]) for line in stats if line.startswith("STAT cmd_set "))
+
+
+async def test_a_write_records_what_it_invalidates_in_its_own_transaction(
+    processes: Callable[..., Awaitable[Process]], proxy: CutProxy
+) -> None:
+    await proxy.cut()  # the writer cannot bump: its rows stay in the log
+    writer = await processes(proxy.address)
+
+    task = await writer.tasks.create("buy milk")
+    assert await logged(writer) == [ALL_TASKS, task_namespace(task.id)]
+
+    assert await writer.tasks.update(task.id + 1, name="nothing there") is None
+    assert not await writer.tasks.delete(task.id + 1)
+    assert len(await logged(writer)) == 2  # a write that changed nothing records nothing
+
+
+async def test_a_writer_that_reached_the_cache_forgets_its_rows(
+    processes: Callable[..., Awaitable[Process]], memcached_server: MemcachedProcess
+) -> None:
+    writer = await processes(memcached_server.address)
+    runs = asyncio.create_task(writer.courier.run())
+    try:
+        before = await token(writer.cache, ALL_TASKS)
+        for n in range(5):
+            await writer.tasks.create(f"task {n}")
+        assert await token(writer.cache, ALL_TASKS) != before
+        await eventually(lambda: _empty(writer), "the writer forgets its delivered rows")
+    finally:
+        runs.cancel()
+
+
+async def _empty(process: Process) -> bool:
+    return await log_size(process) == 0
+
+
+async def test_delivered_by_two_processes_at_once_and_twice_by_one_the_token_changes_once(
+    processes: Callable[..., Awaitable[Process]], memcached_server: MemcachedProcess
+) -> None:
+    a = await processes(memcached_server.address)
+    b = await processes(memcached_server.address)
+    await a.cache.set(Generations(a.cache).key(ALL_TASKS), "before", 60)
+    await record_due_now(a, ALL_TASKS)
+    stored = sets(memcached_server)
+
+    bump = a.courier.bump
+
+    async def slow_bump(*namespaces: str) -> bool:  # others look while it is under way
+        await asyncio.sleep(0.3)
+        return await bump(*namespaces)
+
+    async def later(delay: float, courier: Courier) -> int:
+        await asyncio.sleep(delay)
+        return await courier.deliver_due()
+
+    a.courier.bump = slow_bump
+    delivered = await asyncio.gather(
+        a.courier.deliver_due(), b.courier.deliver_due(), later(0.1, b.courier),
+        later(0.2, a.courier),
+    )
+    delivered += [await a.courier.deliver_due(), await b.courier.deliver_due()]
+
+    assert sorted(delivered) == [0, 0, 0, 0, 0, 1]
+    assert sets(memcached_server) - stored == 1
+    assert await token(b.cache, ALL_TASKS) not in (None, "before")
+    assert await log_size(a) == 0
+
+
+async def test_rows_of_one_namespace_are_delivered_by_one_bump(
+    processes: Callable[..., Awaitable[Process]], memcached_server: MemcachedProcess
+) -> None:
+    process = await processes(memcached_server.address)
+    for _ in range(3):
+        await record_due_now(process, ALL_TASKS, task_namespace(7))
+    stored = sets(memcached_server)
+
+    assert await process.courier.deliver_due() == 6
+    assert sets(memcached_server) - stored == 2  # one per namespace
+    assert await log_size(process) == 0
+
+
+async def test_a_row_the_claimer_cannot_deliver_is_released_to_another_process(
+    processes: Callable[..., Awaitable[Process]],
+    proxy: CutProxy,
+    memcached_server: MemcachedProcess,
+) -> None:
+    cut_off = await processes(proxy.address)
+    other = await processes(memcached_server.address)
+    await other.cache.set(Generations(other.cache).key(ALL_TASKS), "before", 60)
+    await proxy.cut()
+    await record_due_now(cut_off, ALL_TASKS)
+
+    assert await cut_off.courier.deliver_due() == 0
+    assert await logged(cut_off) == [ALL_TASKS]  # released: due now, not a lease from now
+    assert await other.courier.deliver_due() == 1
+    assert await token(other.cache, ALL_TASKS) != "before"
+    assert await log_size(other) == 0
+
+
+async def test_undeliverable_rows_shrink_to_one_per_namespace(
+    processes: Callable[..., Awaitable[Process]], proxy: CutProxy
+) -> None:
+    await proxy.cut()
+    writer = await processes(proxy.address, lease=0.01)
+    tasks = [await writer.tasks.create(f"task {n}") for n in range(20)]
+    for task in tasks[:5]:
+        await writer.tasks.update(task.id, done=True)
+    assert await log_size(writer) == 50
+    await asyncio.sleep(0.05)  # every row due
+
+    assert await writer.courier.deliver_due() == 0  # none delivered; 29 rows covered by 21
+    assert sorted(await logged(writer)) == sorted(
+        [ALL_TASKS, *(task_namespace(task.id) for task in tasks)]
+    )
+
+
+async def test_the_log_stays_small_under_sustained_writes(
+    processes: Callable[..., Awaitable[Process]], memcached_server: MemcachedProcess
+) -> None:
+    writer = await processes(memcached_server.address)
+    runs = asyncio.create_task(writer.courier.run())
+    sizes: list[int] = []
+    writing = True
+
+    async def write(n: int) -> None:
+        for round_ in range(40):
+            task = await writer.tasks.create(f"writer {n} round {round_}")
+            await writer.tasks.update(task.id, done=True)
+
+    async def watch() -> None:
+        while writing:
+            sizes.append(await log_size(writer))
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await asyncio.gather(*(write(n) for n in range(8)))
+        writing = False
+        await watcher
+        await eventually(lambda: _empty(writer), "every delivered row deleted")
+    finally:
+        runs.cancel()
+    # 1,280 rows written; at any moment only the writes in flight and a batch to forget
+    assert max(sizes) <= 64, sizes
+
+
+async def _listeners(process: Process) -> list[int]:
+    async with process.engine.connect() as connection:
+        rows = await connection.execute(text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query LIKE 'LISTEN%'"
+        ))
+        return list(rows.scalars())
+
+
+async def test_a_notified_process_delivers_without_waiting_for_its_poll(
+    processes: Callable[..., Awaitable[Process]],
+    proxy: CutProxy,
+    memcached_server: MemcachedProcess,
+) -> None:
+    await proxy.cut()
+    writer = await processes(proxy.address)
+    other = await processes(memcached_server.address, poll=3600)  # only NOTIFY wakes it
+    runs = asyncio.create_task(other.courier.run())
+    try:
+        await eventually(lambda: _has_listener(other), "the other process listens")
+        await writer.tasks.create("buy milk")
+        await eventually(lambda: _empty(other), "the notified process delivers")
+    finally:
+        runs.cancel()
+
+
+async def _has_listener(process: Process) -> bool:
+    return bool(await _listeners(process))
+
+
+async def test_a_missed_notification_is_caught_by_the_poll(
+    processes: Callable[..., Awaitable[Process]],
+    proxy: CutProxy,
+    memcached_server: MemcachedProcess,
+) -> None:
+    await proxy.cut()
+    writer = await processes(proxy.address)
+    other = await processes(memcached_server.address, poll=0.5, listen_retry=3600)
+    runs = asyncio.create_task(other.courier.run())
+    try:
+        await eventually(lambda: _has_listener(other), "the other process listens")
+        async with other.engine.connect() as connection:
+            for pid in await _listeners(other):
+                await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await eventually(lambda: _no_listener(other), "the listener is gone")
+
+        await writer.tasks.create("buy milk")  # its NOTIFY reaches nobody
+        await eventually(lambda: _empty(other), "the poll delivers")
+        assert not await _listeners(other)  # not reconnected: the poll it was
+    finally:
+        runs.cancel()
+
+
+async def _no_listener(process: Process) -> bool:
+    return not await _listeners(process)
