@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from alembic import context
 from app.db import Base
 from app.invalidation import log  # noqa: F401  (registers the tables on Base.metadata)
-from app.settings import PROJECT_ROOT, normalise_database_url
+from app.settings import PROJECT_ROOT, database_url_from_env
 from app.tasks import models  # noqa: F401
 
 config = context.config
@@ -29,7 +29,7 @@ target_metadata = Base.metadata
 
 def database_url() -> str:
     load_dotenv(PROJECT_ROOT / ".env", override=False)
-    return normalise_database_url(os.environ.get("DATABASE_URL", ""))
+    return database_url_from_env(os.environ)
 
 
 def do_run_migrations(connection: Connection) -> None:

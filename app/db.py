@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import asyncpg
 from sqlalchemy import MetaData, exc, text
@@ -64,11 +65,23 @@ def make_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=3600,
-        connect_args={
-            "timeout": settings.db_connect_timeout,
-            "command_timeout": settings.db_statement_timeout,
-        },
+        connect_args=_connect_args(url, settings),
     )
+
+
+def _connect_args(url: str, settings: Settings) -> dict[str, Any]:
+    """The connect and statement deadlines in each driver's words. asyncmy's read timeout,
+    like asyncpg's command timeout, is the client's own (a lock wait or a silent server
+    included), and closes the connection."""
+    if url.startswith("mysql"):
+        return {
+            "connect_timeout": settings.db_connect_timeout,
+            "read_timeout": settings.db_statement_timeout,
+        }
+    return {
+        "timeout": settings.db_connect_timeout,
+        "command_timeout": settings.db_statement_timeout,
+    }
 
 
 def make_reader(engine: AsyncEngine) -> AsyncEngine:

@@ -106,7 +106,7 @@ class Settings:
         return cls(
             env=app_env,  # type: ignore[arg-type]
             secret_key=secret_key,
-            database_url=normalise_database_url(env.get("DATABASE_URL", "")),
+            database_url=database_url_from_env(env),
             invalidation_log=_flag(env, "INVALIDATION_LOG"),
             db_pool_size=_int(env, "DB_POOL_SIZE", 5),
             db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 5),
@@ -174,9 +174,12 @@ RDS_DEFAULT_PORTS = {"3306": "mysql", "5432": "postgres"}
 def rds_database_url(env: Mapping[str, str]) -> str:
     """The URL of an Elastic Beanstalk environment's RDS database, from the `RDS_*`
     variables EB sets. The engine comes from `RDS_ENGINE` (`mysql` or `postgres`), else
-    from the port (3306 or 5432). User and password are quoted, so any character is safe."""
-    required = ("RDS_HOSTNAME", "RDS_PORT", "RDS_DB_NAME", "RDS_USERNAME", "RDS_PASSWORD")
+    from the port (3306 or 5432). User and password are quoted, so any character is safe;
+    the password may be empty (a database without one), not unset."""
+    required = ("RDS_HOSTNAME", "RDS_PORT", "RDS_DB_NAME", "RDS_USERNAME")
     missing = [name for name in required if not env.get(name, "").strip()]
+    if "RDS_PASSWORD" not in env:
+        missing.append("RDS_PASSWORD")
     if missing:
         raise SettingsError(
             f"RDS_HOSTNAME is set but {', '.join(missing)} is not: Elastic Beanstalk sets "

@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: databases (SQLite and PostgreSQL), the app and its client."""
+"""Fixtures shared by every test: databases (SQLite, PostgreSQL and, where a module asks for
+it, MariaDB), the app and its client."""
 
 from __future__ import annotations
 
@@ -22,17 +23,18 @@ from tests.support.databases import (  # noqa: E402
     sqlite_url,
 )
 
-pytest_plugins = ["tests.support.databases", "tests.support.memcached"]
+pytest_plugins = ["tests.support.databases", "tests.support.mariadb", "tests.support.memcached"]
 
 
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated, empty database: a SQLite file, or the run's PostgreSQL database."""
+    """A migrated, empty database: a SQLite file, or the run's PostgreSQL (or MariaDB, see
+    `EVERY_BACKEND`) database."""
     if request.param == "sqlite":
         url = sqlite_url(tmp_path)
         run_alembic(url, ("upgrade", "head"))
         return url
-    url = request.getfixturevalue("postgres_url")
+    url = request.getfixturevalue(f"{request.param}_url")
     asyncio.run(empty_tables(url))
     return url
 

@@ -46,6 +46,10 @@ class TaskRepository:
 
     def __init__(self, db: AsyncSession | AsyncConnection) -> None:
         self.db = db
+        # MySQL has no RETURNING (MariaDB none on UPDATE): a write there reads its row back
+        # in its own transaction. MariaDB takes that path too, so it tests MySQL's.
+        dialect = db.bind.dialect if isinstance(db, AsyncSession) else db.dialect
+        self._returning = dialect.update_returning
 
     async def newest(
         self, *, limit: int, before: int | None = None
@@ -85,7 +89,10 @@ class TaskRepository:
     async def add(self, name: str) -> Task:
         now = datetime.now(UTC)
         query = insert(TASK).values(name=name, done=False, created_at=now, updated_at=now)
-        return _to_task((await self.db.execute(query.returning(*COLUMNS))).one())
+        if self._returning:
+            return _to_task((await self.db.execute(query.returning(*COLUMNS))).one())
+        (task_id,) = (await self.db.execute(query)).inserted_primary_key
+        return await self._written(task_id)
 
     async def update(
         self, task_id: int, *, name: str | None = None, done: bool | None = None
@@ -97,9 +104,15 @@ class TaskRepository:
             values["name"] = name
         if done is not None:
             values["done"] = done
-        query = update(TASK).where(TASK.c.id == task_id).values(values).returning(*COLUMNS)
-        row = (await self.db.execute(query)).first()
+        query = update(TASK).where(TASK.c.id == task_id).values(values)
+        if not self._returning:
+            return await self._written(task_id) if (await self.db.execute(query)).rowcount else None
+        row = (await self.db.execute(query.returning(*COLUMNS))).first()
         return None if row is None else _to_task(row)
+
+    async def _written(self, task_id: int) -> Task:
+        """The row this transaction has just written, where there is no RETURNING."""
+        return _to_task((await self.db.execute(select(*COLUMNS).where(TASK.c.id == task_id))).one())
 
     async def delete(self, task_id: int) -> bool:
         if not 0 < task_id <= MAX_TASK_ID:

@@ -1,4 +1,4 @@
-"""The JSON API's contract: shapes, status codes and problem+json errors, on both databases."""
+"""The JSON API's contract: shapes, status codes and problem+json errors, on every database."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ from typing import Any
 
 import pytest
 from quart.typing import TestClientProtocol as Client
+
+from tests.support.databases import EVERY_BACKEND
+
+pytestmark = pytest.mark.parametrize("database_url", EVERY_BACKEND, indirect=True)
 
 PROBLEM = "application/problem+json"
 JSON = {"Content-Type": "application/json"}

@@ -1,14 +1,19 @@
-"""The repository's SQL on SQLite and PostgreSQL."""
+"""The repository's SQL on SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from app.db import make_sessionmaker
-from app.tasks.repository import TaskRepository
+from app.tasks.repository import TASK, TaskRepository
+from tests.support.databases import EVERY_BACKEND
+
+pytestmark = pytest.mark.parametrize("database_url", EVERY_BACKEND, indirect=True)
 
 
 @pytest.fixture
@@ -82,11 +87,46 @@ async def test_delete_removes_exactly_one_task(session: AsyncSession) -> None:
     assert [t.id for t in (await tasks.list())[0]] == [keep.id]
 
 
-async def test_names_round_trip_unicode_and_markup(session: AsyncSession) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Ünïcødé 🚀 <b>bold</b> ' \" ; DROP TABLE task; --",
+        "🚀" * 500,  # 500 characters of 4 bytes each: utf8mb4, and a limit in characters
+        "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 👩\u200d💻 🇫🇷 👍🏽",  # astral letters, a ZWJ sequence, flags, skin tones
+        "e\u0301 a\u0308 o\u0302\u0323 " + "\u0301" * 20,  # combining marks, kept as sent
+        "  Mixed CASE and spaces  ",
+    ],
+    ids=["markup", "500-emoji", "astral", "combining", "case-and-spaces"],
+)
+async def test_names_round_trip_exactly(session: AsyncSession, name: str) -> None:
     tasks = TaskRepository(session)
-    name = "Ünïcødé 🚀 <b>bold</b> ' \" ; DROP TABLE task; --"
     task = await tasks.add(name)
+    assert task.name == name
     assert (await tasks.get(task.id)).name == name
+    assert (await tasks.update(task.id, done=True)).name == name
+
+
+async def test_names_compare_exactly_case_trailing_spaces_and_accents_included(
+    session: AsyncSession,
+) -> None:
+    """As on PostgreSQL: by code point. MariaDB's default collation would fold case and
+    accents, and its `_bin` ones still pad ('a' = 'a ')."""
+    await TaskRepository(session).add("Café")
+    for other in ("café", "CAFÉ", "Cafe", "Café ", "Cafe\u0301"):
+        same = select(func.count()).select_from(TASK).where(TASK.c.name == other)
+        assert (await session.execute(same)).scalar_one() == 0, other
+    assert (await session.execute(select(TASK.c.id).where(TASK.c.name == "Café"))).all()
+
+
+async def test_timestamps_are_utc_with_microseconds(session: AsyncSession) -> None:
+    tasks = TaskRepository(session)
+    before = datetime.now(UTC)
+    task = await tasks.add("now")
+    after = datetime.now(UTC)
+    assert task.created_at.utcoffset() == timedelta(0)
+    # Truncated to the second (MySQL's plain DATETIME), it would fall before `before`.
+    assert before <= task.created_at == task.updated_at <= after
+    assert await tasks.get(task.id) == task
 
 
 @pytest.mark.parametrize("task_id", [0, -1, 2**63, 2**70])

@@ -27,6 +27,9 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 SKIP_POSTGRES = os.environ.get("TASKLIST_TEST_SKIP_POSTGRES") == "1"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+# For the tests that also run on MariaDB (tests/support/mariadb.py), with
+# `pytest.mark.parametrize("database_url", EVERY_BACKEND, indirect=True)`.
+EVERY_BACKEND = [*BACKENDS, pytest.param("mariadb", marks=pytest.mark.mariadb)]
 
 
 def alembic_config() -> Config:
@@ -112,6 +115,10 @@ async def empty_tables(url: str) -> None:
     engine = create_async_engine(url)
     try:
         async with engine.begin() as connection:
-            await connection.execute(text("TRUNCATE task, cache_invalidation RESTART IDENTITY"))
+            if connection.dialect.name == "mysql":  # one table a statement, ids from 1 again
+                for table in ("task", "cache_invalidation"):
+                    await connection.execute(text(f"TRUNCATE TABLE {table}"))
+            else:
+                await connection.execute(text("TRUNCATE task, cache_invalidation RESTART IDENTITY"))
     finally:
         await engine.dispose()
