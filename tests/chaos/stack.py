@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from tests.support.private_postgres import PrivatePostgres
 from tests.support.servers import LiveServer
 
 WORKERS = 2
+APP = "app:create_app()"  # the application path in the image's command line
 SEED_PREFIX = "seed-"
 
 
@@ -125,8 +126,13 @@ class Stack:
 
 
 @contextmanager
-def production_stack(logs: Path, seed: int) -> Iterator[tuple[Stack, list[SeededTask]]]:
-    """Start everything (PostgreSQL migrated and holding `seed` tasks), yield, stop it all."""
+def production_stack(
+    logs: Path, seed: int, *, app: str = APP, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[Stack, list[SeededTask]]]:
+    """Start everything (PostgreSQL migrated and holding `seed` tasks), yield, stop it all.
+
+    `app` and `env` are for diagnostic tools (bench/rss_probe.py): another application path
+    in the same command line, and variables on top of the image's environment."""
     with ExitStack() as stack:
         postgres = PrivatePostgres()
         stack.callback(postgres.destroy)
@@ -138,18 +144,20 @@ def production_stack(logs: Path, seed: int) -> Iterator[tuple[Stack, list[Seeded
             stack.callback(server.kill)
             server.start()
         command = image_command()
-        assert command[:2] == ["sh", "-c"], command
-        env = {
+        assert command[:2] == ["sh", "-c"] and f"'{APP}'" in command[2], command
+        environment = {
             **image_environment(),
             "SECRET_KEY": secrets.token_urlsafe(32),
             "DATABASE_URL": postgres.url,
             "MEMCACHIER_SERVERS": ",".join(server.address for server in memcached),
             "WEB_CONCURRENCY": str(WORKERS),
+            **(env or {}),
         }
-        app = LiveServer(env, log=logs / "app.log", command=command[2])
-        stack.callback(app.stop)
-        app.start()
-        yield Stack(postgres, memcached, app), seeded
+        app_server = LiveServer(environment, log=logs / "app.log",
+                                command=command[2].replace(f"'{APP}'", f"'{app}'"))
+        stack.callback(app_server.stop)
+        app_server.start()
+        yield Stack(postgres, memcached, app_server), seeded
 
 
 async def seed_tasks(dsn: str, count: int) -> list[SeededTask]:
