@@ -24,7 +24,9 @@ from .keys import KeyBuilder, namespace_of
 from .stats import ERRORS, HITS, INDEX, MISSES, CacheCounters
 
 logger = logging.getLogger("app.cache")
-_ROWS_MAX = 16_384  # memoised counters rows (per key) before the memo starts over
+# Keys whose (namespace, server) and counters row are memoised. Many keys are used once
+# (see MEMO_SIZE in backends/memcached.py): a larger memo holds more dead keys, not more hits.
+_ROWS_MAX = 8_192
 # One warning per kind of failure and namespace in this many seconds: a frozen server under
 # load fails every request, and the dashboard counts them all anyway.
 WARN_EVERY = 10.0
@@ -49,7 +51,7 @@ class CacheClient:
         self._warned: dict[tuple[str, str], float] = {}  # (metric, namespace) -> last warning
         server_for = backend.server_for
 
-        @functools.lru_cache(maxsize=16_384)
+        @functools.lru_cache(maxsize=_ROWS_MAX)
         def where(key: str) -> tuple[str, str]:
             """The counters' ``(namespace, server)`` of a key (a foreign key's namespace: -)."""
             return (namespace_of(key), server_for(key)) if key else ("-", "-")

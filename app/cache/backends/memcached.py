@@ -20,6 +20,13 @@ from .pool import ConnectionPool
 from .protocol import Codec
 from .server import Server
 
+# Keys memoised (validated bytes, ring lookups) per process. Many keys are used once: a
+# memoized result's key holds its generation tokens, so every write makes new ones (the
+# chaos load makes about one new key per request). At 65,536 the two memos, full, held
+# ~27 MiB with their keys and were still filling through the chaos suite's soak; at 8,192
+# they hold ~3.3 MiB and hit as often (78% against 79%; docs/RELIABILITY.md, finding 4).
+MEMO_SIZE = 8_192
+
 
 class MemcachedBackend:
     """memcached over aiomcache's codec with our own pools, deadlines and failover.
@@ -69,13 +76,13 @@ class MemcachedBackend:
                 failure_limit=failure_limit,
             )
         # a key's bytes, validated once (raises `InvalidKey`; errors are not memoised)
-        self._raw = functools.lru_cache(maxsize=65_536)(validate_key)
+        self._raw = functools.lru_cache(maxsize=MEMO_SIZE)(validate_key)
         addresses = list(self.servers)
         self._only = addresses[0] if len(addresses) == 1 else None
         if self._only is None:
             ring = HashRing(addresses, hash_fn="ketama")
             # the ring never changes (dead servers are skipped, not removed): memoise lookups
-            self._lookup = functools.lru_cache(maxsize=65_536)(ring.get_node)
+            self._lookup = functools.lru_cache(maxsize=MEMO_SIZE)(ring.get_node)
 
     def server_for(self, key: str) -> str:
         return self._only or self._lookup(key)
