@@ -1,5 +1,4 @@
-"""Create table cache_invalidation, the invalidation log (docs/CACHE.md), with a trigger
-that NOTIFYs its listeners on PostgreSQL.
+"""Create table cache_invalidation, the invalidation log (docs/CACHE.md).
 
 Revision ID: 0002
 Revises: 0001
@@ -16,20 +15,6 @@ revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-# One notification per inserting statement; NOTIFY is sent when the transaction commits.
-NOTIFY_FUNCTION = """
-CREATE FUNCTION cache_invalidation_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('cache_invalidation', '');
-    RETURN NULL;
-END
-$$
-"""
-NOTIFY_TRIGGER = """
-CREATE TRIGGER cache_invalidation_notify AFTER INSERT ON cache_invalidation
-FOR EACH STATEMENT EXECUTE FUNCTION cache_invalidation_notify()
-"""
 
 
 def upgrade() -> None:
@@ -49,13 +34,7 @@ def upgrade() -> None:
         op.f("ix_cache_invalidation_write_id"), "cache_invalidation", ["write_id"]
     )
     op.create_index(op.f("ix_cache_invalidation_due_ms"), "cache_invalidation", ["due_ms"])
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(NOTIFY_FUNCTION)
-        op.execute(NOTIFY_TRIGGER)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP TRIGGER cache_invalidation_notify ON cache_invalidation")
-        op.execute("DROP FUNCTION cache_invalidation_notify()")
     op.drop_table("cache_invalidation")

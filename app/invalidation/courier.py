@@ -2,15 +2,21 @@
 
 A write's own process delivers its invalidation right after commit (`deliver`, the fast
 path) and forgets its rows. Should that bump fail (this process cannot reach the memcached
-server of a token, while others can), its rows fall due a lease later, and whichever
-process claims them first bumps the tokens (`deliver_due`). Processes learn of new rows by
-LISTEN/NOTIFY on PostgreSQL and poll in any case, which also catches a notification missed
-while the listening connection was down. A row is deleted once delivered; one that the
-claiming process could not deliver is released at once for another process to try, and
-that process leaves the log alone for a while.
+server of a token, while others can), it releases its rows, due at once, and whichever
+process claims them first bumps the tokens (`deliver_due`). Processes hear of released
+rows by LISTEN/NOTIFY on PostgreSQL, and poll the log in any case: for the rows of a writer
+that died or hung before it could release them (they fall due a lease after the write), and
+for a notification missed while the listening connection was down. A row is deleted once
+delivered; one that the claiming process could not deliver is released again for another
+process to try, and that process leaves the log alone for a while.
 
-Delivery bound, from the commit: a lease (0.25 s) plus the time to claim and bump when the
-processes hear of the write; at most a lease plus a poll interval (0.5 s) when they do not.
+Only releases notify: a NOTIFY in every write's transaction would serialise the commits
+(PostgreSQL holds a global lock from a notifying transaction's commit until its WAL is
+flushed), and measured, cost about a third of the write throughput.
+
+Delivery bound, from the commit: the time to release, claim and bump when the writer's bump
+fails outright; at most a lease (0.25 s) plus a poll interval (0.5 s) when it hangs or its
+process dies, or the notification is lost.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.db import transaction
+from app.db import DatabaseUnavailable, transaction
 from app.invalidation import log
 from app.invalidation.log import Claimed, Invalidation
 
@@ -80,9 +86,18 @@ class Courier:
         """Bump the namespaces of a write that committed (the fast path), and forget its
         rows if that worked. `committed=False`: the commit's outcome is unknown, so its rows
         (if any) stay for the others to deliver."""
-        if await self.bump(*invalidation.namespaces) and committed:
+        delivered = await self.bump(*invalidation.namespaces)
+        if not committed:
+            return
+        if delivered:
             self._forgettable.append(invalidation.id)
             self._forget_now.set()
+            return
+        try:
+            async with transaction(self.sessions) as session:
+                await log.release(session, log.of_write(invalidation.id))
+        except DatabaseUnavailable as error:  # its rows fall due a lease from the write
+            self._warn("release", f"could not release undelivered invalidations: {error}")
 
     async def deliver_due(self) -> int:
         """Claim the due rows, bump their namespaces (once each), delete what was delivered
@@ -124,11 +139,9 @@ class Courier:
             workers.append(self._listen())
         await asyncio.gather(*workers)
 
-    def _heard(self, payload: str) -> None:
-        """A write committed rows (due a lease from now) or a process released some (due now)."""
-        loop = asyncio.get_running_loop()
-        delay = 0.0 if payload == log.RELEASED else self.lease + FORGET_BATCH
-        at = max(loop.time() + delay, self._quiet_until)
+    def _look_now(self) -> None:
+        """Look at the log at once (unless this process is leaving it to the others)."""
+        at = max(asyncio.get_running_loop().time(), self._quiet_until)
         if at < self._next_look:
             self._next_look = at
             self._wake.set()
@@ -184,13 +197,13 @@ class Courier:
             closed = asyncio.Event()
             connection.add_termination_listener(lambda _: closed.set())
             await connection.add_listener(log.CHANNEL, self._notified)
-            self._heard(log.RELEASED)
+            self._look_now()
             await closed.wait()
         finally:
             connection.terminate()
 
     def _notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
-        self._heard(payload)
+        self._look_now()
 
     def _warn(self, what: str, message: str) -> None:
         now = asyncio.get_running_loop().time()

@@ -154,7 +154,7 @@ class TaskService:
         """Run `change` in a transaction, recording what it invalidates in the same one.
         Once more on a fresh connection if the pooled one had died before the commit
         (nothing of it can have been stored)."""
-        invalidation = Invalidation.of(_namespaces(task_id))
+        invalidation: Invalidation | None = None
         committing = False
         try:
             async with transaction(self.sessions) as session:
@@ -163,13 +163,13 @@ class TaskService:
                     return result, None
                 # A new task's id too: SQLite may hand out a deleted id again, whose
                 # entries must die.
-                if isinstance(result, Task):
-                    invalidation = Invalidation.of(_namespaces(result.id))
+                written = result.id if isinstance(result, Task) else task_id
+                invalidation = Invalidation.of(_namespaces(written))
                 if self.courier is not None:
                     await self.courier.record(session, invalidation)
                 committing = True
         except DatabaseUnavailable as error:
-            if committing:  # the commit may have gone through without our hearing of it
+            if committing and invalidation is not None:  # the commit may have gone through
                 await self._deliver(invalidation, committed=False)
             elif retry and error.stale_connection:
                 return await self._commit(change, task_id, retry=False)

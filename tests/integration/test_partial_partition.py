@@ -20,8 +20,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support.databases import create_postgres_database, drop_postgres_database, run_alembic
 from tests.support.fake_servers import CutProxy
@@ -79,17 +77,6 @@ async def shown(client: httpx.AsyncClient, base: str, task_id: int) -> dict[str,
     }
 
 
-async def outstanding(database_url: str) -> int:
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.connect() as connection:
-            return (await connection.execute(
-                text("SELECT count(*) FROM cache_invalidation")
-            )).scalar_one()
-    finally:
-        await engine.dispose()
-
-
 async def test_a_write_through_a_process_cut_off_from_memcached_is_not_served_stale_after_the_bound(
     partition: Partition,
 ) -> None:
@@ -104,6 +91,9 @@ async def test_a_write_through_a_process_cut_off_from_memcached_is_not_served_st
             for _ in range(2):
                 before = await shown(client, b, kept)
             assert before["x-cache"] == "hit", before
+            if partition.proxy.cut_off:  # A cannot reach memcached at all, so cannot bump
+                for _ in range(2):
+                    assert (await client.get(f"{a}/")).headers["x-cache"] != "hit"
 
             name = f"round {round_} {uuid.uuid4().hex[:8]}"
             match round_ % 3:
@@ -121,9 +111,6 @@ async def test_a_write_through_a_process_cut_off_from_memcached_is_not_served_st
                     task_id, expected = created["id"], None
             answered = time.monotonic()
             assert response.status_code in (200, 201, 204), response.text
-            if partition.proxy.cut_off:
-                # A could not bump: its invalidation waits in the log for another process
-                assert await outstanding(partition.database_url) > 0
 
             if round_ == ROUNDS // 2:
                 await partition.proxy.restore()  # mid-round: A's bump is already lost
