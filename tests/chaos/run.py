@@ -1,7 +1,8 @@
 """The chaos run: what production runs, under load, through one fault after another.
 
-    .venv/bin/python -m tests.chaos.run --full   # 64 clients, 20 s phases, a 5-minute soak
-                                                 # (~7 min): rewrites docs/RELIABILITY.md
+    .venv/bin/python -m tests.chaos.run --full   # 64 clients, 20 s phases, a 1-minute warm-up
+                                                 # and a 5-minute soak (~8 min): rewrites
+                                                 # docs/RELIABILITY.md
     .venv/bin/python -m tests.chaos.run          # quick mode (~30 s), as `make test` runs it
 
 The app is served by the Dockerfile's CMD with the image's environment (app.serve, two
@@ -135,7 +136,8 @@ def progress(phase: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true",
-                        help="64 clients, 20 s phases and a 5-minute soak; rewrites the docs")
+                        help="64 clients, 20 s phases, a warm-up and a 5-minute soak; rewrites "
+                        "the docs")
     parser.add_argument("--out", type=Path, help="where chaos.json goes "
                         "(default: docs/reliability with --full, else a temporary directory)")
     parser.add_argument("--seed", type=int, default=0, help="the clients' random seed")
