@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 # deleted).
 State = tuple[str, bool] | None
 EXAMPLES = 12  # examples kept of each kind of violation
+HOT = 4  # the first tasks created (while fewer are hot), until they are deleted
 
 
 @dataclass
@@ -61,14 +62,19 @@ class History:
                 index = i
         return index
 
-    def allows(self, state: State, sent: float, done: float) -> str | None:
+    def allows(self, state: State, sent: float, done: float, grace: float = 0.0) -> str | None:
         """None if a read sent at `sent`, answered at `done`, may see `state`; otherwise
-        `"stale"` (it matches an older version) or `"unexpected"` (no version fits)."""
+        `"late"` (it matches a version replaced by one acknowledged less than `grace`
+        seconds before the read was sent), `"stale"` (an older version) or `"unexpected"`
+        (no version fits)."""
         floor = self.floor(sent)
         for version in self.versions[floor:]:
             if version.state == state and version.sent < done:
                 return None
-        if any(version.state == state for version in self.versions[:floor]):
+        older = [version.state for version in self.versions[:floor]]
+        if state in older[self.floor(sent - grace):]:
+            return "late"
+        if state in older:
             return "stale"
         return "unexpected"
 
@@ -103,6 +109,7 @@ class Ledger:
         # did not show it, or uncertain.
         self.unbound: dict[str, Unbound] = {}
         self.refused_names: set[str] = set()  # cross-site creates, refused: never stored
+        self.hot: list[int] = []  # a few tasks that many read while their owners write them
         self.reads: Counter[str] = Counter()  # reads checked, by outcome
 
     # --- writes ------------------------------------------------------------------------
@@ -114,6 +121,8 @@ class Ledger:
         """An acknowledged create: before it, the task was not there."""
         before = Version(None, -math.inf, -math.inf)
         self._add(History(task_id, owner, [before, Version((name, False), sent, acked)]))
+        if len(self.hot) < HOT:
+            self.hot.append(task_id)
 
     def create_unbound(self, owner: int, name: str, *, acknowledged: bool, answer: str) -> None:
         self.unbound[name] = Unbound(owner, acknowledged, answer)
@@ -123,6 +132,8 @@ class Ledger:
         before its answer is back. The writer then sets `acked`, or withdraws it."""
         version = Version(state, sent, None)
         self.tasks[task_id].versions.append(version)
+        if state is None and task_id in self.hot:
+            self.hot.remove(task_id)
         return version
 
     def withdraw(self, task_id: int, version: Version) -> None:
@@ -150,23 +161,29 @@ class Ledger:
     # --- reads -------------------------------------------------------------------------
 
     def check_read(
-        self, task_id: int, state: State, sent: float, done: float
+        self, task_id: int, state: State, sent: float, done: float, grace: float = 0.0
     ) -> tuple[str, str] | None:
         """Check one observation of a known task (unknown ids are not checkable): None if
-        it may be seen, else the kind of violation and what was expected."""
+        it may be seen, else the kind of violation (or `"late"`, see `History.allows`) and
+        what was expected."""
         history = self.tasks.get(task_id)
         if history is None:
             return None
-        verdict = history.allows(state, sent, done)
+        verdict = history.allows(state, sent, done, grace)
         self.reads[verdict or "ok"] += 1
         if verdict is None:
             return None
-        floor = history.versions[history.floor(sent)]
-        lag = sent - floor.acked if floor.acked is not None else math.nan
+        expected = history.versions[history.floor(sent)].state
         return verdict, (
-            f"task {task_id}: saw {state!r}, but {floor.state!r} was acknowledged "
-            f"{lag * 1000:.0f} ms before the read was sent"
+            f"task {task_id}: saw {state!r}, but {expected!r} was acknowledged "
+            f"{self.lag(task_id, sent) * 1000:.0f} ms before the read was sent"
         )
+
+    def lag(self, task_id: int, sent: float) -> float:
+        """How long before `sent` the version a read sent then must show was acknowledged."""
+        history = self.tasks[task_id]
+        acked = history.versions[history.floor(sent)].acked
+        return sent - acked if acked is not None else math.nan
 
     # --- the table ---------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+
 from tests.chaos.clients import Recorder, sleep_until
 from tests.chaos.stack import Stack
 
@@ -25,6 +27,7 @@ Fault = Callable[[Stack, Recorder, float], Awaitable[Events]]
 STRIKE = 0.25  # the fault strikes this far into the phase
 REPAIR = 0.60  # and is repaired this far into it (PostgreSQL: after its own down time)
 REPLACE_TIMEOUT = 15.0  # seconds a SIGKILLed worker has to be replaced
+LOG_DRAINS = 10.0  # seconds the invalidation log has to empty at some moment after a partition
 # Load before the soak, so that its RSS is measured from warm workers: the survivor of the
 # worker kill (serving every client now) fills its bounded per-process caches (32 MiB of
 # recent responses, 8,192-key memos) in about 10,000 requests, after which it stays flat
@@ -125,6 +128,57 @@ async def kill_a_worker(stack: Stack, recorder: Recorder, seconds: float) -> Eve
     return events
 
 
+def partition_a_worker(cut: float, bound: float) -> Fault:
+    """One worker cut off from both memcached servers for `cut` seconds, the other not (a
+    `WorkerPartition`): the cut one's bumps fail, so the invalidation log's other deliveries
+    must keep every read within `bound` seconds of the writes acknowledged before it. The
+    cut one is the worker with the fewest client connections but some, so that most reads
+    go through the other one, which serves from the cache the cut one cannot invalidate."""
+
+    async def fault(stack: Stack, recorder: Recorder, seconds: float) -> Events:
+        partition = stack.partition
+        assert partition is not None, "the partition phase needs a partitionable stack"
+        recorder.grace = bound
+        began = time.monotonic()
+        await asyncio.sleep(seconds * STRIKE)
+        connections = stack.connections()
+        serving = [pid for pid in stack.workers() if connections.get(pid, 0)]
+        victim = min(serving or stack.workers(), key=lambda pid: connections.get(pid, 0))
+        await asyncio.to_thread(partition.cut, victim)
+        cut_at = time.monotonic()
+        rows = []
+        while time.monotonic() - cut_at < cut:
+            rows.append(await outstanding_invalidations(stack.postgres.dsn))
+            await asyncio.sleep(0.25)
+        await asyncio.to_thread(partition.restore)
+        restored = time.monotonic()
+        emptied = None  # the log holds the writes in flight, then nothing once they stop
+        while time.monotonic() < began + seconds * 0.95 or emptied is None:
+            if await outstanding_invalidations(stack.postgres.dsn) == 0:
+                emptied = emptied or time.monotonic()
+            elif time.monotonic() - restored > LOG_DRAINS:
+                break
+            await asyncio.sleep(0.05)
+        return {
+            "connections_before": connections, "partitioned_worker": victim,
+            "partitioned_s": round(restored - cut_at, 2),
+            "its_memcached_connections_closed": partition.dropped,
+            "invalidation_log_rows_max": max(rows, default=0),
+            "invalidation_log_empty_s_after_restore": (
+                None if emptied is None else round(emptied - restored, 2)),
+        }
+
+    return fault
+
+
+async def outstanding_invalidations(dsn: str) -> int:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetchval("SELECT count(*) FROM cache_invalidation")
+    finally:
+        await connection.close()
+
+
 def sample_rss(every: float) -> Fault:
     """No fault: the workers' resident memory, sampled through the soak, and the client
     connections each holds at its start and end (a worker that serves nobody does not
@@ -142,6 +196,18 @@ def sample_rss(every: float) -> Fault:
                 "connections_at_end": stack.connections(), "rss_kib": samples}
 
     return fault
+
+
+# The invalidation log's delivery bound (docs/CACHE.md) that reads may lag behind a write
+# while a worker is partitioned from memcached.
+DELIVERY_BOUND = 1.0
+
+
+def partition_phase(seconds: float, cut: float) -> Phase:
+    """Run on a stack of its own, whose workers reach memcached through a partition."""
+    return Phase("one worker partitioned", seconds,
+                 f"one worker cut off from both memcached servers for {cut:g} s",
+                 partition_a_worker(cut, DELIVERY_BOUND))
 
 
 def phases(seconds: float, postgres_down: float, soak: float | None) -> list[Phase]:

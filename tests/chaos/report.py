@@ -47,9 +47,10 @@ def flavour(label: str) -> str:
 
 def summarize(
     name: str, what: str, seconds: float, recorder: Recorder, reads: Counter[str],
-    ledger: LedgerReport, events: Record,
+    ledger: LedgerReport, events: Record, *, partitioned: bool = False,
 ) -> Record:
-    """One phase: its requests, their outcomes and latencies, and what the checks found."""
+    """One phase: its requests, their outcomes and latencies, and what the checks found.
+    `partitioned`: it ran on the stack of its own whose memcached traffic is proxied."""
     requests = recorder.requests
     errors = [r for r in requests if (r.status or 0) >= 500]
     down = recorder.windows
@@ -79,6 +80,9 @@ def summarize(
             "outcome": longest_post.outcome},
         "post_p99_ms": round(percentile([r.seconds for r in creates], 99) * 1000, 1),
         "observations_checked": sum(reads.values()),
+        "partitioned_stack": partitioned,
+        "late_reads": {"allowed_s": recorder.grace, "count": len(recorder.late),
+                       "latest_ms": round(max(recorder.late, default=0) * 1000)},
         "violations": dict(recorder.violations.counts),
         "examples": recorder.violations.examples,
         "flashes": dict(recorder.flashes),
@@ -121,7 +125,9 @@ def goals(phases: list[Record], clients: int) -> list[Goal]:
     def violations(*kinds: str) -> int:
         return sum(p["violations"].get(k, 0) for p in phases for k in kinds)
 
-    final = phases[-1]["ledger"]["violations"]
+    final: Counter[str] = Counter()  # the ledger after the last phase on each stack
+    for phase in last_on_each_stack(phases):
+        final.update(phase["ledger"]["violations"])
     lost = sum(final.values())
     stale = violations("stale read", "unexpected read")
     crossing = violations("another session's flash", "another session's cookie",
@@ -145,7 +151,8 @@ def goals(phases: list[Record], clients: int) -> list[Goal]:
         Goal("0 lost or duplicated acknowledged writes", lost == 0,
              f"{lost} (ledger after the last phase: {final or 'clean'})"),
         Goal("0 stale reads", stale == 0,
-             f"{stale} in {total('observations_checked'):,} observations of a task checked"),
+             f"{stale} in {total('observations_checked'):,} observations of a task checked; "
+             + late_text(phases)),
         Goal("no flash or cookie crosses sessions", crossing == 0, f"{crossing}"),
         Goal("every cross-site write refused, nothing changed",
              refused + unanswered == sent and sent > 0,
@@ -214,6 +221,22 @@ def commit() -> str:
 # --- Markdown -------------------------------------------------------------------------------
 
 
+def last_on_each_stack(phases: list[Record]) -> list[Record]:
+    main = [p for p in phases if not p["partitioned_stack"]]
+    partitioned = [p for p in phases if p["partitioned_stack"]]
+    return [group[-1] for group in (main, partitioned) if group]
+
+
+def late_text(phases: list[Record]) -> str:
+    """The reads that lagged a write by less than the delivery bound, where allowed."""
+    return "; ".join(
+        f"with {p['phase']}, {p['late_reads']['count']} lagged a write by less than the "
+        f"{p['late_reads']['allowed_s']:g} s delivery bound (at most "
+        f"{p['late_reads']['latest_ms']} ms)"
+        for p in phases if p["late_reads"]["allowed_s"]
+    ) or "no phase allowed any lag"
+
+
 def markdown(results: Record) -> str:
     """The docs block: how it was run, the phase table, what each fault did, the goals."""
     config, host = results["config"], results["machine"]
@@ -232,9 +255,14 @@ def markdown(results: Record) -> str:
     ]
     for phase in results["phases"]:
         lines.append(table_row(phase))
-    applied = results["phases"][-1]["ledger"]["unacknowledged_applied"]
+    applied: Counter[str] = Counter()
+    for phase in last_on_each_stack(results["phases"]):
+        applied.update(phase["ledger"]["unacknowledged_applied"])
     lines += ["", "Writes answered with a 5xx or not at all (uncertain) that were applied all "
-              f"the same, by request and answer: {applied or 'none'}."]
+              f"the same, by request and answer: {dict(applied) or 'none'}."]
+    lines += ["", "The partition phase runs on a stack of its own, the same but for a proxy "
+              "in front of each memcached server that can cut one worker off "
+              "(tests/chaos/partition.py); it is checked against a ledger of its own."]
     lines += ["", "What each fault did and how the app came through it:", ""]
     for phase in results["phases"]:
         lines.append(f"- **{phase['phase']}** ({phase['fault']}): {events_text(phase)}")

@@ -34,8 +34,8 @@ from app.settings import PROJECT_ROOT
 from bench.report import write_results
 from tests.chaos import report
 from tests.chaos.clients import Client, Recorder, World, watch_readiness
-from tests.chaos.phases import Phase, phases
-from tests.chaos.stack import Stack, production_stack, stored_tasks
+from tests.chaos.phases import Phase, partition_phase, phases
+from tests.chaos.stack import SeededTask, Stack, production_stack, stored_tasks
 from tests.support.machine import describe_machine
 
 DOC = PROJECT_ROOT / "docs" / "RELIABILITY.md"
@@ -52,27 +52,35 @@ class Mode:
     phase_seconds: float
     postgres_down: float
     soak_seconds: float | None
+    partition_cut: float
 
     def phases(self) -> list[Phase]:
         return phases(self.phase_seconds, self.postgres_down, self.soak_seconds)
 
+    def partition(self) -> Phase:
+        return partition_phase(self.phase_seconds, self.partition_cut)
+
 
 QUICK = Mode("quick", clients=16, seed_tasks=1500, phase_seconds=3.0, postgres_down=2.0,
-             soak_seconds=None)
+             soak_seconds=None, partition_cut=1.5)
 FULL = Mode("full", clients=64, seed_tasks=1500, phase_seconds=20.0, postgres_down=5.0,
-            soak_seconds=300.0)
+            soak_seconds=300.0, partition_cut=10.0)
 
 
 def run(mode: Mode, out: Path, logs: Path, seed: int = 0) -> dict[str, Any]:
-    """Start the stack, run every phase, stop it all; return the results (also in `out`)."""
+    """Start the stack, run every phase, stop it all; then the partition phase on a stack
+    of its own (its memcached traffic goes through a proxy: see partition.py); return the
+    results (also in `out`)."""
     began = time.monotonic()
+    rng = random.Random(seed)
     with production_stack(logs, mode.seed_tasks) as (stack, seeded):
-        world = World(stack.url, run_id=f"chaos-{secrets.token_hex(3)}")
-        for task in seeded:
-            world.ledger.seeded(task.id, task.name, task.done)
-        phase_results = uvloop.run(run_phases(mode, stack, world, random.Random(seed)))
+        phase_results = run_on(stack, seeded, mode, mode.phases(), rng)
         environment = {"machine": describe_machine(),
                        "versions": report.versions(stack.postgres.dsn)}
+    with production_stack(logs / "partitionable", mode.seed_tasks, partitionable=True) as (
+        stack, seeded
+    ):
+        phase_results += run_on(stack, seeded, mode, [mode.partition()], rng)
     results = {
         "mode": mode.name,
         "command": f".venv/bin/python -m tests.chaos.run{' --full' if mode is FULL else ''}",
@@ -81,7 +89,7 @@ def run(mode: Mode, out: Path, logs: Path, seed: int = 0) -> dict[str, Any]:
         "elapsed_s": round(time.monotonic() - began, 1),
         "config": {"clients": mode.clients, "seed_tasks": mode.seed_tasks,
                    "phase_seconds": mode.phase_seconds, "postgres_down_s": mode.postgres_down,
-                   "soak_seconds": mode.soak_seconds},
+                   "soak_seconds": mode.soak_seconds, "partition_cut_s": mode.partition_cut},
         **environment,
         "phases": phase_results,
         "goals": [goal.record() for goal in report.goals(phase_results, mode.clients)],
@@ -92,12 +100,23 @@ def run(mode: Mode, out: Path, logs: Path, seed: int = 0) -> dict[str, Any]:
     return results
 
 
+def run_on(
+    stack: Stack, seeded: list[SeededTask], mode: Mode, phases: list[Phase],
+    rng: random.Random,
+) -> list[dict[str, Any]]:
+    """Run `phases` in turn on `stack`, with one ledger."""
+    world = World(stack.url, run_id=f"chaos-{secrets.token_hex(3)}")
+    for task in seeded:
+        world.ledger.seeded(task.id, task.name, task.done)
+    return uvloop.run(run_phases(mode, phases, stack, world, rng))
+
+
 async def run_phases(
-    mode: Mode, stack: Stack, world: World, rng: random.Random
+    mode: Mode, phases: list[Phase], stack: Stack, world: World, rng: random.Random
 ) -> list[dict[str, Any]]:
     clients = [Client(n, world, random.Random(rng.random())) for n in range(mode.clients)]
     try:
-        return [await run_phase(phase, stack, world, clients) for phase in mode.phases()]
+        return [await run_phase(phase, stack, world, clients) for phase in phases]
     finally:
         for client in clients:
             await client.close()
@@ -120,7 +139,8 @@ async def run_phase(
     events["client_cpu_s"] = round(time.process_time() - cpu_before, 1)  # the load's own cost
     ledger = world.ledger.check_table(await stored_tasks(stack.postgres.dsn))
     summary = report.summarize(phase.name, phase.what, elapsed, recorder,
-                               world.ledger.reads - reads_before, ledger, events)
+                               world.ledger.reads - reads_before, ledger, events,
+                               partitioned=stack.partition is not None)
     print(progress(summary), flush=True)
     return summary
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 
+from tests.chaos.partition import WorkerPartition
 from tests.support.databases import run_alembic
 from tests.support.deploy import image_command, image_environment
 from tests.support.memcached import MemcachedProcess
@@ -46,27 +47,14 @@ class Stack:
     postgres: PrivatePostgres
     memcached: tuple[Memcached, Memcached]
     app: LiveServer
+    partition: WorkerPartition | None = None
 
     @property
     def url(self) -> str:
         return self.app.url
 
     def workers(self) -> list[int]:
-        """The master's live worker processes: its children that multiprocessing spawned
-        (not its resource tracker), read from /proc."""
-        master = self.app.pid
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                command = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(fields[1]) == master and fields[0] != "Z" and b"spawn_main" in command:
-                found.append(int(entry.name))
-        return sorted(found)
+        return workers_of(self.app.pid)
 
     def log_size(self) -> int:
         return self.app.log.stat().st_size
@@ -125,14 +113,33 @@ class Stack:
         return sizes
 
 
+def workers_of(master: int | None) -> list[int]:
+    """The master's live worker processes: its children that multiprocessing spawned (not
+    its resource tracker), read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == master and fields[0] != "Z" and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 @contextmanager
 def production_stack(
-    logs: Path, seed: int, *, app: str = APP, env: Mapping[str, str] | None = None
+    logs: Path, seed: int, *, app: str = APP, env: Mapping[str, str] | None = None,
+    partitionable: bool = False,
 ) -> Iterator[tuple[Stack, list[SeededTask]]]:
     """Start everything (PostgreSQL migrated and holding `seed` tasks), yield, stop it all.
 
     `app` and `env` are for diagnostic tools (bench/rss_probe.py): another application path
-    in the same command line, and variables on top of the image's environment."""
+    in the same command line, and variables on top of the image's environment.
+    `partitionable`: the workers reach memcached through a `WorkerPartition`."""
     with ExitStack() as stack:
         postgres = PrivatePostgres()
         stack.callback(postgres.destroy)
@@ -143,13 +150,19 @@ def production_stack(
         for server in memcached:
             stack.callback(server.kill)
             server.start()
+        addresses = [server.address for server in memcached]
+        partition = None
+        if partitionable:
+            partition = WorkerPartition(addresses).start()
+            stack.callback(partition.stop)
+            addresses = partition.addresses
         command = image_command()
         assert command[:2] == ["sh", "-c"] and f"'{APP}'" in command[2], command
         environment = {
             **image_environment(),
             "SECRET_KEY": secrets.token_urlsafe(32),
             "DATABASE_URL": postgres.url,
-            "MEMCACHIER_SERVERS": ",".join(server.address for server in memcached),
+            "MEMCACHIER_SERVERS": ",".join(addresses),
             "WEB_CONCURRENCY": str(WORKERS),
             **(env or {}),
         }
@@ -157,7 +170,7 @@ def production_stack(
                                 command=command[2].replace(f"'{APP}'", f"'{app}'"))
         stack.callback(app_server.stop)
         app_server.start()
-        yield Stack(postgres, memcached, app_server), seeded
+        yield Stack(postgres, memcached, app_server, partition), seeded
 
 
 async def seed_tasks(dsn: str, count: int) -> list[SeededTask]:

@@ -47,7 +47,7 @@ def found(results: Results, key: str) -> str:
 def test_every_phase_runs_the_whole_mix_and_checks_its_reads(results: Results) -> None:
     assert [p["phase"] for p in results["phases"]] == [
         "steady", "memcached killed", "memcached frozen", "both memcached down",
-        "PostgreSQL down", "worker killed",
+        "PostgreSQL down", "worker killed", "one worker partitioned",
     ]
     for p in results["phases"]:
         assert {"api", "html", "htmx", "readyz"} <= set(p["mix"]), p["mix"]
@@ -107,3 +107,14 @@ def test_a_killed_worker_is_replaced_and_only_its_requests_fail(results: Results
 def test_post_stays_bounded(results: Results) -> None:
     goal = next(g for g in results["goals"] if g["text"].startswith("POST / stays bounded"))
     assert goal["met"], goal
+
+
+def test_a_worker_cut_off_from_memcached_leaves_no_read_staler_than_the_bound(
+    results: Results,
+) -> None:
+    cut = phase(results, "one worker partitioned")
+    events = cut["events"]
+    assert events["its_memcached_connections_closed"] > 0, events  # the cut was real
+    assert events["invalidation_log_empty_s_after_restore"] is not None, events  # pruned
+    assert cut["late_reads"]["allowed_s"] == 1.0, cut["late_reads"]
+    assert not cut["violations"], found(results, "violations")  # nothing later than that
