@@ -492,7 +492,8 @@ def ratio_text(record: Record) -> str:
 def planned_steps(args: argparse.Namespace) -> int:
     per_size = 2 * len(CASES) + 1  # the cases cached and uncached, the 304
     others = 2 * len([s for s in args.servers if s != "hypercorn"])
-    return len(BASELINES) + per_size * len(args.sizes) + len(args.write_sizes) + others
+    writes = 2 * len(args.write_sizes)  # with the invalidation log and without
+    return len(BASELINES) + per_size * len(args.sizes) + writes + others
 
 
 def measured(result: WrkResult) -> Record:
@@ -699,13 +700,17 @@ async def writer(client: httpx.AsyncClient, urls: tuple[str, str], number: int,
                              f"(X-Cache {page.headers.get('x-cache')})")
 
 
-def write_then_read(run: Run, tasks: int) -> Record:
+def write_then_read(run: Run, tasks: int, *, invalidation_log: bool = True) -> Record:
     """Two app processes of one worker each (so the reader is another process than the
     writer), sharing PostgreSQL and memcached, and `WRITERS` concurrent write/read pairs:
-    `--rounds` paired rounds, each from a table re-seeded with `tasks` tasks."""
+    `--rounds` paired rounds, each from a table re-seeded with `tasks` tasks.
+    `invalidation_log=False`: with `INVALIDATION_LOG=0`, to measure what the log costs."""
     services = run.services
-    a = app_server(services, "hypercorn", True, 1, name=f"write-read-{tasks}-a")
-    b = app_server(services, "hypercorn", True, 1, name=f"write-read-{tasks}-b")
+    log_name = "" if invalidation_log else "-no-log"
+    a = app_server(services, "hypercorn", True, 1, name=f"write-read-{tasks}{log_name}-a")
+    b = app_server(services, "hypercorn", True, 1, name=f"write-read-{tasks}{log_name}-b")
+    for server in (a, b):
+        server.env["INVALIDATION_LOG"] = "1" if invalidation_log else "0"
     log = PairLog()
 
     async def loop() -> float:
@@ -730,7 +735,8 @@ def write_then_read(run: Run, tasks: int) -> Record:
     seconds = sum(s for (_, s), _, _ in found)
     notes = ", ".join(filter(None, [f"{len(log.stale)} stale" if log.stale else "",
                                     f"{len(log.errors)} errors" if log.errors else ""]))
-    return {"group": "write-read", "tasks": tasks, "writers": WRITERS, "seconds": seconds,
+    return {"group": "write-read", "tasks": tasks, "invalidation_log": invalidation_log,
+            "writers": WRITERS, "seconds": seconds,
             "pairs": pairs,
             "pairs_per_s": statistics.median(n / s for (n, s), _, _ in found),
             **ratios([beside(n / s, before, after, False) for (n, s), before, after in found]),
@@ -862,12 +868,20 @@ def write_read_goals(res: Results) -> list[Goal]:
     found = []
     for n, ratio in ((10, 0.19), (100, 0.09)):
         text = f"write then read, {WRITERS} writers, {n} tasks, >= {ratio} Q pairs/s"
-        record = res.find(group="write-read", tasks=n)
+        record = res.find(group="write-read", tasks=n, invalidation_log=True)
         if record is None:
             found.append(Goal(text, None, "not in this run"))
             continue
         found.append(Goal(text, record["in_q"] >= ratio,
                           f"{record['pairs_per_s']:,.0f} pairs/s, {record['in_q']:.2f} Q"))
+        text = f"write then read, {n} tasks, with the invalidation log >= 0.85x without it"
+        without = res.find(group="write-read", tasks=n, invalidation_log=False)
+        if without is None:
+            found.append(Goal(text, None, "not in this run"))
+            continue
+        share = record["in_q"] / without["in_q"]
+        found.append(Goal(text, share >= 0.85, f"{record['in_q']:.3f} Q against "
+                          f"{without['in_q']:.3f} Q ({share:.2f}x)"))
     loops = [r for r in res.records if r["group"] == "write-read"]
     stale = sum(r["stale"] for r in loops)
     pairs = sum(r["pairs"] for r in loops)
@@ -1003,13 +1017,14 @@ def write_read_table(res: Results) -> list[str]:
              "(one worker), then as soon as the 201 arrives `GET /` through the other; the "
              "read is stale if the page lacks the new task. Each round starts from a table "
              "re-seeded with the tasks at start; pairs/s is the median over rounds.", "",
-             "| tasks at start | pairs | pairs/s | in Q | rounds, in Q | avg pair | p99 pair "
-             "| stale | errors | X-Cache of the reads |",
-             "|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+             "| tasks at start | invalidation log | pairs | pairs/s | in Q | rounds, in Q "
+             "| avg pair | p99 pair | stale | errors | X-Cache of the reads |",
+             "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---|"]
     for r in res.records:
         if r["group"] == "write-read":
             seen = ", ".join(f"{k} {v:,}" for k, v in sorted(r["x_cache"].items()))
-            lines.append(f"| {r['tasks']} | {r['pairs']:,} | {r['pairs_per_s']:,.0f} | "
+            log = "on" if r.get("invalidation_log", True) else "off"
+            lines.append(f"| {r['tasks']} | {log} | {r['pairs']:,} | {r['pairs_per_s']:,.0f} | "
                          f"{r['in_q']:.2f} Q | {per_round(r)} | {r['pair_avg_ms']:,.1f} ms | "
                          f"{r['pair_p99_ms']:,.1f} ms | {r['stale']} | {r['errors']} | "
                          f"{seen} |")
@@ -1110,7 +1125,7 @@ def chart(res: Results, path: Path) -> None:
                 rates.plot(xs, ys, **style)
                 units.plot(xs, qs, **style)
     loops = sorted((r["tasks"], r["pairs_per_s"], r["in_q"]) for r in res.records
-                   if r["group"] == "write-read")
+                   if r["group"] == "write-read" and r.get("invalidation_log", True))
     if loops:
         xs, ys, qs = zip(*loops, strict=True)
         style = {"linestyle": ":", "marker": "s", "color": "black",
@@ -1230,6 +1245,8 @@ def measure(args: argparse.Namespace,
         other_servers(run)
         for tasks in args.write_sizes:
             run.add(write_then_read(run, tasks), f"write then read, {tasks} tasks at start")
+            run.add(write_then_read(run, tasks, invalidation_log=False),
+                    f"write then read, {tasks} tasks at start, INVALIDATION_LOG=0")
     return run.records, run.slots, meta
 
 
