@@ -86,7 +86,14 @@ def _connect_args(url: str, settings: Settings) -> dict[str, Any]:
 
 def make_reader(engine: AsyncEngine) -> AsyncEngine:
     """The same pool in autocommit mode, for reads: one statement is one round trip, with
-    no BEGIN and COMMIT around it (a single SELECT sees one consistent snapshot anyway)."""
+    no BEGIN and COMMIT around it (a single SELECT sees one consistent snapshot anyway).
+
+    But on MySQL, whose transactions begin by themselves (no BEGIN to save), the pool as
+    it is: switching a pooled connection to autocommit and back costs a round trip each
+    way, and a switch on a dead connection fails where SQLAlchemy neither wraps the error
+    nor returns the connection to the pool (a leak, then 503s for good)."""
+    if engine.dialect.name == "mysql":
+        return engine
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
