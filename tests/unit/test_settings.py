@@ -100,11 +100,38 @@ def test_an_unknown_log_format_names_the_variable_and_the_choices() -> None:
         ("DB_POOL_SIZE", "many"),
         ("MEMCACHIER_AUTH_MODE", "sasl"),
         ("LOG_FORMAT", "xml"),
+        ("INVALIDATION_LOG", "sometimes"),
+        ("CACHE_ENABLED", "maybe"),
     ],
 )
 def test_malformed_values_name_the_setting(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({**DEV, name: value})
+
+
+@pytest.mark.parametrize(
+    ("database_url", "flag", "expected"),
+    [
+        ("", "", False),  # SQLite: one process, nobody else to deliver
+        ("postgres://u@db/tasks", "", True),
+        ("mysql://u@db/tasks", "", True),
+        ("postgres://u@db/tasks", "0", False),
+        ("postgres://u@db/tasks", "off", False),
+        ("", "1", True),
+    ],
+)
+def test_the_invalidation_log_is_on_by_default_on_every_database_but_sqlite(
+    database_url: str, flag: str, expected: bool
+) -> None:
+    env = {**DEV, "DATABASE_URL": database_url, "INVALIDATION_LOG": flag}
+    assert Settings.from_env(env).logs_invalidations is expected
+
+
+def test_cache_enabled_takes_the_usual_spellings() -> None:
+    assert Settings.from_env({**DEV, "CACHE_ENABLED": "off"}).cache_enabled is False
+    assert Settings.from_env({**DEV, "CACHE_ENABLED": "False"}).cache_enabled is False
+    assert Settings.from_env({**DEV, "CACHE_ENABLED": "yes"}).cache_enabled is True
+    assert Settings.from_env(DEV).cache_enabled is True
 
 
 def test_create_app_reads_dotenv_without_overriding_the_environment(
