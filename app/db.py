@@ -66,7 +66,15 @@ def make_engine(settings: Settings) -> AsyncEngine:
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=3600,
         connect_args=_connect_args(url, settings),
+        **_isolation(url),
     )
+
+
+def _isolation(url: str) -> dict[str, str]:
+    """READ COMMITTED everywhere, PostgreSQL's default. MySQL's own, REPEATABLE READ, locks
+    the gaps between index entries too: concurrent writes that insert into one table and
+    delete from it by an index then deadlock (measured: 1213s, so 503s, with two processes)."""
+    return {"isolation_level": "READ COMMITTED"} if url.startswith("mysql") else {}
 
 
 def _connect_args(url: str, settings: Settings) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """Two app processes, one memcached, one PostgreSQL database: the cache must never serve a
-read that is older than a write which completed before the read was sent (issue 4).
+read that is older than a write which completed before the read was sent (issue 4). The
+main freshness test runs on MariaDB too.
 
 Everything is real: two `hypercorn 'app:create_app()'` processes on free ports (configured
-by the environment only, as deployed), a memcached process and a fresh PostgreSQL database
-migrated by Alembic. No mocks. HTTP through httpx with keep-alive connections.
+by the environment only, as deployed), a memcached process and a fresh PostgreSQL (or
+MariaDB) database migrated by Alembic. No mocks. HTTP through httpx with keep-alive
+connections.
 
 Freshness is checked against what the test knows for certain when it sends a read:
 - every task whose `POST` has answered is listed (`GET /` and the API page that holds it),
@@ -23,20 +25,22 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.tasks.repository import TASK
 from tests.support.databases import create_postgres_database, drop_postgres_database, run_alembic
+from tests.support.mariadb import create_mariadb_database, drop_mariadb_database
 from tests.support.memcached import MemcachedProcess
 from tests.support.servers import LiveServer
-
-pytestmark = pytest.mark.postgres
 
 ROUNDS = 500
 PAIRS = 8
@@ -64,9 +68,30 @@ class Cluster:
         return "\n".join(f"--- {s.url} log:\n{s.log_text(4000)}" for s in self.servers)
 
 
+POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres, id="postgres")
+MARIADB = pytest.param("mariadb", marks=pytest.mark.mariadb, id="mariadb")
+SERVERS = {
+    "postgres": (create_postgres_database, drop_postgres_database),
+    "mariadb": (create_mariadb_database, drop_mariadb_database),
+}
+ON_POSTGRES = pytest.mark.parametrize("cluster", [POSTGRES], indirect=True)
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    url = create_postgres_database()
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Two processes on the database a test asks for (indirect parametrization)."""
+    create, drop = SERVERS[request.param]
+    yield from two_processes(tmp_path_factory, create, drop)
+
+
+def two_processes(
+    tmp_path_factory: pytest.TempPathFactory,
+    create: Callable[[], str],
+    drop: Callable[[str], None],
+) -> Iterator[Cluster]:
+    url = create()
     memcached: MemcachedProcess | None = None
     servers: list[LiveServer] = []
     try:
@@ -87,7 +112,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             server.stop()
         if memcached is not None:
             memcached.kill()
-        drop_postgres_database(url)
+        drop(url)
 
 
 # --- bookkeeping --------------------------------------------------------------------------
@@ -240,11 +265,13 @@ def dsn(database_url: str) -> str:
 
 
 async def new_ledger(cluster: Cluster) -> Ledger:
-    connection = await asyncpg.connect(dsn(cluster.database_url))
+    engine = create_async_engine(cluster.database_url)
     try:
-        return Ledger(existing=await connection.fetchval("SELECT count(*) FROM task"))
+        async with engine.connect() as connection:
+            existing = await connection.scalar(select(func.count()).select_from(TASK))
     finally:
-        await connection.close()
+        await engine.dispose()
+    return Ledger(existing=existing)
 
 
 async def run_pairs(
@@ -293,6 +320,7 @@ def report(ledger: Ledger) -> str:
 # --- the tests ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("cluster", [POSTGRES, MARIADB], indirect=True)
 async def test_writes_through_one_process_are_read_fresh_through_the_other(
     cluster: Cluster,
 ) -> None:
@@ -384,6 +412,7 @@ async def simultaneous_gets(urls: list[str]) -> list[RawResponse]:
     return await asyncio.gather(*(answer(reader, writer) for reader, writer, _ in streams))
 
 
+@ON_POSTGRES
 async def test_a_cold_list_is_loaded_at_most_once_per_process_under_a_stampede(
     cluster: Cluster,
 ) -> None:
@@ -418,6 +447,7 @@ async def test_a_cold_list_is_loaded_at_most_once_per_process_under_a_stampede(
     assert loads <= 2, f"the list was loaded {loads} times by 100 simultaneous requests"
 
 
+@ON_POSTGRES
 async def test_killing_memcached_mid_run_never_fails_a_request_or_serves_stale_data(
     cluster: Cluster,
 ) -> None:
@@ -456,6 +486,7 @@ async def test_killing_memcached_mid_run_never_fails_a_request_or_serves_stale_d
     print(f"\nmemcached outage: {phases}; {report(ledger)}")
 
 
+@ON_POSTGRES
 async def test_a_write_through_a_process_that_counts_memcached_dead_is_not_hidden_by_the_other(
     cluster: Cluster,
 ) -> None:
