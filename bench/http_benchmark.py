@@ -4,8 +4,9 @@
         [--rounds 2] [--q-seconds N] [--write-sizes 10,100] [--write-seconds 10]
         [--workers N] [--servers hypercorn,uvicorn,granian] [--out DIR] [--no-write] [--smoke]
 
-Starts its own services: a fresh PostgreSQL database (migrated by Alembic, dropped at the
-end; `TASKLIST_TEST_POSTGRES_URL` as for the tests) and a memcached on a free port. The app
+Starts its own services: a fresh PostgreSQL database and a fresh MariaDB one (migrated by
+Alembic, dropped at the end; `TASKLIST_TEST_POSTGRES_URL` and `TASKLIST_TEST_MARIADB_URL` as
+for the tests) and a memcached on a free port. The app
 runs as in production: `hypercorn --config hypercorn.toml 'app:create_app()'` with
 `APP_ENV=production`, once with the cache on and once with `CACHE_ENABLED=0`.
 
@@ -14,7 +15,8 @@ For each task count it seeds the table with SQL, flushes memcached and runs
 (likewise), the htmx fragment of `GET /`, the first page's `rel="next"` page, and, cached,
 the revalidation of `GET /` (`If-None-Match`: 304) against its 200 in alternating runs.
 A cached measurement starts once a probe sees `X-Cache: hit`. Then a write-then-read loop
-across two app processes counts stale reads.
+across two app processes counts stale reads. Last, on MariaDB (`--mysql-sizes`): `GET /`
+cached and uncached and the write-then-read loop, beside the same figures on PostgreSQL.
 
 Every figure is also given in Q, the rate of a bare Quart app serving a constant 5 KB page
 (bench/baselines.py) under hypercorn's defaults. The machine drifts (a shared VM's Q moves
@@ -60,7 +62,8 @@ import urllib.request  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
 from contextlib import ExitStack, contextmanager  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
+from dataclasses import asdict, dataclass, field, replace  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 from email.message import Message  # noqa: E402
 from html.parser import HTMLParser  # noqa: E402
 from importlib.metadata import version  # noqa: E402
@@ -70,8 +73,11 @@ from urllib.parse import urljoin  # noqa: E402
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import pytest  # noqa: E402
+from sqlalchemy import insert, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
+from app.tasks.repository import TASK  # noqa: E402
 from bench.report import DOC, write_results  # noqa: E402
 from tests.support.databases import (  # noqa: E402
     create_postgres_database,
@@ -79,6 +85,7 @@ from tests.support.databases import (  # noqa: E402
     run_alembic,
 )
 from tests.support.machine import describe_machine  # noqa: E402
+from tests.support.mariadb import create_mariadb_database, drop_mariadb_database  # noqa: E402
 from tests.support.memcached import MEMCACHED, MemcachedProcess, free_port  # noqa: E402
 from tests.support.servers import LiveServer, ServerFailed  # noqa: E402
 
@@ -198,12 +205,17 @@ def stop_all(servers: Sequence[Server]) -> None:
 
 @dataclass
 class Services:
-    """What every server of the run shares: the database, memcached, a log directory."""
+    """What every server of the run shares: the database, memcached, a log directory; and
+    the MariaDB database of the MySQL column (`on_mariadb()`: the same, on it)."""
 
     database_url: str
     memcached: MemcachedProcess
     logs: Path
+    mariadb_url: str = ""
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+
+    def on_mariadb(self) -> Services:
+        return replace(self, database_url=self.mariadb_url)
 
     def app_env(self, cache: bool) -> dict[str, str]:
         return {"APP_ENV": "production", "SECRET_KEY": self.secret_key,
@@ -368,21 +380,24 @@ def next_page_path(base_url: str) -> str | None:
 
 def seed(database_url: str, count: int) -> None:
     """Exactly `count` tasks, ids 1..count (straight SQL: flush the cache after)."""
+    now = datetime.now(UTC)
+    rows = [{"name": f"Task number {i}: buy milk, call Bob", "done": i % 3 == 0,
+             "created_at": now, "updated_at": now} for i in range(1, count + 1)]
 
-    async def insert() -> None:
-        connection = await asyncpg.connect(dsn(database_url))
+    async def insert_all() -> None:
+        engine = create_async_engine(database_url)
         try:
-            await connection.execute("TRUNCATE task RESTART IDENTITY")
-            await connection.executemany(
-                "INSERT INTO task (name, done, created_at, updated_at) "
-                "VALUES ($1, $2, now(), now())",
-                [(f"Task number {i}: buy milk, call Bob", i % 3 == 0)
-                 for i in range(1, count + 1)],
-            )
+            async with engine.begin() as connection:
+                if connection.dialect.name == "mysql":
+                    await connection.execute(text("TRUNCATE TABLE task"))
+                else:
+                    await connection.execute(text("TRUNCATE task RESTART IDENTITY"))
+                if rows:
+                    await connection.execute(insert(TASK), rows)
         finally:
-            await connection.close()
+            await engine.dispose()
 
-    asyncio.run(insert())
+    asyncio.run(insert_all())
 
 
 def dsn(database_url: str) -> str:
@@ -414,6 +429,7 @@ Q_CASE = ("quart_app", "asyncio")  # Q
 FLOOR_CASE = ("hit_floor_app", "uvloop")  # H
 DEFAULTS: Record = {"sizes": [10, 100, 1000, 10000], "seconds": 10, "rounds": 2,
                     "write_sizes": [10, 100], "write_seconds": 10}
+MYSQL_CASE = Case("mysql", "GET /", "/")  # the MySQL column: GET / on MariaDB
 SMOKE_PAIR_EVERY = 16  # --smoke measures a slot only every 16 rounds, to stay under a minute
 
 
@@ -493,7 +509,8 @@ def planned_steps(args: argparse.Namespace) -> int:
     per_size = 2 * len(CASES) + 1  # the cases cached and uncached, the 304
     others = 2 * len([s for s in args.servers if s != "hypercorn"])
     writes = 2 * len(args.write_sizes)  # with the invalidation log and without
-    return len(BASELINES) + per_size * len(args.sizes) + writes + others
+    mysql = 2 * len(args.mysql_sizes) + len(args.write_sizes)  # GET / both ways; the loop
+    return len(BASELINES) + per_size * len(args.sizes) + writes + others + mysql
 
 
 def measured(result: WrkResult) -> Record:
@@ -637,6 +654,24 @@ def sizes_loop(run: Run, cached: Server, uncached: Server) -> None:
                         case_line("hypercorn", cache, tasks, "GET / 304 (vs its 200)"))
 
 
+def mysql_column(run: Run) -> None:
+    """`GET /` cached and uncached, and the write-then-read loop, on MariaDB."""
+    services = run.services.on_mariadb()
+    cached = app_server(services, "hypercorn", True, run.args.workers, name="mariadb-cache-on")
+    uncached = app_server(services, "hypercorn", False, run.args.workers,
+                          name="mariadb-cache-off")
+    with running(cached, uncached):
+        for tasks in run.args.mysql_sizes:
+            seed(services.database_url, tasks)
+            services.memcached.flush()
+            for server, cache in ((cached, True), (uncached, False)):
+                run.add(measure_case(run, server, MYSQL_CASE, cache=cache, tasks=tasks),
+                        case_line("hypercorn", cache, tasks, "GET / on MariaDB"))
+    for tasks in run.args.write_sizes:
+        run.add(write_then_read(run, tasks, mariadb=True),
+                f"write then read, {tasks} tasks at start, on MariaDB")
+
+
 def other_servers(run: Run) -> None:
     """The app's `GET /` under uvicorn and granian; a server that fails is reported."""
     tasks = server_size(run.args)
@@ -700,13 +735,15 @@ async def writer(client: httpx.AsyncClient, urls: tuple[str, str], number: int,
                              f"(X-Cache {page.headers.get('x-cache')})")
 
 
-def write_then_read(run: Run, tasks: int, *, invalidation_log: bool = True) -> Record:
+def write_then_read(run: Run, tasks: int, *, invalidation_log: bool = True,
+                    mariadb: bool = False) -> Record:
     """Two app processes of one worker each (so the reader is another process than the
-    writer), sharing PostgreSQL and memcached, and `WRITERS` concurrent write/read pairs:
-    `--rounds` paired rounds, each from a table re-seeded with `tasks` tasks.
-    `invalidation_log=False`: with `INVALIDATION_LOG=0`, to measure what the log costs."""
-    services = run.services
-    log_name = "" if invalidation_log else "-no-log"
+    writer), sharing PostgreSQL (MariaDB if `mariadb`) and memcached, and `WRITERS`
+    concurrent write/read pairs: `--rounds` paired rounds, each from a table re-seeded with
+    `tasks` tasks. `invalidation_log=False`: with `INVALIDATION_LOG=0`, to measure what the
+    log costs."""
+    services = run.services.on_mariadb() if mariadb else run.services
+    log_name = ("-mariadb" if mariadb else "") + ("" if invalidation_log else "-no-log")
     a = app_server(services, "hypercorn", True, 1, name=f"write-read-{tasks}{log_name}-a")
     b = app_server(services, "hypercorn", True, 1, name=f"write-read-{tasks}{log_name}-b")
     for server in (a, b):
@@ -736,6 +773,7 @@ def write_then_read(run: Run, tasks: int, *, invalidation_log: bool = True) -> R
     notes = ", ".join(filter(None, [f"{len(log.stale)} stale" if log.stale else "",
                                     f"{len(log.errors)} errors" if log.errors else ""]))
     return {"group": "write-read", "tasks": tasks, "invalidation_log": invalidation_log,
+            "database": "mariadb" if mariadb else "postgres",
             "writers": WRITERS, "seconds": seconds,
             "pairs": pairs,
             "pairs_per_s": statistics.median(n / s for (n, s), _, _ in found),
@@ -756,11 +794,11 @@ def percentile(values: Sequence[float], pct: float) -> float:
 # --- what the run was on -----------------------------------------------------------------
 
 
-PACKAGES = ("hypercorn", "quart", "sqlalchemy", "asyncpg", "uvloop", "aiomcache", "httpx",
-            "uvicorn", "granian")
+PACKAGES = ("hypercorn", "quart", "sqlalchemy", "asyncpg", "asyncmy", "uvloop", "aiomcache",
+            "httpx", "uvicorn", "granian")
 
 
-def versions(database_url: str) -> dict[str, str]:
+def versions(database_url: str, mariadb_url: str) -> dict[str, str]:
     def first_line(argv: list[str]) -> str:
         done = subprocess.run(argv, capture_output=True, text=True)
         return (done.stdout or done.stderr).strip().splitlines()[0]
@@ -769,7 +807,17 @@ def versions(database_url: str) -> dict[str, str]:
             **{p: version(p) for p in PACKAGES},
             "memcached": first_line([MEMCACHED, "-V"]).removeprefix("memcached "),
             "postgres": asyncio.run(postgres_version(database_url)),
+            "mariadb": asyncio.run(mariadb_version(mariadb_url)),
             "wrk": first_line([WRK, "-v"]).split()[1]}
+
+
+async def mariadb_version(database_url: str) -> str:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            return (await connection.scalar(text("SELECT VERSION()"))).split("-")[0]
+    finally:
+        await engine.dispose()
 
 
 async def postgres_version(database_url: str) -> str:
@@ -1017,20 +1065,54 @@ def write_read_table(res: Results) -> list[str]:
              "(one worker), then as soon as the 201 arrives `GET /` through the other; the "
              "read is stale if the page lacks the new task. Each round starts from a table "
              "re-seeded with the tasks at start; pairs/s is the median over rounds.", "",
-             "| tasks at start | invalidation log | pairs | pairs/s | in Q | rounds, in Q "
-             "| avg pair | p99 pair | stale | errors | X-Cache of the reads |",
-             "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+             "| database | tasks at start | invalidation log | pairs | pairs/s | in Q "
+             "| rounds, in Q | avg pair | p99 pair | stale | errors | X-Cache of the reads |",
+             "|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---|"]
     for r in res.records:
         if r["group"] == "write-read":
             seen = ", ".join(f"{k} {v:,}" for k, v in sorted(r["x_cache"].items()))
             log = "on" if r.get("invalidation_log", True) else "off"
-            lines.append(f"| {r['tasks']} | {log} | {r['pairs']:,} | {r['pairs_per_s']:,.0f} | "
+            database = DATABASES[r.get("database", "postgres")]
+            lines.append(f"| {database} | {r['tasks']} | {log} | {r['pairs']:,} | "
+                         f"{r['pairs_per_s']:,.0f} | "
                          f"{r['in_q']:.2f} Q | {per_round(r)} | {r['pair_avg_ms']:,.1f} ms | "
                          f"{r['pair_p99_ms']:,.1f} ms | {r['stale']} | {r['errors']} | "
                          f"{seen} |")
     examples = [e for r in res.records if r["group"] == "write-read"
                 for e in r["stale_examples"] + r["error_examples"]]
     return [*lines, *[f"- {e}" for e in examples[:10]], ""]
+
+
+DATABASES = {"postgres": "PostgreSQL", "mariadb": "MariaDB"}
+
+
+def mysql_table(res: Results) -> list[str]:
+    """`GET /` on MariaDB beside PostgreSQL's (where the run measured that size there too),
+    and the write-then-read loop on each."""
+    lines = ["#### The MySQL column: `GET /` on MariaDB and on PostgreSQL", "",
+             "The same servers and measurement, the app's `DATABASE_URL` on a fresh MariaDB "
+             "database (asyncmy) instead of PostgreSQL (asyncpg).", "",
+             "| tasks | cache | PostgreSQL req/s | PostgreSQL in Q | MariaDB req/s "
+             "| MariaDB in Q | MariaDB rounds, in Q | MariaDB X-Cache |",
+             "|---:|---|---:|---:|---:|---:|---|---|"]
+    for r in res.records:
+        if r["group"] != "mysql" or "skipped" in r:
+            continue
+        pg = res.page(r["tasks"], r["cache"])
+        pg_cells = (f"{pg['rps']:,.0f} | {pg['in_q']:.2f} Q" if pg and "skipped" not in pg
+                    else "not measured | -")
+        lines.append(f"| {r['tasks']} | {r['cache']} | {pg_cells} | {r['rps']:,.0f} | "
+                     f"{r['in_q']:.2f} Q | {per_round(r)} | {r.get('x_cache') or '–'} |")
+    loops = {(r.get("database", "postgres"), r["tasks"]): r for r in res.records
+             if r["group"] == "write-read" and r.get("invalidation_log", True)}
+    lines += ["", "| write then read, tasks at start | PostgreSQL pairs/s | in Q "
+              "| MariaDB pairs/s | in Q | MariaDB stale |", "|---:|---:|---:|---:|---:|---:|"]
+    for (database, tasks), r in sorted(loops.items()):
+        pg = loops.get(("postgres", tasks))
+        if database == "mariadb" and pg is not None:
+            lines.append(f"| {tasks} | {pg['pairs_per_s']:,.0f} | {pg['in_q']:.2f} Q | "
+                         f"{r['pairs_per_s']:,.0f} | {r['in_q']:.2f} Q | {r['stale']} |")
+    return [*lines, ""]
 
 
 def servers_table(res: Results, tasks: int) -> list[str]:
@@ -1085,13 +1167,15 @@ def render(res: Results, meta: Record) -> str:
         "its cached 200 alternate within each round; their req/s are the best of each.",
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, {m['os']}. "
-        f"Python {v['python']}; {packages}; PostgreSQL {v['postgres']}; memcached "
+        f"Python {v['python']}; {packages}; PostgreSQL {v['postgres']}; MariaDB "
+        f"{v.get('mariadb', '-')}; memcached "
         f"{v['memcached']}; wrk {v['wrk']}.",
         "",
         *baseline_table(res, meta),
         *[line for group in GROUP_TITLES for line in case_table(res, group)],
         *not_modified_table(res),
         *write_read_table(res),
+        *mysql_table(res),
         *servers_table(res, meta["server_size"]),
         "Goals (computed from the figures above, in paired Q):", "",
         *[goal.line() for goal in goals(res)],
@@ -1172,6 +1256,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "(default: half of --seconds, rounded up)")
     parser.add_argument("--write-sizes", default="10,100", help="task counts of the loop")
     parser.add_argument("--write-seconds", type=int, default=DEFAULTS["write_seconds"])
+    parser.add_argument("--mysql-sizes", default="100,1000",
+                        help="task counts of `GET /` on MariaDB (the MySQL column)")
     parser.add_argument("--workers", type=int, default=None,
                         help="app workers (default: what hypercorn.toml says)")
     parser.add_argument("--servers", default="hypercorn",
@@ -1186,12 +1272,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.command = " ".join([".venv/bin/python", SCRIPT, *sys.argv[1:]])
     if args.smoke:
         args.sizes, args.write_sizes, args.seconds = "10,150", "10", 1
+        args.mysql_sizes = "10"
         args.write_seconds, args.rounds, args.no_write = 1, 1, True
         args.out = args.out or Path(tempfile.mkdtemp(prefix="bench-http-smoke-"))
     args.pair_every = SMOKE_PAIR_EVERY if args.smoke else 1
     args.q_seconds = args.q_seconds or max(1, math.ceil(args.seconds / 2))
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.write_sizes = [int(s) for s in args.write_sizes.split(",")]
+    args.mysql_sizes = [int(s) for s in args.mysql_sizes.split(",")]
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     args.out = args.out or OUT
     return args
@@ -1199,24 +1287,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 @contextmanager
 def started_services() -> Iterator[Services]:
-    """A migrated PostgreSQL database and a memcached, gone afterwards."""
-    try:
-        database_url = create_postgres_database()
-        memcached = MemcachedProcess().start()
-    except (pytest.fail.Exception, pytest.skip.Exception) as error:  # the tests' helpers
-        sys.exit(str(error))
+    """A migrated PostgreSQL database, a MariaDB one and a memcached, gone afterwards."""
+    with ExitStack() as stack:
+        try:
+            database_url = create_postgres_database()
+            stack.callback(drop_postgres_database, database_url)
+            mariadb_url = create_mariadb_database()
+            stack.callback(drop_mariadb_database, mariadb_url)
+            memcached = MemcachedProcess().start()
+            stack.callback(memcached.kill)
+        except (pytest.fail.Exception, pytest.skip.Exception) as error:  # the tests' helpers
+            sys.exit(str(error))
+        yield from _migrated(Services(database_url, memcached, Path(), mariadb_url))
+
+
+def _migrated(services: Services) -> Iterator[Services]:
     logs = Path(tempfile.mkdtemp(prefix="bench-http-logs-"))
     try:
-        run_alembic(database_url, ("upgrade", "head"))
-        yield Services(database_url, memcached, logs)
+        run_alembic(services.database_url, ("upgrade", "head"))
+        run_alembic(services.mariadb_url, ("upgrade", "head"))
+        yield replace(services, logs=logs)
     except BaseException:
         print(f"The servers' logs are kept in {logs}", file=sys.stderr, flush=True)
         raise
     else:
         shutil.rmtree(logs, ignore_errors=True)
-    finally:
-        memcached.kill()
-        drop_postgres_database(database_url)
 
 
 def measure(args: argparse.Namespace,
@@ -1229,7 +1324,8 @@ def measure(args: argparse.Namespace,
         "write_sizes": args.write_sizes, "write_seconds": args.write_seconds,
         "threads": THREADS, "connections": CONNECTIONS, "workers": args.workers,
         "server_size": server_size(args), "hypercorn_toml": production_config(),
-        "versions": versions(services.database_url), "machine": describe_machine(),
+        "versions": versions(services.database_url, services.mariadb_url),
+        "machine": describe_machine(), "mysql_sizes": args.mysql_sizes,
     }
     print(json.dumps({k: meta[k] for k in ("versions", "machine")}, indent=1), flush=True)
     servers = {app_loop: baseline_server(services, *app_loop) for app_loop in BASELINES}
@@ -1247,6 +1343,7 @@ def measure(args: argparse.Namespace,
             run.add(write_then_read(run, tasks), f"write then read, {tasks} tasks at start")
             run.add(write_then_read(run, tasks, invalidation_log=False),
                     f"write then read, {tasks} tasks at start, INVALIDATION_LOG=0")
+        mysql_column(run)
     return run.records, run.slots, meta
 
 
