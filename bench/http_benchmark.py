@@ -916,14 +916,16 @@ def write_read_goals(res: Results) -> list[Goal]:
     found = []
     for n, ratio in ((10, 0.19), (100, 0.09)):
         text = f"write then read, {WRITERS} writers, {n} tasks, >= {ratio} Q pairs/s"
-        record = res.find(group="write-read", tasks=n, invalidation_log=True)
+        record = res.find(group="write-read", database="postgres", tasks=n,
+                          invalidation_log=True)
         if record is None:
             found.append(Goal(text, None, "not in this run"))
             continue
         found.append(Goal(text, record["in_q"] >= ratio,
                           f"{record['pairs_per_s']:,.0f} pairs/s, {record['in_q']:.2f} Q"))
         text = f"write then read, {n} tasks, with the invalidation log >= 0.85x without it"
-        without = res.find(group="write-read", tasks=n, invalidation_log=False)
+        without = res.find(group="write-read", database="postgres", tasks=n,
+                           invalidation_log=False)
         if without is None:
             found.append(Goal(text, None, "not in this run"))
             continue
@@ -1209,7 +1211,8 @@ def chart(res: Results, path: Path) -> None:
                 rates.plot(xs, ys, **style)
                 units.plot(xs, qs, **style)
     loops = sorted((r["tasks"], r["pairs_per_s"], r["in_q"]) for r in res.records
-                   if r["group"] == "write-read" and r.get("invalidation_log", True))
+                   if r["group"] == "write-read" and r.get("invalidation_log", True)
+                   and r.get("database") == "postgres")
     if loops:
         xs, ys, qs = zip(*loops, strict=True)
         style = {"linestyle": ":", "marker": "s", "color": "black",
