@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.db import DatabaseUnavailable, transaction
+from app.db import transaction
 from app.invalidation import log
 from app.invalidation.log import Claimed, Invalidation
 
@@ -38,7 +38,7 @@ LEASE = 0.25  # a row's grace for its writer, and a claim's length
 POLL = 0.5  # the longest a process goes without looking at the log
 BACKOFF = 1.0  # how long a process that failed a delivery leaves the log to the others
 CLAIM_LIMIT = 256
-FORGET_BATCH = 0.01  # writes forgotten within this window share one DELETE
+SETTLE_BATCH = 0.01  # writes settled within this window share one transaction
 LISTEN_RETRY = 1.0
 WARN_EVERY = 10.0
 
@@ -67,8 +67,9 @@ class Courier:
         self.backoff = backoff
         self.listen_retry = listen_retry
         self._lease_ms = math.ceil(lease * 1000)
-        self._forgettable: list[str] = []
-        self._forget_now = asyncio.Event()
+        self._forgettable: list[str] = []  # writes delivered by this process
+        self._releasable: list[str] = []  # writes it could not deliver
+        self._settle_now = asyncio.Event()
         self._wake = asyncio.Event()
         self._next_look = 0.0  # loop time of the next look at the log
         self._quiet_until = 0.0
@@ -83,21 +84,15 @@ class Courier:
         await log.record(session, invalidation, lease_ms=self._lease_ms)
 
     async def deliver(self, invalidation: Invalidation, *, committed: bool = True) -> None:
-        """Bump the namespaces of a write that committed (the fast path), and forget its
-        rows if that worked. `committed=False`: the commit's outcome is unknown, so its rows
-        (if any) stay for the others to deliver."""
+        """Bump the namespaces of a write that committed (the fast path); then, in the
+        background, forget its rows if that worked, else release them to the other
+        processes at once (so that a write's answer never waits for either).
+        `committed=False`: the commit's outcome is unknown, so its rows (if any) stay, to
+        fall due a lease from the write."""
         delivered = await self.bump(*invalidation.namespaces)
-        if not committed:
-            return
-        if delivered:
-            self._forgettable.append(invalidation.id)
-            self._forget_now.set()
-            return
-        try:
-            async with transaction(self.sessions) as session:
-                await log.release(session, log.of_write(invalidation.id))
-        except DatabaseUnavailable as error:  # its rows fall due a lease from the write
-            self._warn("release", f"could not release undelivered invalidations: {error}")
+        if committed:
+            (self._forgettable if delivered else self._releasable).append(invalidation.id)
+            self._settle_now.set()
 
     async def deliver_due(self) -> int:
         """Claim the due rows, bump their namespaces (once each), delete what was delivered
@@ -134,7 +129,7 @@ class Courier:
 
     async def run(self) -> None:
         """Deliver, forget and (on PostgreSQL) listen until cancelled."""
-        workers = [self._look_at_log(), self._forget_delivered()]
+        workers = [self._look_at_log(), self._settle_writes()]
         if self.engine.dialect.name == "postgresql":
             workers.append(self._listen())
         await asyncio.gather(*workers)
@@ -166,17 +161,24 @@ class Courier:
                 self._warn("look", f"could not read the invalidation log: {error}")
             self._next_look = max(self._next_look, self._quiet_until)
 
-    async def _forget_delivered(self) -> None:
+    async def _settle_writes(self) -> None:
+        """Forget the rows of this process's delivered writes and release those of the
+        others, batched: the writes of one `SETTLE_BATCH` share a transaction."""
         while True:
-            await self._forget_now.wait()
-            await asyncio.sleep(FORGET_BATCH)
-            self._forget_now.clear()
-            write_ids, self._forgettable = self._forgettable, []
+            await self._settle_now.wait()
+            await asyncio.sleep(SETTLE_BATCH)
+            self._settle_now.clear()
+            delivered, self._forgettable = self._forgettable, []
+            undelivered, self._releasable = self._releasable, []
             try:
                 async with transaction(self.sessions) as session:
-                    await log.forget(session, write_ids)
-            except Exception as error:  # noqa: BLE001 (the rows stay; delivering them again is harmless)
-                self._warn("forget", f"could not delete delivered invalidations: {error}")
+                    if delivered:
+                        await log.forget(session, delivered)
+                    if undelivered:
+                        await log.release(session, log.of_writes(undelivered))
+            # the rows stay: delivered again (harmless), or due a lease from their write
+            except Exception as error:  # noqa: BLE001 (a background loop must outlive it)
+                self._warn("settle", f"could not settle this process's invalidations: {error}")
 
     async def _listen(self) -> None:
         """LISTEN on a connection of its own, reconnecting when it is lost."""

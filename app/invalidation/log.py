@@ -163,8 +163,8 @@ async def release(session: AsyncSession, rows: ColumnElement[bool]) -> None:
         await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
 
-def of_write(write_id: str) -> ColumnElement[bool]:
-    return _log.c.write_id == write_id
+def of_writes(write_ids: Sequence[str]) -> ColumnElement[bool]:
+    return _log.c.write_id.in_(write_ids)
 
 
 async def forget(session: AsyncSession, write_ids: Sequence[str]) -> None:

@@ -303,14 +303,15 @@ async def test_a_notified_process_delivers_without_waiting_for_its_poll(
     await proxy.cut()
     writer = await processes(proxy.address)
     other = await processes(memcached_server.address, poll=3600)  # only NOTIFY wakes it
-    async with running(other.courier):
-        await eventually(lambda: _has_listener(other), "the other process listens")
+    async with running(writer.courier), running(other.courier):
+        await eventually(lambda: _listening(other, 2), "both processes listen")
         await writer.tasks.create("buy milk")
         await eventually(lambda: _empty(other), "the notified process delivers")
 
 
-async def _has_listener(process: Process) -> bool:
-    return bool(await _listeners(process))
+async def _listening(process: Process, count: int) -> bool:
+    """Whether `count` connections LISTEN on the process's database."""
+    return len(await _listeners(process)) == count
 
 
 @on_postgres
@@ -320,19 +321,15 @@ async def test_a_missed_notification_is_caught_by_the_poll(
     memcached_server: MemcachedProcess,
 ) -> None:
     await proxy.cut()
-    writer = await processes(proxy.address)
+    writer = await processes(proxy.address, listen_retry=3600)
     other = await processes(memcached_server.address, poll=0.5, listen_retry=3600)
-    async with running(other.courier):
-        await eventually(lambda: _has_listener(other), "the other process listens")
+    async with running(writer.courier), running(other.courier):
+        await eventually(lambda: _listening(other, 2), "both processes listen")
         async with other.engine.connect() as connection:
             for pid in await _listeners(other):
                 await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        await eventually(lambda: _no_listener(other), "the listener is gone")
+        await eventually(lambda: _listening(other, 0), "the listeners are gone")
 
         await writer.tasks.create("buy milk")  # its NOTIFY reaches nobody
         await eventually(lambda: _empty(other), "the poll delivers")
         assert not await _listeners(other)  # not reconnected: the poll it was
-
-
-async def _no_listener(process: Process) -> bool:
-    return not await _listeners(process)
