@@ -1,8 +1,8 @@
 """The chaos run: what production runs, under load, through one fault after another.
 
-    .venv/bin/python -m tests.chaos.run --full   # 64 clients, 20 s phases, a 1-minute warm-up
-                                                 # and a 5-minute soak (~8 min): rewrites
-                                                 # docs/RELIABILITY.md
+    .venv/bin/python -m tests.chaos.run --full   # 64 clients, 20 s phases, a 1-minute warm-up,
+                                                 # a 5-minute soak, the partition phase
+                                                 # (~10 min): rewrites docs/RELIABILITY.md
     .venv/bin/python -m tests.chaos.run          # quick mode (~30 s), as `make test` runs it
 
 The app is served by the Dockerfile's CMD with the image's environment (app.serve, two
