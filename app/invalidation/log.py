@@ -64,7 +64,8 @@ class Invalidation:
 
     @classmethod
     def of(cls, namespaces: Iterable[str]) -> Invalidation:
-        return cls(secrets.token_urlsafe(12), tuple(namespaces))
+        # hex: MySQL compares the column without regard to case in its default collation
+        return cls(secrets.token_hex(12), tuple(namespaces))
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ class LiveServer:
 
     APP_VARIABLES = (
         "DATABASE_URL", "MEMCACHIER_", "CACHE_", "APP_ENV", "SECRET_KEY", "DB_", "LOG_",
-        "INVALIDATION_",
+        "INVALIDATION_", "RDS_",
     )
 
     def __init__(
