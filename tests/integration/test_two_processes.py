@@ -353,18 +353,21 @@ async def scans_of_task(database_url: str) -> int:
     and retry on fresh ones, which this also tests) is terminated, we wait until they are
     gone, and only then read `pg_stat_user_tables` in a fresh snapshot. Nothing else reads
     table `task`: an INSERT scans nothing (the writes that make the list cold happen
-    before each baseline anyway).
+    before each baseline anyway), nor do the backends that connect meanwhile (the apps'
+    invalidation log couriers, which poll their own table and listen).
     """
     connection = await asyncpg.connect(dsn(database_url))
     try:
-        await connection.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        pids = [row["pid"] for row in await connection.fetch(
+            "SELECT pid FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )]
+        await connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", pids
         )
         deadline = time.monotonic() + 10
         while await connection.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = any($1::int[])", pids
         ):
             assert time.monotonic() < deadline, "the apps' backends did not exit"
             await asyncio.sleep(0.02)
