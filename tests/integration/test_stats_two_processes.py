@@ -107,6 +107,18 @@ async def agreed_stats(
         await asyncio.sleep(0.1)
 
 
+async def shows_only(
+    client: httpx.AsyncClient, url: str, expected: set[str], within: float
+) -> None:
+    """Wait until `/api/stats` through `url` lists exactly the processes `expected` (on a
+    loaded machine a live process's entry may lapse for a moment and come back with its
+    next publication, so a count of two is not yet the right two)."""
+    deadline = time.monotonic() + within
+    while (found := ids(await _stats(client, url))) != expected:
+        assert time.monotonic() < deadline, f"{found} listed, not {expected}"
+        await asyncio.sleep(0.1)
+
+
 def _rows(stats: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(item["id"], item["total"]) for item in stats["processes"]["items"]]
 
@@ -187,9 +199,8 @@ async def test_a_stopped_process_drops_out_at_once_and_a_killed_one_within_its_t
             os.kill(worker["pid"], signal.SIGKILL)  # no shutdown: its entry stays until its TTL
             killed_at = time.monotonic()
             assert worker["id"] in ids(await _stats(client, a))
-            await agreed_stats(client, (a,), reporting=2, within=TTL + 2)
+            await shows_only(client, a, before, within=TTL + 2)
             assert time.monotonic() - killed_at <= TTL + 1.5
-        assert ids(await _stats(client, a)) == before
 
 
 async def _stats(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
