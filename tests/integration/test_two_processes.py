@@ -43,6 +43,8 @@ from tests.support.memcached import MemcachedProcess
 from tests.support.servers import LiveServer
 
 ROUNDS = 500
+# The same code on MariaDB, as a check that it holds there too: shorter, for make test's time.
+MARIADB_ROUNDS = 250
 PAIRS = 8
 READERS = 4
 PAGE = 100
@@ -327,9 +329,10 @@ async def test_writes_through_one_process_are_read_fresh_through_the_other(
     ledger = await new_ledger(cluster)
     stop = asyncio.Event()
     readers = asyncio.create_task(background_readers(cluster.urls, ledger, stop))
+    rounds = MARIADB_ROUNDS if cluster.database_url.startswith("mysql") else ROUNDS
     started = time.monotonic()
     try:
-        await run_pairs(cluster.urls, ledger, ROUNDS, PAIRS)
+        await run_pairs(cluster.urls, ledger, rounds, PAIRS)
     finally:
         stop.set()
         await readers
@@ -340,7 +343,7 @@ async def test_writes_through_one_process_are_read_fresh_through_the_other(
     # The cache was really used, by both processes: caching off could not pass this.
     for server in cluster.urls:
         assert ledger.hits(server.split("/", 3)[2]) >= 100, report(ledger)
-    print(f"\n{ROUNDS} rounds with {PAIRS} pairs in {elapsed:.1f} s; {report(ledger)}")
+    print(f"\n{rounds} rounds with {PAIRS} pairs in {elapsed:.1f} s; {report(ledger)}")
 
 
 async def scans_of_task(database_url: str) -> int:
