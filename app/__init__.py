@@ -11,13 +11,13 @@ from quart_schema import QuartSchema
 
 from app import errors, limits, request_log, security, state
 from app.api.openapi import ApiDescription
-from app.cache.fragments import init_fragment_cache
 from app.cache.service import CacheService
-from app.cache.sessions import CacheSessionInterface, has_session_cookie
-from app.cache.views import ViewCacheMiddleware
 from app.htmx import wants_partial
 from app.release import release_digest
 from app.settings import PROJECT_ROOT, Settings
+from app.webcache.fragments import init_fragment_cache
+from app.webcache.sessions import CacheSessionInterface, has_session_cookie
+from app.webcache.views import ViewCacheMiddleware
 
 
 def create_app(settings: Settings | None = None) -> Quart:
@@ -82,7 +82,7 @@ def drop_sync_context_processors(app: Quart) -> None:
 
 
 def install_view_cache(app: Quart, release: str, recent_bytes: int) -> None:
-    """Serve `@cached` views from the cache in front of Quart (see `app.cache.views`),
+    """Serve `@cached` views from the cache in front of Quart (see `app.webcache.views`),
     keeping up to `recent_bytes` of the responses served lately in this process."""
 
     def get_service() -> CacheService | None:

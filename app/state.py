@@ -11,15 +11,15 @@ from quart import Quart, current_app
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.cache import CacheClient, make_cache_client
-from app.cache.fragments import FragmentCache, init_fragment_cache
-from app.cache.history import HitRatioHistory
-from app.cache.peers import Peers
-from app.cache.report import published_counts, sample_hit_ratio
+from app.cache.dashboard.history import HitRatioHistory
+from app.cache.dashboard.peers import Peers
+from app.cache.dashboard.report import published_counts, sample_hit_ratio
 from app.cache.service import CacheService
 from app.db import make_engine, make_reader, make_sessionmaker
 from app.invalidation.courier import Courier
 from app.settings import Settings
 from app.tasks.service import TaskService
+from app.webcache.fragments import FragmentCache, init_fragment_cache
 
 EXTENSION_KEY = "tasklist"
 log = logging.getLogger("tasklist.state")

@@ -27,8 +27,8 @@ from pathlib import Path
 from quart import Quart
 
 from app import create_app as create_real_app
-from app.cache.views import ViewCacheMiddleware
 from app.state import find_state
+from app.webcache.views import ViewCacheMiddleware
 
 MALLINFO2 = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
              "uordblks", "fordblks", "keepcost")

@@ -22,8 +22,8 @@ from pydantic import MISSING, BaseModel
 from quart_schema import OpenAPIProvider
 from werkzeug.routing import Rule
 
-from app.cache.views import VIEW_CACHE_ATTRIBUTE
 from app.errors import PROBLEM_JSON
+from app.webcache.views import VIEW_CACHE_ATTRIBUTE
 
 PROBLEMS_ATTRIBUTE = "_api_problems"
 EMPTY_ATTRIBUTE = "_api_empty_responses"

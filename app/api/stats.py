@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from quart_schema import document_response
 
 from app.api import bp
-from app.cache.report import cache_report
+from app.cache.dashboard.report import cache_report
 from app.state import get_state
 
 

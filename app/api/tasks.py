@@ -10,10 +10,10 @@ from werkzeug.exceptions import NotFound
 from app.api import bp
 from app.api.body import json_body
 from app.api.openapi import empty_response, headers, problems
-from app.cache.views import cached
 from app.state import get_tasks
 from app.tasks.schemas import Task, TaskCreate, TaskUpdate
 from app.tasks.service import ALL_TASKS, LIST_TIMEOUT, ONE_TASK
+from app.webcache.views import cached
 
 TASK_ID = "<int:task_id>"
 # The largest OFFSET both databases take (a signed 64-bit integer); beyond it they overflow.

@@ -1,5 +1,5 @@
 """The cache dashboard page: what MemCachier's dashboard showed the tutorial's readers, for
-this app's own cache and all its processes (the data: `app.cache.report`), refreshed by
+this app's own cache and all its processes (the data: `app.cache.dashboard.report`), refreshed by
 htmx polling, with the hit ratio drawn on the server as inline SVG."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 from quart import Response, render_template, request
 from quart_schema import hide
 
-from app.cache.report import cache_report
+from app.cache.dashboard.report import cache_report
 from app.htmx import add_vary, wants_partial
 from app.state import get_state
 from app.web import bp

@@ -14,7 +14,6 @@ from quart_schema import hide
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
-from app.cache.views import cached
 from app.db import DatabaseUnavailable
 from app.htmx import VARY_HEADERS, add_vary, wants_partial
 from app.state import get_tasks
@@ -22,6 +21,7 @@ from app.tasks.repository import MAX_TASK_ID
 from app.tasks.schemas import InvalidTaskName
 from app.tasks.service import ALL_TASKS, LIST_TIMEOUT
 from app.web import bp
+from app.webcache.views import cached
 
 TASK_ID = "<int:task_id>"
 TASK_GONE = "That task no longer exists."

@@ -19,8 +19,8 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from app import create_app
-from app.cache.sessions import has_session_cookie
 from app.settings import Settings
+from app.webcache.sessions import has_session_cookie
 from tests.support.asgi import Sent, asgi_request
 from tests.support.databases import run_alembic, sqlite_url
 from tests.support.servers import LiveServer

@@ -12,9 +12,9 @@ from quart.typing import TestClientProtocol as Client
 
 from app import create_app
 from app.cache import CacheClient, KeyBuilder, MemcachedBackend
-from app.cache.history import HitRatioHistory, Point, summed
-from app.cache.peers import Peers
-from app.cache.report import KINDS
+from app.cache.dashboard.history import HitRatioHistory, Point, summed
+from app.cache.dashboard.peers import Peers
+from app.cache.dashboard.report import KINDS
 from app.settings import Settings, SettingsError
 from app.state import get_state
 from app.web.stats import chart

@@ -29,7 +29,7 @@ from tests.support.servers import LiveServer
 pytestmark = pytest.mark.postgres
 
 COUNTS = ("hits", "misses", "sets", "deletes")
-TTL = 2  # of a 0.2 s publish interval (`app.cache.peers`)
+TTL = 2  # of a 0.2 s publish interval (`app.cache.dashboard.peers`)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from jinja2 import DictLoader
 from quart import Quart, render_template
 
 from app.cache import CacheClient, KeyBuilder
-from app.cache.fragments import (
+from app.webcache.fragments import (
     DEFAULT_TIMEOUT,
     FragmentCache,
     FragmentCacheMisuse,

@@ -1,4 +1,4 @@
-"""The directory of app processes (`app.cache.peers`) against real memcached processes.
+"""The directory of app processes (`app.cache.dashboard.peers`) against real memcached processes.
 
 Each publisher has its own client and backend (its own connections and failover state), as
 each app process has.
@@ -9,7 +9,7 @@ import time
 
 from app.cache import CacheClient, KeyBuilder, MemoryBackend
 from app.cache.backends.null import NullBackend
-from app.cache.peers import NAMESPACE, SLOTS, Peers
+from app.cache.dashboard.peers import NAMESPACE, SLOTS, Peers
 
 KEYS = KeyBuilder("test")
 SLOT_KEYS = [KEYS.key(NAMESPACE, "slot", n) for n in range(SLOTS)]

@@ -8,7 +8,7 @@ from itsdangerous import TimestampSigner
 from quart import Quart, flash, redirect, render_template_string, session
 
 from app.cache import CacheClient, KeyBuilder
-from app.cache.sessions import CacheSessionInterface, has_session_cookie
+from app.webcache.sessions import CacheSessionInterface, has_session_cookie
 
 COOKIE = "session"
 PAGE = "{% for m in get_flashed_messages() %}<p>{{ m }}</p>{% endfor %}page"

@@ -11,9 +11,9 @@ import pytest
 from quart import Quart, Response
 
 from app.cache import CacheClient, KeyBuilder, MemcachedBackend
-from app.cache.recent import RecentResponses, StoredResponse
 from app.cache.service import CacheService
-from app.cache.views import ViewCacheMiddleware, cached
+from app.webcache.recent import RecentResponses, StoredResponse
+from app.webcache.views import ViewCacheMiddleware, cached
 from tests.support.asgi import asgi_request
 from tests.support.clock import Clock
 from tests.support.memcached import MemcachedProcess

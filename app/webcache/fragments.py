@@ -59,13 +59,13 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context
 from markupsafe import Markup
 
-from .client import CacheClient
-from .keys import digest
+from app.cache.client import CacheClient
+from app.cache.keys import digest
 
 DEFAULT_TIMEOUT = 86_400
 NAMESPACE = "fragment"
 
-logger = logging.getLogger("app.cache.fragments")
+logger = logging.getLogger("app.webcache.fragments")
 
 # How an item gives its key parts or version: an attribute (or mapping key) name, or a callable.
 ItemField = str | Callable[[Any], Any]

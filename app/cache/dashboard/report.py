@@ -8,7 +8,7 @@ import asyncio
 import time
 from typing import Any
 
-from .client import CacheClient
+from ..client import CacheClient
 from .history import HitRatioHistory, Point, summed
 from .peers import Peer, Peers
 

@@ -32,9 +32,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .backends.base import PartialResult
-from .client import CacheClient
-from .entry import decode_many
+from ..backends.base import PartialResult
+from ..client import CacheClient
+from ..entry import decode_many
 
 SLOTS = 64  # processes beyond this many publish nothing (each still sees itself)
 NAMESPACE = "peers"

@@ -36,8 +36,8 @@ from quart.sessions import SecureCookieSession, SessionInterface, SessionMixin
 from quart.sessions import session_json_serializer as _serializer
 from werkzeug.sansio.http import parse_cookie
 
-from .client import CacheClient
-from .keys import digest
+from app.cache.client import CacheClient
+from app.cache.keys import digest
 
 if TYPE_CHECKING:
     from quart import Quart

@@ -13,7 +13,7 @@ touching the database. An entry older than the
 view's timeout (but with current tokens, so its data is as fresh as the database) is sent
 as `stale` while one background render replaces it; it is kept for twice the timeout.
 
-Bodies are stored as bytes beside the entry's JSON, gzipped once (see `app.cache.recent`):
+Bodies are stored as bytes beside the entry's JSON, gzipped once (see `app.webcache.recent`):
 a client that accepts gzip gets them as they are, with `Content-Encoding: gzip` and its own
 ETag. The responses this process served lately are kept in memory, bounded by bytes, and
 served while the tokens read from memcached for the request are still theirs; a hit then
@@ -39,9 +39,10 @@ from quart import Quart
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, MapAdapter, Rule
 
-from .keys import digest
+from app.cache.keys import digest
+from app.cache.service import CacheService
+
 from .recent import RecentResponses, StoredResponse
-from .service import CacheService
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
