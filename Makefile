@@ -71,6 +71,7 @@ system-packages:
 
 test: $(BIN)/.installed $(ASSETS) system-packages
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 # Not part of `make test`: minutes of load on real servers (PostgreSQL as for the tests).
