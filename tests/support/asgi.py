@@ -9,7 +9,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-ASGIApp = Callable[[dict[str, Any], Callable[..., Any], Callable[..., Any]], Awaitable[None]]
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+
+Message = dict[str, Any]
+# An ASGI app either way it is typed: Quart's `asgi_app` with hypercorn's TypedDicts, the app's
+# middlewares (RequestLog, BodyLimit, ...) with plain dicts. A TypedDict is not a dict[str, Any]
+# nor the other way round, so neither type admits the other's apps.
+ASGIApp = (
+    Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
+    | Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+               Awaitable[None]]
+)
 
 
 @dataclass
@@ -29,7 +39,7 @@ async def asgi_request(
     body: bytes = b"",
 ) -> Sent:
     path, _, query = target.partition("?")
-    scope = {
+    scope: Message = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
         "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
         "root_path": "", "headers": [(b"host", b"127.0.0.1"), *(headers or [])],
@@ -38,7 +48,7 @@ async def asgi_request(
     sent = Sent()
     requested, finished = False, asyncio.Event()
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         nonlocal requested
         if not requested:
             requested = True
@@ -46,7 +56,7 @@ async def asgi_request(
         await finished.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         if message["type"] == "http.response.start":
             sent.status = message["status"]
             sent.headers.update(message.get("headers", []))
@@ -55,5 +65,6 @@ async def asgi_request(
             if not message.get("more_body", False):
                 finished.set()
 
-    await app(scope, receive, send)
+    call: Callable[..., Awaitable[None]] = app  # either kind takes these three
+    await call(scope, receive, send)
     return sent

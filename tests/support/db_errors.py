@@ -17,8 +17,11 @@ def wrapped(
     try:
         AsyncAdapt_asyncpg_connection._handle_exception_no_connection(dbapi, error)
     except dbapi.Error as translated:
-        return exc.DBAPIError.instance(
+        statement_error = exc.DBAPIError.instance(
             "SELECT 1", None, translated, dbapi.Error,
             connection_invalidated=connection_invalidated, dialect=engine.dialect,
         )
+        # Typed as returning a StatementError: for a DB-API error (as here) it is a DBAPIError.
+        assert isinstance(statement_error, exc.DBAPIError), statement_error
+        return statement_error
     raise AssertionError(f"the dialect did not translate {error!r}")

@@ -55,7 +55,9 @@ def environment_of(stage: list[tuple[str, str]]) -> dict[str, str]:
     env: dict[str, str] = {}
     for keyword, arguments in stage:
         if keyword == "ENV":
-            env.update(item.split("=", 1) for item in shlex.split(arguments))
+            for item in shlex.split(arguments):
+                name, value = item.split("=", 1)
+                env[name] = value
     return env
 
 
@@ -63,7 +65,8 @@ def image_command() -> list[str]:
     """The runtime stage's CMD (JSON form), as the container runs it."""
     cmd = [arguments for keyword, arguments in runtime_stage() if keyword == "CMD"]
     assert len(cmd) == 1, "the runtime stage has one CMD"
-    return json.loads(cmd[0])
+    command: list[str] = json.loads(cmd[0])
+    return command
 
 
 def image_environment() -> dict[str, str]:

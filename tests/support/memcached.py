@@ -22,7 +22,8 @@ NOT_INSTALLED = (
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]  # an AF_INET address: (host, port)
+        return port
 
 
 class MemcachedProcess:
@@ -56,6 +57,7 @@ class MemcachedProcess:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
+                assert self._proc.stderr is not None  # stderr=PIPE
                 raise RuntimeError(f"memcached exited: {self._proc.stderr.read().decode()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
