@@ -279,7 +279,8 @@ class Client:
         """Enter the task an API or htmx create answered with; its id, if it has one."""
         if flavour == "api":
             body = reply.json()
-            task_id, stored = body["id"], body["name"]
+            task_id: int | None = body["id"]
+            stored: str | None = body["name"]
         else:
             self.check_htmx_flashes(reply, [f"Added “{name}”."])
             rows = parse_rows(reply.text)

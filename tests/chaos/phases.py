@@ -12,7 +12,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from tests.chaos.clients import Recorder, sleep_until
 from tests.chaos.stack import Stack
 
 Events = dict[str, Any]
-Fault = Callable[[Stack, Recorder, float], Awaitable[Events]]
+Fault = Callable[[Stack, Recorder, float], Coroutine[Any, Any, Events]]
 
 STRIKE = 0.25  # the fault strikes this far into the phase
 REPAIR = 0.60  # and is repaired this far into it (PostgreSQL: after its own down time)
@@ -174,7 +174,8 @@ def partition_a_worker(cut: float, bound: float) -> Fault:
 async def outstanding_invalidations(dsn: str) -> int:
     connection = await asyncpg.connect(dsn)
     try:
-        return await connection.fetchval("SELECT count(*) FROM cache_invalidation")
+        count: int = await connection.fetchval("SELECT count(*) FROM cache_invalidation")
+        return count
     finally:
         await connection.close()
 

@@ -202,7 +202,8 @@ def versions(dsn: str) -> Record:
 async def server_version(dsn: str) -> str:
     connection = await asyncpg.connect(dsn)
     try:
-        return (await connection.fetchval("SHOW server_version")).split()[0]
+        version: str = await connection.fetchval("SHOW server_version")
+        return version.split()[0]
     finally:
         await connection.close()
 

@@ -17,7 +17,9 @@ def ledger_with_a_rename() -> Ledger:
 def test_a_read_sent_after_the_acknowledgement_must_see_the_write() -> None:
     ledger = ledger_with_a_rename()
     assert ledger.check_read(7, ("b", False), sent=6.5, done=7.0) is None
-    kind, detail = ledger.check_read(7, ("a", False), sent=6.5, done=7.0)
+    found = ledger.check_read(7, ("a", False), sent=6.5, done=7.0)
+    assert found is not None
+    kind, detail = found
     assert kind == "stale" and "500 ms before" in detail
 
 
@@ -29,9 +31,10 @@ def test_a_read_overlapping_the_write_may_see_either_state() -> None:
 
 def test_a_read_cannot_see_a_write_sent_after_it_was_answered() -> None:
     ledger = ledger_with_a_rename()
-    kind, _ = ledger.check_read(7, ("b", False), sent=3.0, done=4.0)
-    assert kind == "unexpected"
-    assert ledger.check_read(7, ("never written", False), sent=8.0, done=9.0)[0] == "unexpected"
+    found = ledger.check_read(7, ("b", False), sent=3.0, done=4.0)
+    assert found is not None and found[0] == "unexpected"
+    found = ledger.check_read(7, ("never written", False), sent=8.0, done=9.0)
+    assert found is not None and found[0] == "unexpected"
 
 
 def test_a_write_in_flight_is_visible_before_its_answer() -> None:

@@ -47,7 +47,8 @@ def results(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> dict
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=HANG_GUARD)
     assert done.returncode == 0, f"stdout:\n{done.stdout[-5000:]}\nstderr:\n{done.stderr[-5000:]}"
     assert (out / "http.png").read_bytes().startswith(PNG_SIGNATURE)
-    return json.loads((out / "http.json").read_text())
+    found: dict[str, Any] = json.loads((out / "http.json").read_text())
+    return found
 
 
 def cases(results: dict[str, Any], group: str) -> list[dict[str, Any]]:

@@ -127,7 +127,7 @@ def exchange(port: int, head: bytes, body: bytes) -> Answer:
     return parse(bytes(received))
 
 
-def complete(received: bytes) -> bool:
+def complete(received: bytes | bytearray) -> bool:
     """Whether `received` holds a whole answer (its head, and the body it announces)."""
     head, found, body = bytes(received).partition(b"\r\n\r\n")
     if not found:

@@ -46,7 +46,8 @@ class Partition:
 async def partition(tmp_path: Path) -> AsyncIterator[Partition]:
     url = await asyncio.to_thread(create_postgres_database)
     memcached = MemcachedProcess().start()
-    proxy = await CutProxy(memcached.address).start()
+    proxy = CutProxy(memcached.address)
+    await proxy.start()
     servers: list[LiveServer] = []
     try:
         await asyncio.to_thread(run_alembic, url, ("upgrade", "head"))
@@ -96,6 +97,7 @@ async def test_a_write_through_a_process_cut_off_from_memcached_is_not_served_st
                     assert (await client.get(f"{a}/")).headers["x-cache"] != "hit"
 
             name = f"round {round_} {uuid.uuid4().hex[:8]}"
+            expected: str | None
             match round_ % 3:
                 case 0:
                     response = await client.patch(f"{a}/api/tasks/{kept}", json={"name": name})

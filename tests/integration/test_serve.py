@@ -22,7 +22,7 @@ import sys
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -115,7 +115,7 @@ def running_workers(server: LiveServer) -> list[int]:
     return [int(pid) for pid in RUNNING.findall(server.log.read_text())]
 
 
-def wait_for(condition, timeout: float, what: str) -> float:  # noqa: ANN001
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
     start = time.monotonic()
     while not condition():
         if time.monotonic() - start > timeout:
@@ -179,7 +179,7 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(
         assert sum(errors.values()) <= clients, outcomes
         assert statuses["200"] > 100, outcomes
         # And both workers serve again: a fresh connection lands on either.
-        after = Counter()
+        after: Counter[int] = Counter()
         for _ in range(40):
             with httpx.Client(base_url=server.url, timeout=5) as http:
                 after[http.get("/healthz").status_code] += 1
@@ -336,7 +336,10 @@ def test_workers_killed_after_their_start_are_always_replaced(
         for round_ in range(1, 4):
             (worker,) = running_workers(server)[-1:]
             os.kill(worker, signal.SIGKILL)
-            started = round_ + 1
-            wait_for(lambda n=started: len(running_workers(server)) == n, 10, "a new worker")
+
+            def replaced(started: int = round_ + 1) -> bool:
+                return len(running_workers(server)) == started
+
+            wait_for(replaced, 10, "a new worker")
         assert server.running
         assert httpx.get(server.url + "/healthz").status_code == 200

@@ -204,4 +204,5 @@ async def test_a_stopped_process_drops_out_at_once_and_a_killed_one_within_its_t
 
 
 async def _stats(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
-    return (await client.get(f"{url}/api/stats")).json()
+    stats: dict[str, Any] = (await client.get(f"{url}/api/stats")).json()
+    return stats

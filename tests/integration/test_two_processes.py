@@ -252,7 +252,8 @@ class Pair:
         offset = max(0, task_id - PAGE // 2)
         response = await request(self.client, ledger, "GET",
                                  f"{reader}/api/tasks?limit={PAGE}&offset={offset}")
-        data = response.json() if response.status_code == 200 else {"items": [], "total": -1}
+        data: dict[str, Any] = (response.json() if response.status_code == 200
+                                else {"items": [], "total": -1})
         sent_by_now = ledger.existing + ledger.creates_sent
         items = {item["id"]: item for item in data["items"]}
         item = items.get(task_id, {})
@@ -277,6 +278,7 @@ async def new_ledger(cluster: Cluster) -> Ledger:
             existing = await connection.scalar(select(func.count()).select_from(TASK))
     finally:
         await engine.dispose()
+    assert existing is not None
     return Ledger(existing=existing)
 
 
@@ -379,10 +381,11 @@ async def scans_of_task(database_url: str) -> int:
             assert time.monotonic() < deadline, "the apps' backends did not exit"
             await asyncio.sleep(0.02)
         await connection.execute("SELECT pg_stat_clear_snapshot()")
-        return await connection.fetchval(
+        scans: int = await connection.fetchval(
             "SELECT seq_scan + coalesce(idx_scan, 0) FROM pg_stat_user_tables "
             "WHERE relname = 'task'"
         )
+        return scans
     finally:
         await connection.close()
 
