@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from tests.chaos.ledger import Ledger, State, Tally
+from tests.support.servers import CLIENT_LIMITS
 
 TIMEOUT = 30.0  # seconds; above every deadline of the app's (pool and connect: 5 s each)
 SESSION_COOKIE = "session"
@@ -148,7 +149,8 @@ class Client:
         self.world = world
         self.rng = rng
         self.http = httpx.AsyncClient(
-            base_url=world.base_url, timeout=TIMEOUT, follow_redirects=False
+            base_url=world.base_url, timeout=TIMEOUT, follow_redirects=False,
+            limits=CLIENT_LIMITS,  # idle connections dropped before hypercorn's keep-alive
         )
         self.same_origin = {"Origin": world.base_url, "Sec-Fetch-Site": "same-origin"}
         self.cookie: str | None = None  # managed by hand: production marks it Secure
@@ -593,7 +595,8 @@ async def watch_readiness(
     world: World, deadline: float, every: float = 0.25
 ) -> None:
     """/readyz as a platform's health check polls it, beside the clients."""
-    async with httpx.AsyncClient(base_url=world.base_url, timeout=TIMEOUT) as http:
+    async with httpx.AsyncClient(base_url=world.base_url, timeout=TIMEOUT,
+                                 limits=CLIENT_LIMITS) as http:
         while time.monotonic() < deadline:
             sent = time.monotonic()
             try:

@@ -40,12 +40,8 @@ from app.tasks.repository import TASK
 from tests.support.databases import create_postgres_database, drop_postgres_database, run_alembic
 from tests.support.mariadb import create_mariadb_database, drop_mariadb_database
 from tests.support.memcached import MemcachedProcess
-from tests.support.servers import LiveServer
+from tests.support.servers import CLIENT_LIMITS, LiveServer
 
-# httpx keeps an idle connection 5 s by default, exactly hypercorn's keep-alive timeout:
-# a request sent as the server closes it gets no answer. A browser retries such a request;
-# these clients drop idle connections sooner instead.
-LIMITS = httpx.Limits(keepalive_expiry=2.0)
 ROUNDS = 500
 # The same code on MariaDB, as a check that it holds there too: shorter, for make test's time.
 MARIADB_ROUNDS = 250
@@ -294,7 +290,7 @@ async def run_pairs(
         while (round_ := next(counter)) < rounds:
             await pair.round(round_, servers)
 
-    async with httpx.AsyncClient(timeout=30, limits=LIMITS) as client:
+    async with httpx.AsyncClient(timeout=30, limits=CLIENT_LIMITS) as client:
         await asyncio.gather(*(work(Pair(i, client, ledger)) for i in range(pairs)))
 
 
@@ -315,7 +311,7 @@ async def background_readers(servers: tuple[str, str], ledger: Ledger, stop: asy
             if response.status_code not in (200, 404):
                 ledger.errors.append(describe(response))
 
-    async with httpx.AsyncClient(timeout=30, limits=LIMITS) as client:
+    async with httpx.AsyncClient(timeout=30, limits=CLIENT_LIMITS) as client:
         await asyncio.gather(*(read(client, seed) for seed in range(readers)))
 
 
@@ -430,7 +426,7 @@ async def test_a_cold_list_is_loaded_at_most_once_per_process_under_a_stampede(
     cluster: Cluster,
 ) -> None:
     a, b = cluster.urls
-    async with httpx.AsyncClient(timeout=30, limits=LIMITS) as client:
+    async with httpx.AsyncClient(timeout=30, limits=CLIENT_LIMITS) as client:
 
         async def cold() -> None:
             response = await client.post(f"{a}/api/tasks", json={"name": uuid.uuid4().hex})
@@ -512,7 +508,7 @@ async def test_a_write_through_a_process_that_counts_memcached_dead_is_not_hidde
     B fails at 2.5, 4.5, 6.5 (dead until 9.5); memcached is back at 6.75; A probes at 7.
     """
     a, b = cluster.urls
-    async with httpx.AsyncClient(timeout=30, limits=LIMITS) as client:
+    async with httpx.AsyncClient(timeout=30, limits=CLIENT_LIMITS) as client:
         task = (await client.post(f"{b}/api/tasks", json={"name": "v0"})).json()
         url = f"/api/tasks/{task['id']}"
         cluster.memcached.kill()

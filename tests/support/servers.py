@@ -20,12 +20,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+
 from app.settings import PROJECT_ROOT
 from tests.support.databases import create_postgres_database, drop_postgres_database, run_alembic
 from tests.support.memcached import MemcachedProcess, free_port
 
 HYPERCORN = Path(sys.executable).with_name("hypercorn")
 START_TIMEOUT = 20.0
+# For httpx clients of these servers. httpx keeps an idle connection 5 s by default, exactly
+# hypercorn's keep_alive_timeout (hypercorn.toml): a request sent just as the server closes
+# that connection gets no answer ('Server disconnected without sending a response'). A
+# browser retries such a request; these clients drop idle connections sooner instead.
+CLIENT_LIMITS = httpx.Limits(keepalive_expiry=2.0)
 
 
 class ServerFailed(RuntimeError):
