@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from dotenv import load_dotenv
 from flask.templating import _default_template_ctx_processor as flask_context_processor
 from quart import Quart
@@ -11,6 +9,7 @@ from quart_schema import QuartSchema
 
 from app import errors, limits, request_log, security, state
 from app.api.openapi import ApiDescription
+from app.asgi import ASGIApp, HeaderLookup, wrap_asgi
 from app.cache.service import CacheService
 from app.htmx import wants_partial
 from app.release import release_digest
@@ -28,7 +27,25 @@ def create_app(settings: Settings | None = None) -> Quart:
         load_dotenv(PROJECT_ROOT / ".env", override=False)
         settings = Settings.from_env()
     request_log.configure_logging(settings.log_format)  # before anything logs
+    app = _quart_app(settings)
+    _register_blueprints(app)
+    drop_sync_context_processors(app)
+    # Sessions (flashes) live in the cache; fragment tags work from the first template on.
+    # Quart annotates the attribute with its default class rather than SessionInterface.
+    app.session_interface = CacheSessionInterface(state.find_cache)  # type: ignore[assignment]
+    init_fragment_cache(app.jinja_env, None)
+    errors.init_app(app)
+    limits.init_app(app)  # right around Quart: it sees every body the app is sent
+    release = release_digest()
+    state.init_app(app, settings, release=release)
+    install_view_cache(app, release, settings.cache_recent_bytes)
+    security.init_app(app)  # around the cache: cached responses get the security headers too
+    request_log.init_app(app)  # outermost: every response is logged, cached ones too
+    return app
 
+
+def _quart_app(settings: Settings) -> Quart:
+    """The Quart app, configured, with its API description."""
     app = Quart(
         __name__,
         template_folder=str(PROJECT_ROOT / "templates"),
@@ -50,7 +67,10 @@ def create_app(settings: Settings | None = None) -> Quart:
         scalar_ui_path=None,
         openapi_provider_class=ApiDescription,
     )
+    return app
 
+
+def _register_blueprints(app: Quart) -> None:
     from app.api import bp as api_bp
     from app.health import bp as health_bp
     from app.web import bp as web_bp
@@ -58,18 +78,6 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.register_blueprint(web_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
-    drop_sync_context_processors(app)
-    # Sessions (flashes) live in the cache; fragment tags work from the first template on.
-    app.session_interface = CacheSessionInterface(state.find_cache)
-    init_fragment_cache(app.jinja_env, None)
-    errors.init_app(app)
-    limits.init_app(app)  # right around Quart: it sees every body the app is sent
-    release = release_digest()
-    state.init_app(app, settings, release=release)
-    install_view_cache(app, release, settings.cache_recent_bytes)
-    security.init_app(app)  # around the cache: cached responses get the security headers too
-    request_log.init_app(app)  # outermost: every response is logged, cached ones too
-    return app
 
 
 def drop_sync_context_processors(app: Quart) -> None:
@@ -91,16 +99,19 @@ def install_view_cache(app: Quart, release: str, recent_bytes: int) -> None:
             return None
         return found.cache_service
 
-    def has_session(headers: Mapping[str, str]) -> bool:
+    def has_session(headers: HeaderLookup) -> bool:
         return has_session_cookie(headers.get("cookie"), app.config["SESSION_COOKIE_NAME"])
 
-    app.asgi_app = ViewCacheMiddleware(  # type: ignore[method-assign]
-        app,
-        app.asgi_app,
-        get_service=get_service,
-        variant=lambda headers: "partial" if wants_partial(headers) else "full",
-        has_session=has_session,
-        release=release,
-        recent_bytes=recent_bytes,
-    )
+    def view_cache(asgi_app: ASGIApp) -> ASGIApp:
+        return ViewCacheMiddleware(
+            app,
+            asgi_app,
+            get_service=get_service,
+            variant=lambda headers: "partial" if wants_partial(headers) else "full",
+            has_session=has_session,
+            release=release,
+            recent_bytes=recent_bytes,
+        )
+
+    wrap_asgi(app, view_cache)
 

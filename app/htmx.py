@@ -8,19 +8,15 @@ Every response that branches on this names the headers it read in `Vary`, so tha
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from werkzeug.sansio.response import Response
+
+from app.asgi import HeaderLookup
 
 VARY_HEADERS = ("HX-Request", "HX-Request-Type")
 
 
-def wants_partial(headers: Mapping[str, str]) -> bool:
-    """True for an htmx request that swaps part of the page and is not a history restore.
-
-    Looks headers up by lowercase name, so both werkzeug's case-insensitive `Headers` and a
-    plain dict of lowercase ASGI header names work.
-    """
+def wants_partial(headers: HeaderLookup) -> bool:
+    """True for an htmx request that swaps part of the page and is not a history restore."""
     return (
         headers.get("hx-request") == "true"
         and headers.get("hx-request-type") == "partial"

@@ -10,16 +10,12 @@ once it is over the limit.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from functools import partial
 
 from quart import Quart, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
+from app.asgi import ASGIApp, Message, Receive, Send, wrap_asgi
 
 
 class BodyLimit:
@@ -63,4 +59,4 @@ def init_app(app: Quart) -> None:
         except RequestEntityTooLarge:
             raise RequestEntityTooLarge(too_large) from None
 
-    app.asgi_app = BodyLimit(app.asgi_app, limit)  # type: ignore[method-assign]
+    wrap_asgi(app, partial(BodyLimit, limit=limit))

@@ -20,19 +20,15 @@ import random
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
 import orjson
 from quart import Quart
 
+from app.asgi import ASGIApp, Message, Receive, Send, wrap_asgi
 from app.settings import LogFormat
-
-Message = dict[str, Any]
-Send = Callable[[Message], Awaitable[None]]
-Receive = Callable[[], Awaitable[Message]]
-ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("tasklist.request")
 APP_LOGGERS = ("tasklist", "app")
@@ -191,4 +187,4 @@ def configure_logging(log_format: LogFormat) -> None:
 def init_app(app: Quart) -> None:
     """Log every request; call last, so that the log is the outermost middleware and
     sees the responses (and headers) of every layer below it."""
-    app.asgi_app = RequestLog(app.asgi_app)  # type: ignore[method-assign]
+    wrap_asgi(app, RequestLog)

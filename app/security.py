@@ -8,18 +8,21 @@ sends neither header is not a browser (curl, a JSON client) and is allowed.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 from urllib.parse import urlsplit
 
 from quart import Quart, Response, request
 
+from app.asgi import (
+    ASGIApp,
+    HeaderLookup,
+    Message,
+    RawHeaders,
+    Receive,
+    Send,
+    with_response_headers,
+    wrap_asgi,
+)
 from app.errors import error_page
-
-Message = dict[str, Any]
-Send = Callable[[Message], Awaitable[None]]
-Receive = Callable[[], Awaitable[Message]]
-ASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 CROSS_ORIGIN = "Cross-origin requests are not allowed."
@@ -42,7 +45,7 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
-def is_cross_origin(method: str, headers: Mapping[str, str], host: str) -> bool:
+def is_cross_origin(method: str, headers: HeaderLookup, host: str) -> bool:
     """True when a browser sent an unsafe request from another origin (or a hidden one)."""
     if method in SAFE_METHODS:
         return False
@@ -70,15 +73,12 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                headers += [(n, v) for n, v in SECURITY_HEADERS if n not in present]
-                message = {**message, "headers": headers}
-            await send(message)
+        await self.app(scope, receive, with_response_headers(send, _add_security_headers))
 
-        await self.app(scope, receive, send_with_headers)
+
+def _add_security_headers(headers: RawHeaders) -> RawHeaders:
+    present = {name.lower() for name, _ in headers}
+    return headers + [(n, v) for n, v in SECURITY_HEADERS if n not in present]
 
 
 def init_app(app: Quart) -> None:
@@ -88,4 +88,4 @@ def init_app(app: Quart) -> None:
             return await error_page(403, CROSS_ORIGIN)
         return None
 
-    app.asgi_app = SecurityHeaders(app.asgi_app)  # type: ignore[method-assign]
+    wrap_asgi(app, SecurityHeaders)

@@ -32,20 +32,31 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from quart import Quart
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import parse_etags, parse_set_header, unquote_etag
 from werkzeug.routing import Map, MapAdapter, Rule
 
+from app.asgi import (
+    ASGIApp,
+    HeaderLookup,
+    Message,
+    RawHeaders,
+    Receive,
+    Send,
+    with_response_headers,
+)
+from app.cache.entry import Entry
 from app.cache.keys import digest
 from app.cache.service import CacheService
 
 from .recent import RecentResponses, StoredResponse
 
-ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
+ViewMatch = tuple["ViewCacheSpec", dict[str, Any]]
 
 VIEW_CACHE_ATTRIBUTE = "view_cache"
 # Never replayed from the cache: per-connection or per-user, or recomputed on the way out.
@@ -81,7 +92,7 @@ def cached(
 @dataclass
 class CapturedResponse:
     status: int = 0
-    headers: Headers = field(default_factory=list)
+    headers: RawHeaders = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
 
 
@@ -92,8 +103,8 @@ class ViewCacheMiddleware:
         asgi_app: ASGIApp,
         *,
         get_service: Callable[[], CacheService | None],
-        variant: Callable[[Mapping[str, str]], str],
-        has_session: Callable[[Mapping[str, str]], bool],
+        variant: Callable[[HeaderLookup], str],
+        has_session: Callable[[HeaderLookup], bool],
         release: str,
         recent_bytes: int = 32 * 1024 * 1024,
     ) -> None:
@@ -105,10 +116,10 @@ class ViewCacheMiddleware:
         self.release = release
         self.recent = RecentResponses(recent_bytes)
         self._routes: MapAdapter | None = None
-        self._matches: dict[str, tuple[ViewCacheSpec, dict[str, Any]] | None] = {}
+        self._matches: dict[str, ViewMatch | None] = {}
         self._keys: dict[tuple[str, bytes, str], tuple[str, list[str], list[str]]] = {}
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
             return await self.asgi_app(scope, receive, send)
         route = self._match(scope["path"])
@@ -118,9 +129,8 @@ class ViewCacheMiddleware:
         spec, view_args = route
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if self.has_session(headers) or _has_body(headers):
-            return await self.asgi_app(
-                scope, receive, _adding(send, _cache_headers(spec, "bypass"))
-            )
+            bypass = partial(_merge, extra=_cache_headers(spec, "bypass"))
+            return await self.asgi_app(scope, receive, with_response_headers(send, bypass))
         await self._serve(service, spec, view_args, scope, headers, receive, send)
 
     async def _serve(
@@ -128,10 +138,10 @@ class ViewCacheMiddleware:
         service: CacheService,
         spec: ViewCacheSpec,
         view_args: dict[str, Any],
-        scope: dict,
+        scope: Message,
         headers: Mapping[str, str],
-        receive: Callable,
-        send: Callable,
+        receive: Receive,
+        send: Send,
     ) -> None:
         key, namespaces, gen_keys = self._key_of(service, spec, view_args, scope, headers)
         if_none_match = headers.get("if-none-match")
@@ -150,33 +160,50 @@ class ViewCacheMiddleware:
         if _etag_matches(if_none_match, etag):
             return await _send_not_modified(send, spec, etag)
 
-        now = service.clock()
-        if recent is not None and (recent.tokens != tokens or now >= recent.soft_expires):
-            self.recent.discard(key)  # outdated, or due a refresh: the shared entry decides
-            recent = None
-        if recent is not None:
-            return await self._send(send, scope, recent, etag, "hit", gzip_ok)
-
-        entry = found.get(key) if fetch_entry else await service.client.get(key)
-        stored = None
-        if entry is not None:
-            stored = StoredResponse.from_cache(
-                entry.value, entry.payload, created=entry.created,
-                soft_expires=entry.soft_expires, timeout=spec.timeout,
-            )
-        if stored is not None and stored.tokens == tokens and now < stored.expires:
-            if now >= stored.soft_expires:
-                self._refresh(service, key, spec, tokens, scope)
-                return await self._send(send, scope, stored, etag, "stale", gzip_ok)
-            self.recent.put(key, stored)
-            return await self._send(send, scope, stored, etag, "hit", gzip_ok)
-
+        fetched = found if fetch_entry else None
+        usable = await self._usable(service, key, spec, tokens, recent, fetched, scope)
+        if usable is not None:
+            stored, state = usable
+            return await self._send(send, scope, stored, etag, state, gzip_ok)
         record = self._recording(send, service, key, spec, tokens, etag, scope["method"] == "GET")
         await self.asgi_app(scope, receive, record)
 
+    async def _usable(
+        self,
+        service: CacheService,
+        key: str,
+        spec: ViewCacheSpec,
+        tokens: list[Any],
+        recent: StoredResponse | None,
+        fetched: Mapping[str, Entry] | None,
+        scope: Message,
+    ) -> tuple[StoredResponse, str] | None:
+        """The response to send for these tokens and whether it is a `hit` or `stale` (a
+        background render then replaces it), or None: a miss. `fetched` holds the entry when
+        it was read with the tokens; else it is read now."""
+        now = service.clock()
+        if recent is not None:
+            if recent.tokens == tokens and now < recent.soft_expires:
+                return recent, "hit"
+            self.recent.discard(key)  # outdated, or due a refresh: the shared entry decides
+        entry = fetched.get(key) if fetched is not None else await service.client.get(key)
+        if entry is None:
+            return None
+        stored = StoredResponse.from_cache(
+            entry.value, entry.payload, created=entry.created,
+            soft_expires=entry.soft_expires, timeout=spec.timeout,
+        )
+        if stored is None or stored.tokens != tokens or now >= stored.expires:
+            return None
+        if now >= stored.soft_expires:
+            self._refresh(service, key, spec, tokens, scope)
+            return stored, "stale"
+        self.recent.put(key, stored)
+        return stored, "hit"
+
     def _key_of(
         self, service: CacheService, spec: ViewCacheSpec, view_args: dict[str, Any],
-        scope: dict, headers: Mapping[str, str],
+        scope: Message, headers: Mapping[str, str],
     ) -> tuple[str, list[str], list[str]]:
         """The entry's key, its namespaces and their generation keys (memoised per URL and
         variant: building them costs more than the rest of a hit)."""
@@ -197,42 +224,16 @@ class ViewCacheMiddleware:
 
     def _recording(
         self,
-        send: Callable,
+        send: Send,
         service: CacheService,
         key: str,
         spec: ViewCacheSpec,
         tokens: list[Any],
         etag: str,
         storable: bool,
-    ) -> Callable:
-        """A `send` that passes the response on (with the cache's headers) and stores it
-        once complete, if it is shareable. Storing happens after the client has it."""
-        captured = CapturedResponse()
-        shareable = False
-
-        async def send_and_record(message: dict) -> None:
-            nonlocal shareable
-            if message["type"] == "http.response.start":
-                captured.status = message["status"]
-                captured.headers = list(message.get("headers", []))
-                shareable = storable and _shareable(captured)
-                captured.headers = _merge(captured.headers, _cache_headers(spec, "miss"))
-                headers = [*captured.headers, (b"etag", etag.encode())] if shareable else (
-                    captured.headers
-                )
-                await send({**message, "headers": headers})
-                return
-            await send(message)
-            if message["type"] == "http.response.body" and shareable:
-                captured.body += message.get("body", b"")
-                if not message.get("more_body", False):
-                    shareable = False  # store once
-                    # Shielded: the server reports the client gone once it has the body, and
-                    # Quart then cancels the request, which would cut the store off midway
-                    # (and close the cache connection it was using).
-                    await asyncio.shield(self._store(service, key, spec, tokens, captured))
-
-        return send_and_record
+    ) -> Send:
+        store = partial(self._store, service, key, spec, tokens)
+        return ResponseRecorder(send, store, _cache_headers(spec, "miss"), etag, storable)
 
     async def _store(
         self,
@@ -257,8 +258,8 @@ class ViewCacheMiddleware:
 
     async def _send(
         self,
-        send: Callable,
-        scope: dict,
+        send: Send,
+        scope: Message,
         stored: StoredResponse,
         etag: str,
         state: str,
@@ -283,7 +284,7 @@ class ViewCacheMiddleware:
         key: str,
         spec: ViewCacheSpec,
         tokens: list[Any],
-        scope: dict,
+        scope: Message,
     ) -> None:
         """Render the view again in the background (no cookies, as for any shared entry)
         and store it; the current tokens still hold, so the data is just as fresh."""
@@ -291,27 +292,13 @@ class ViewCacheMiddleware:
         request = {**scope, "method": "GET", "headers": headers}
 
         async def render() -> None:
-            finished = asyncio.Event()
-            requested = False
-
-            async def receive() -> dict:
-                nonlocal requested
-                if not requested:
-                    requested = True
-                    return {"type": "http.request", "body": b"", "more_body": False}
-                await finished.wait()
-                return {"type": "http.disconnect"}
-
-            async def discard(message: dict) -> None:
-                if message["type"] == "http.response.body" and not message.get("more_body"):
-                    finished.set()
-
-            record = self._recording(discard, service, key, spec, tokens, "", True)
-            await self.asgi_app(request, receive, record)
+            client = BackgroundClient()
+            record = self._recording(client.send, service, key, spec, tokens, "", True)
+            await self.asgi_app(request, client.receive, record)
 
         service.refresh_in_background(key, render)
 
-    def _match(self, path: str) -> tuple[ViewCacheSpec, dict[str, Any]] | None:
+    def _match(self, path: str) -> ViewMatch | None:
         """The cached route at `path` and its arguments (memoised: a path always matches
         the same route)."""
         if path in self._matches:
@@ -319,8 +306,8 @@ class ViewCacheMiddleware:
         if self._routes is None:
             self._routes = self._cached_routes()
         try:
-            endpoint, view_args = self._routes.match(path, method="GET")
-            found: tuple[ViewCacheSpec, dict[str, Any]] | None = (endpoint, view_args)
+            spec, view_args = self._routes.match(path, method="GET")
+            found: ViewMatch | None = (spec, dict(view_args))
         except HTTPException:
             found = None
         if len(self._matches) >= MEMO_SIZE:
@@ -330,7 +317,7 @@ class ViewCacheMiddleware:
 
     def _cached_routes(self) -> MapAdapter:
         """A small map holding only the cached GET routes; the 'endpoint' is the spec."""
-        rules = []
+        rules: list[Rule] = []
         for rule in self.app.url_map.iter_rules():
             view = self.app.view_functions.get(rule.endpoint)
             spec = getattr(view, VIEW_CACHE_ATTRIBUTE, None)
@@ -339,13 +326,79 @@ class ViewCacheMiddleware:
         return Map(rules, converters=self.app.url_map.converters).bind("cache.invalid")
 
 
+class ResponseRecorder:
+    """A `send` that passes a response on, with the cache's headers, and stores it once
+    complete if it is shareable. The store runs after the client has the whole body."""
+
+    def __init__(
+        self,
+        send: Send,
+        store: Callable[[CapturedResponse], Awaitable[None]],
+        cache_headers: RawHeaders,
+        etag: str,
+        storable: bool,
+    ) -> None:
+        self.send = send
+        self.store = store
+        self.cache_headers = cache_headers
+        self.etag = etag
+        self.storable = storable
+        self.captured = CapturedResponse()
+        self.recording = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            await self.send(self._start(message))
+            return
+        await self.send(message)
+        if message["type"] == "http.response.body" and self.recording:
+            self.captured.body += message.get("body", b"")
+            if not message.get("more_body", False):
+                self.recording = False  # store once
+                # Shielded: the server reports the client gone once it has the body, and
+                # Quart then cancels the request, which would cut the store off midway
+                # (and close the cache connection it was using).
+                await asyncio.shield(self.store(self.captured))
+
+    def _start(self, message: Message) -> Message:
+        """The response start as sent: the cache's headers added, and the ETag if stored."""
+        captured = self.captured
+        captured.status = message["status"]
+        captured.headers = list(message.get("headers", []))
+        self.recording = self.storable and _shareable(captured)
+        captured.headers = _merge(captured.headers, self.cache_headers)
+        if not self.recording:
+            return {**message, "headers": captured.headers}
+        return {**message, "headers": [*captured.headers, (b"etag", self.etag.encode())]}
+
+
+class BackgroundClient:
+    """The client end of a request the app sends itself: an empty body, then, once the
+    response is complete, a disconnect."""
+
+    def __init__(self) -> None:
+        self.finished = asyncio.Event()
+        self.requested = False
+
+    async def receive(self) -> Message:
+        if not self.requested:
+            self.requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.finished.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            self.finished.set()
+
+
 def _has_body(headers: Mapping[str, str]) -> bool:
     """A GET or HEAD that sends a body: meaningless, but the app must see it to refuse one
     over its size limit, so it is never answered from the cache."""
     return "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
 
 
-def _sorted_query(scope: dict) -> str:
+def _sorted_query(scope: Message) -> str:
     pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     return urlencode(sorted(pairs))
 
@@ -377,8 +430,8 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     representation exists is for the view to say (a 404 must never become a 304)."""
     if not header:
         return False
-    weak = etag.removeprefix("W/")
-    return any(tag.strip().removeprefix("W/") == weak for tag in header.split(","))
+    tags = parse_etags(header)
+    return not tags.star_tag and tags.contains_weak(unquote_etag(etag)[0])
 
 
 def _shareable(captured: CapturedResponse) -> bool:
@@ -395,7 +448,7 @@ def _shareable(captured: CapturedResponse) -> bool:
     return True
 
 
-def _cache_headers(spec: ViewCacheSpec, state: str) -> Headers:
+def _cache_headers(spec: ViewCacheSpec, state: str) -> RawHeaders:
     """`X-Cache`, and a `Vary` naming what picks the answer: the view's variant headers, the
     cookie (a session cookie bypasses the cache) and Accept-Encoding (gzip or not). The
     same on 200, 304 and bypass."""
@@ -403,32 +456,23 @@ def _cache_headers(spec: ViewCacheSpec, state: str) -> Headers:
     return [(b"x-cache", state.encode()), (b"vary", vary.encode())]
 
 
-def _merge(headers: Headers, extra: Headers) -> Headers:
-    """`headers` plus `extra`; a `Vary` already present is extended, not duplicated."""
+def _merge(headers: RawHeaders, extra: RawHeaders) -> RawHeaders:
+    """`headers` plus `extra`; a `Vary` already present gets the names it lacks (compared
+    without case, as werkzeug's `Response.vary` does), not a second `Vary`."""
     merged = list(headers)
     for name, value in extra:
-        if name == b"vary":
-            existing = next((i for i, (n, _) in enumerate(merged) if n.lower() == b"vary"), None)
-            if existing is not None:
-                have = [v.strip().lower() for v in merged[existing][1].split(b",")]
-                missing = [v for v in value.split(b", ") if v.lower() not in have]
-                if missing:
-                    merged[existing] = (b"vary", b", ".join([merged[existing][1], *missing]))
-                continue
-        merged.append((name, value))
+        at = next((i for i, (n, _) in enumerate(merged) if n.lower() == name == b"vary"), None)
+        if at is None:
+            merged.append((name, value))
+            continue
+        vary = parse_set_header(merged[at][1].decode("latin-1"))
+        for header in parse_set_header(value.decode("latin-1")):
+            vary.add(header)
+        merged[at] = (b"vary", vary.to_header().encode("latin-1"))
     return merged
 
 
-def _adding(send: Callable, extra: Headers) -> Callable:
-    async def send_with_headers(message: dict) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": _merge(list(message.get("headers", [])), extra)}
-        await send(message)
-
-    return send_with_headers
-
-
-async def _send_not_modified(send: Callable, spec: ViewCacheSpec, etag: str) -> None:
+async def _send_not_modified(send: Send, spec: ViewCacheSpec, etag: str) -> None:
     headers = [*_cache_headers(spec, "hit"), (b"etag", etag.encode())]
     await send({"type": "http.response.start", "status": 304, "headers": headers})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
