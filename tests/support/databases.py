@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -70,45 +70,70 @@ def sqlite_url(directory: Path) -> str:
     return f"sqlite+aiosqlite:///{directory / 'tasklist.sqlite3'}"
 
 
-async def _admin(statement: str) -> None:
-    engine = create_async_engine(
-        normalise_database_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT"
-    )
+def run_on_server(server_url: str, statement: str) -> None:
+    """Run `statement` (a CREATE or DROP DATABASE) on the server at `server_url`, outside
+    a transaction."""
+
+    async def main() -> None:
+        engine = create_async_engine(
+            normalise_database_url(server_url), isolation_level="AUTOCOMMIT"
+        )
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+
+
+def create_database_on(
+    server_url: str, *, server: str, quote: str, skip: bool, url_variable: str, skip_variable: str
+) -> str:
+    """Create an empty database with a unique name on the `server` (PostgreSQL, MariaDB) at
+    `server_url` and return its async URL; `quote` quotes an identifier in its SQL. The test
+    is skipped if `skip` (set by `skip_variable=1`); if the server cannot be reached it fails,
+    naming the variables that point at another server (`url_variable`) or skip its tests."""
+    if skip:
+        pytest.skip(f"{skip_variable}=1: {server} tests skipped on purpose")
+    name = f"tasklist_test_{uuid.uuid4().hex[:10]}"
     try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
+        run_on_server(server_url, f"CREATE DATABASE {quote}{name}{quote}")
+    except Exception as error:  # noqa: BLE001 - any failure here means "cannot reach it"
+        pytest.fail(
+            f"{server} is not reachable at {make_url(server_url).render_as_string()} "
+            f"({error.__class__.__name__}: {error}). Start it, point {url_variable} "
+            f"at one, or set {skip_variable}=1 to skip those tests on purpose.",
+            pytrace=False,
+        )
+    url = make_url(server_url).set(database=name)
+    return normalise_database_url(url.render_as_string(hide_password=False))
 
 
 def create_postgres_database() -> str:
     """Create an empty database with a unique name and return its async URL."""
-    if SKIP_POSTGRES:
-        pytest.skip("TASKLIST_TEST_SKIP_POSTGRES=1: PostgreSQL tests skipped on purpose")
-    name = f"tasklist_test_{uuid.uuid4().hex[:10]}"
-    try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except Exception as error:  # noqa: BLE001 - any failure here means "cannot reach it"
-        pytest.fail(
-            f"PostgreSQL is not reachable at {make_url(POSTGRES_ADMIN_URL).render_as_string()} "
-            f"({error.__class__.__name__}: {error}). Start it, point TASKLIST_TEST_POSTGRES_URL "
-            "at one, or set TASKLIST_TEST_SKIP_POSTGRES=1 to skip those tests on purpose.",
-            pytrace=False,
-        )
-    return normalise_database_url(str(make_url(POSTGRES_ADMIN_URL).set(database=name)))
+    return create_database_on(
+        POSTGRES_ADMIN_URL, server="PostgreSQL", quote='"', skip=SKIP_POSTGRES,
+        url_variable="TASKLIST_TEST_POSTGRES_URL", skip_variable="TASKLIST_TEST_SKIP_POSTGRES",
+    )
 
 
 def drop_postgres_database(url: str) -> None:
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    database = make_url(url).database
+    run_on_server(POSTGRES_ADMIN_URL, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A migrated PostgreSQL database for this test run, dropped at the end."""
-    url = create_postgres_database()
+    yield from migrated(create_postgres_database(), drop_postgres_database)
+
+
+def migrated(url: str, drop: Callable[[str], None]) -> Iterator[str]:
+    """For a fixture to yield from: `url`, migrated to head, then dropped with `drop`."""
     run_alembic(url, ("upgrade", "head"))
     yield url
-    drop_postgres_database(url)
+    drop(url)
 
 
 async def empty_tables(url: str) -> None:
