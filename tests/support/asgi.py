@@ -12,14 +12,13 @@ from typing import Any
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 # An ASGI app either way it is typed: Quart's `asgi_app` with hypercorn's TypedDicts, the app's
 # middlewares (RequestLog, BodyLimit, ...) with plain dicts. A TypedDict is not a dict[str, Any]
 # nor the other way round, so neither type admits the other's apps.
-ASGIApp = (
-    Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
-    | Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-               Awaitable[None]]
-)
+DictASGIApp = Callable[[Message, Receive, Send], Awaitable[None]]
+ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]] | DictASGIApp
 
 
 @dataclass

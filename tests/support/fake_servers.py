@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from typing import Literal
+from typing import Literal, Self
 
 Fault = Literal["close_after_command", "garbage", "delay_first", "none"]
 
@@ -29,7 +29,7 @@ class _LoopbackServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    async def start(self) -> _LoopbackServer:
+    async def start(self) -> Self:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

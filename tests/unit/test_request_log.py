@@ -16,7 +16,7 @@ import pytest
 from app import create_app, request_log
 from app.request_log import HANDLER, RequestLog, configure_logging, request_id_of
 from app.settings import LogFormat, Settings
-from tests.support.asgi import asgi_request
+from tests.support.asgi import DictASGIApp, Message, Receive, Send, asgi_request
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 LOGFMT_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
@@ -50,10 +50,10 @@ def log_output(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
 
 
 def responding(status: int = 200, headers: list[tuple[bytes, bytes]] | None = None,
-               after: float = 0.0) -> Any:
+               after: float = 0.0) -> DictASGIApp:
     """An ASGI app that answers `status` with `headers`, then waits `after` seconds."""
 
-    async def app(scope: dict, receive: Any, send: Any) -> None:
+    async def app(scope: Message, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": status, "headers": headers or []})
         await send({"type": "http.response.body", "body": b"hello", "more_body": False})
         await asyncio.sleep(after)
@@ -120,7 +120,7 @@ async def test_the_duration_ends_when_the_client_has_the_response(log_output: An
 async def test_an_app_that_raises_before_answering_is_logged_as_a_500(log_output: Any) -> None:
     read = log_output("json")
 
-    async def broken(scope: dict, receive: Any, send: Any) -> None:
+    async def broken(scope: Message, receive: Receive, send: Send) -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
@@ -133,12 +133,12 @@ async def test_a_client_gone_mid_response_is_logged_once_with_the_status_sent(
     log_output: Any,
 ) -> None:
     read = log_output("json")
-    scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    scope: Message = {"type": "http", "method": "GET", "path": "/", "headers": []}
 
-    async def receive() -> dict:
+    async def receive() -> Message:
         return {"type": "http.disconnect"}
 
-    async def send(message: dict) -> None:
+    async def send(message: Message) -> None:
         if message["type"] == "http.response.body":
             raise OSError("connection reset")
 
@@ -150,12 +150,13 @@ async def test_a_client_gone_mid_response_is_logged_once_with_the_status_sent(
 
 async def test_lifespan_passes_through_unlogged(log_output: Any) -> None:
     read = log_output("json")
-    seen = []
+    seen: list[str] = []
 
-    async def app(scope: dict, receive: Any, send: Any) -> None:
+    async def app(scope: Message, receive: Receive, send: Send) -> None:
         seen.append(scope["type"])
 
-    await RequestLog(app)({"type": "lifespan"}, None, None)
+    # No receive or send: a lifespan scope passes through, and the app here calls neither.
+    await RequestLog(app)({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
     assert seen == ["lifespan"] and read() == []
 
 
