@@ -34,9 +34,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url = sqlite_url(tmp_path)
         run_alembic(url, ("upgrade", "head"))
         return url
-    url = request.getfixturevalue(f"{request.param}_url")
-    asyncio.run(empty_tables(url))
-    return url
+    served: str = request.getfixturevalue(f"{request.param}_url")
+    asyncio.run(empty_tables(served))
+    return served
 
 
 @pytest.fixture

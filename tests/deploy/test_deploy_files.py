@@ -18,6 +18,7 @@ import sys
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -67,7 +68,7 @@ def python_version() -> str:
     return (ROOT / ".python-version").read_text().strip()
 
 
-def pyproject() -> dict:
+def pyproject() -> dict[str, Any]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
@@ -263,8 +264,9 @@ def test_lock_holds_no_test_tools_and_is_for_the_projects_python() -> None:
 # --- compose.yaml -----------------------------------------------------------------------
 
 
-def compose() -> dict:
-    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    return loaded
 
 
 def docker_compose_config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:

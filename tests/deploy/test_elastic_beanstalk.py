@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -18,8 +19,9 @@ CONFIG = ROOT / ".ebextensions" / "tasklist.config"
 ACTIVATE = "source /var/app/venv/*/bin/activate && "  # the Python platform's virtualenv
 
 
-def config() -> dict:
-    return yaml.safe_load(CONFIG.read_text())
+def config() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(CONFIG.read_text())
+    return loaded
 
 
 def test_the_only_ebextensions_file_is_yaml_with_settings_and_commands() -> None:

@@ -50,7 +50,8 @@ def output_dir() -> Path:
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _wait_until_up(url: str, server: subprocess.Popen[bytes], log: Path) -> None:

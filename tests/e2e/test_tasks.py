@@ -8,12 +8,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, Request, expect
+from playwright.sync_api import Locator, Page, Request, expect
 
 pytestmark = pytest.mark.e2e
 
 
-def rows(page: Page):  # noqa: ANN201  (a Playwright Locator)
+def rows(page: Page) -> Locator:
     return page.locator("#tasks > li")
 
 
@@ -208,7 +208,9 @@ def test_a_row_whose_task_was_deleted_elsewhere_removes_itself(page: Page, base_
     create_tasks(base_url, 2)
     page.goto("/")
     expect(rows(page)).to_have_count(2)
-    gone = rows(page).first.get_attribute("id").removeprefix("task-")
+    row_id = rows(page).first.get_attribute("id")
+    assert row_id is not None
+    gone = row_id.removeprefix("task-")
     request = urllib.request.Request(f"{base_url}/api/tasks/{gone}", method="DELETE")
     urllib.request.urlopen(request).close()  # deleted in another tab, say
     rows(page).first.get_by_role("button", name="Done").click()

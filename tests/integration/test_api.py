@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from quart import Response
 from quart.typing import TestClientProtocol as Client
 
 from tests.support.databases import EVERY_BACKEND
@@ -23,13 +24,14 @@ MAX_BIGINT = 2**63 - 1
 async def create(client: Client, name: str) -> dict[str, Any]:
     response = await client.post("/api/tasks", json={"name": name})
     assert response.status_code == 201
-    return await response.get_json()
+    task: dict[str, Any] = await response.get_json()
+    return task
 
 
-async def assert_problem(response: Any, status: int) -> dict[str, Any]:
+async def assert_problem(response: Response, status: int) -> dict[str, Any]:
     assert response.status_code == status
     assert response.mimetype == PROBLEM
-    body = await response.get_json()
+    body: dict[str, Any] = await response.get_json()
     assert body["status"] == status
     assert body["title"] and body["type"] == "about:blank"
     return body
@@ -104,7 +106,9 @@ async def test_patch_renames_and_completes(client: Client) -> None:
 
 
 @pytest.mark.parametrize("payload", [{}, {"name": None}, {"done": None}])
-async def test_patch_with_nothing_to_change_or_null_is_422(client: Client, payload: dict) -> None:
+async def test_patch_with_nothing_to_change_or_null_is_422(
+    client: Client, payload: dict[str, Any]
+) -> None:
     task = await create(client, "x")
     response = await client.patch(f"/api/tasks/{task['id']}", json=payload)
     await assert_problem(response, 422)

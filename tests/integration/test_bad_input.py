@@ -55,7 +55,9 @@ def raw_request(server: LiveServer, request: bytes) -> tuple[int, dict[str, str]
     return int(status_line.split()[1]), headers, body
 
 
-def get_with_cookie(server: LiveServer, path: str, cookie: bytes) -> tuple[int, dict, bytes]:
+def get_with_cookie(
+    server: LiveServer, path: str, cookie: bytes
+) -> tuple[int, dict[str, str], bytes]:
     return raw_request(
         server,
         b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: " + cookie
@@ -119,7 +121,8 @@ NOT_UTF8_NAMES = [b"name=%FF%FE", b"name=%FF", b"name=%ED%A0%80", b"name=caf%E9"
 
 
 async def tasks(client: Client) -> list[dict[str, Any]]:
-    return (await (await client.get("/api/tasks")).get_json())["items"]
+    items: list[dict[str, Any]] = (await (await client.get("/api/tasks")).get_json())["items"]
+    return items
 
 
 async def flashed_page(client: Client) -> str:
@@ -290,7 +293,9 @@ def test_a_20_mb_delete_is_413_over_http_and_deletes_nothing(
         b'POST /api/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n'
         b'Content-Length: 16\r\nConnection: close\r\n\r\n{"name": "kept"}',
     )
-    task_id = re.search(rb'"id":(\d+)', created[2]).group(1)
+    found = re.search(rb'"id":(\d+)', created[2])
+    assert found is not None, created
+    task_id = found.group(1)
     body = b"x" * (20 * 1024 * 1024)
     if chunked:
         framing = b"Transfer-Encoding: chunked"

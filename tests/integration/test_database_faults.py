@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
-from quart import Quart
+from quart import Quart, Response
 from quart.typing import TestClientProtocol as Client
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -63,10 +62,10 @@ async def terminate_connections(database: str) -> int:
     return len(rows)
 
 
-async def one_request(client: Client, n: int, task_ids: list[int]) -> tuple[str, Any]:
+async def one_request(client: Client, n: int, task_ids: list[int]) -> tuple[str, Response]:
     """One of the app's reads or writes (HTML, htmx, API, readiness); `(what, response)`."""
     task_id = random.choice(task_ids)
-    requests = [
+    requests: list[tuple[str, Callable[[], Awaitable[Response]]]] = [
         ("GET /api/tasks", lambda: client.get("/api/tasks")),
         ("GET /api/tasks/id", lambda: client.get(f"/api/tasks/{task_id}")),
         ("POST /api/tasks", lambda: client.post("/api/tasks", json={"name": f"api {n}"})),
@@ -85,7 +84,7 @@ async def one_request(client: Client, n: int, task_ids: list[int]) -> tuple[str,
     return what, await send()
 
 
-async def assert_503_or_success(what: str, response: Any) -> bool:
+async def assert_503_or_success(what: str, response: Response) -> bool:
     """True for a 503; fails on anything that is neither a success nor a proper 503."""
     status = response.status_code
     if status in SUCCESS:
@@ -144,7 +143,9 @@ STATE_ERROR = "cannot switch to state 15; another operation (2) is in progress"
 
 
 async def driver_connection(connection: AsyncConnection) -> asyncpg.Connection:
-    return (await connection.get_raw_connection()).driver_connection
+    driver: asyncpg.Connection | None = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None, "the connection is checked out"
+    return driver
 
 
 async def test_a_read_on_a_connection_asyncpg_left_broken_drops_it_and_retries(
@@ -160,7 +161,8 @@ async def test_a_read_on_a_connection_asyncpg_left_broken_drops_it_and_retries(
         used.append(await driver_connection(connection))
         if len(used) == 1:
             raise wrapped(state.engine, asyncpg.exceptions.InternalClientError(STATE_ERROR))
-        return (await connection.execute(text("SELECT 1"))).scalar_one()
+        one: int = (await connection.execute(text("SELECT 1"))).scalar_one()
+        return one
 
     assert await read(state.reader, query) == 1
     assert used[0].is_closed(), "the broken connection went back to the pool"
@@ -191,7 +193,9 @@ async def test_a_write_that_committed_is_not_a_503_when_the_count_after_it_fails
     stored twice), without the count."""
     client = app.test_client()
     headers = {"HX-Request": "true", "HX-Request-Type": "partial", "Sec-Fetch-Site": "same-origin"}
-    tasks = find_state(app).tasks
+    state = find_state(app)
+    assert state is not None
+    tasks = state.tasks
     kept = await tasks.create("kept")
 
     async def count_fails() -> int | None:

@@ -23,7 +23,8 @@ async def test_healthz_and_readyz_when_all_is_well(app: Quart) -> None:
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @pytest.fixture

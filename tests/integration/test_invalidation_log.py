@@ -55,7 +55,7 @@ class Process:
 def database(request: pytest.FixtureRequest) -> str:
     """The run's PostgreSQL or MariaDB database, emptied. LISTEN/NOTIFY is PostgreSQL's:
     on MariaDB the log is delivered by the poll alone."""
-    url = request.getfixturevalue(f"{request.param}_url")
+    url: str = request.getfixturevalue(f"{request.param}_url")
     asyncio.run(empty_tables(url))
     return url
 
@@ -196,10 +196,10 @@ async def test_delivered_by_two_processes_at_once_and_twice_by_one_the_token_cha
         return await courier.deliver_due()
 
     a.courier.bump = slow_bump
-    delivered = await asyncio.gather(
+    delivered = list(await asyncio.gather(
         a.courier.deliver_due(), b.courier.deliver_due(), later(0.1, b.courier),
         later(0.2, a.courier),
-    )
+    ))
     delivered += [await a.courier.deliver_due(), await b.courier.deliver_due()]
 
     assert sorted(delivered) == [0, 0, 0, 0, 0, 1]

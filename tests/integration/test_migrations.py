@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -57,13 +58,18 @@ def server_database(backend: str) -> Iterator[str]:
     drop(url)
 
 
-def inspect_database(url: str) -> tuple[set[str], list]:
-    def read(connection: Connection) -> tuple[set[str], list]:
+# What autogenerate finds: a tuple per difference, e.g. ("add_table", Table), or a list of
+# tuples for the changes to one column.
+SchemaDiff = list[tuple[Any, ...] | list[tuple[Any, ...]]]
+
+
+def inspect_database(url: str) -> tuple[set[str], SchemaDiff]:
+    def read(connection: Connection) -> tuple[set[str], SchemaDiff]:
         tables = set(inspect(connection).get_table_names())
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         return tables, compare_metadata(context, Base.metadata)
 
-    async def main() -> tuple[set[str], list]:
+    async def main() -> tuple[set[str], SchemaDiff]:
         engine = create_async_engine(url)
         try:
             async with engine.connect() as connection:

@@ -36,7 +36,8 @@ def spec(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     app = create_app(Settings(env="development", database_url=url))
 
     async def fetch() -> dict[str, Any]:
-        return await (await app.test_client().get("/openapi.json")).get_json()
+        spec: dict[str, Any] = await (await app.test_client().get("/openapi.json")).get_json()
+        return spec
 
     return asyncio.run(fetch())
 

@@ -30,10 +30,13 @@ async def seed(app: Quart, count: int) -> list[int]:
     return [(await tasks.create(f"task {n}")).id for n in range(count)]
 
 
-async def test_pages_go_from_newest_to_oldest_through_next_links(app: Quart, client: Client):
+async def test_pages_go_from_newest_to_oldest_through_next_links(
+    app: Quart, client: Client
+) -> None:
     ids = await seed(app, 2 * PAGE_SIZE + 7)
     newest_first = ids[::-1]
-    pages, path = [], "/"
+    pages: list[list[int]] = []
+    path: str | None = "/"
     while path:
         html = await get(client, path)
         pages.append(task_ids(html))
@@ -67,7 +70,9 @@ async def test_htmx_loads_the_next_page_as_rows_and_its_own_link(
     app: Quart, client: Client
 ) -> None:
     ids = await seed(app, PAGE_SIZE + 3)
-    link = NEXT.search(await get(client, "/", HTMX)).group(1)
+    found = NEXT.search(await get(client, "/", HTMX))
+    assert found is not None
+    link = found.group(1)
     fragment = await get(client, link, HTMX)
     assert fragment.lstrip().startswith('<li id="task-') and "<section" not in fragment
     assert task_ids(fragment) == ids[:3][::-1]
@@ -84,7 +89,9 @@ async def test_the_load_more_link_works_with_and_without_javascript(
     more = re.search(r'<li id="load-more"[^>]*><a ([^>]*)>Load more</a></li>', html)
     assert more is not None
     attributes = more.group(1)
-    href = re.search(r'href="([^"]+)"', attributes).group(1)
+    found = re.search(r'href="([^"]+)"', attributes)
+    assert found is not None
+    href = found.group(1)
     assert f'hx-get="{href}"' in attributes and 'hx-trigger="click, revealed"' in attributes
     # htmx swaps the answer for the link's <li>: the rows go where the link was.
     assert 'hx-target:inherited="closest li" hx-swap:inherited="outerHTML"' in html

@@ -102,8 +102,10 @@ async def test_names_round_trip_exactly(session: AsyncSession, name: str) -> Non
     tasks = TaskRepository(session)
     task = await tasks.add(name)
     assert task.name == name
-    assert (await tasks.get(task.id)).name == name
-    assert (await tasks.update(task.id, done=True)).name == name
+    got = await tasks.get(task.id)
+    assert got is not None and got.name == name
+    updated = await tasks.update(task.id, done=True)
+    assert updated is not None and updated.name == name
 
 
 async def test_names_compare_exactly_case_trailing_spaces_and_accents_included(

@@ -25,6 +25,7 @@ from quart.typing import TestClientProtocol as Client
 from sqlalchemy.engine import make_url
 
 from app import create_app
+from app.cache import MemcachedBackend
 from app.cache.backends.pool import ConnectionPool, PoolTimeout
 from app.settings import Settings
 from app.state import find_state
@@ -107,11 +108,12 @@ async def waiting_on_locks(dsn: str, database: str) -> int:
     inside a transaction, pg_stat_activity keeps answering from its first snapshot)."""
     connection = await asyncpg.connect(dsn)
     try:
-        return await connection.fetchval(
+        waiting: int = await connection.fetchval(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE datname = $1 AND wait_event_type = 'Lock'",
             database,
         )
+        return waiting
     finally:
         await connection.close()
 
@@ -196,7 +198,9 @@ async def test_with_every_memcached_connection_held_requests_miss_within_an_op_t
     assert state is not None
     client = cached_app.test_client()
     await client.post("/api/tasks", json={"name": "before"})
-    (server,) = state.cache.backend.servers.values()
+    backend = state.cache.backend
+    assert isinstance(backend, MemcachedBackend)
+    (server,) = backend.servers.values()
     held = [await server.pool.acquire(1) for _ in range(server.pool.size)]
     try:
         await assert_answered_in_an_op_timeout(client)

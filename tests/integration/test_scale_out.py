@@ -26,19 +26,19 @@ WRITERS = 6
 SECONDS = 6.0
 WORKERS = 2  # per replica
 
+Replicas = tuple[tuple[LiveServer, LiveServer], tuple[MemcachedProcess, MemcachedProcess]]
+
 
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-    tuple[tuple[LiveServer, LiveServer], tuple[MemcachedProcess, MemcachedProcess]]
-]:
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     url = create_postgres_database()
     memcached = (MemcachedProcess(), MemcachedProcess())
     servers: list[LiveServer] = []
     logs = tmp_path_factory.mktemp("scale-out")
     try:
         run_alembic(url, ("upgrade", "head"))
-        for server in memcached:
-            server.start()
+        for process in memcached:
+            process.start()
         command = image_command()
         assert command[:2] == ["sh", "-c"]
         env = {
@@ -58,12 +58,12 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     finally:
         for server in servers:
             server.stop()
-        for server in memcached:
-            server.kill()
+        for process in memcached:
+            process.kill()
         drop_postgres_database(url)
 
 
-def test_writes_through_one_replica_are_read_through_the_other_at_once(replicas) -> None:  # noqa: ANN001
+def test_writes_through_one_replica_are_read_through_the_other_at_once(replicas: Replicas) -> None:
     (a, b), (memcached, _) = replicas
     statuses: Counter[int] = Counter()
     stale: list[str] = []
@@ -107,7 +107,7 @@ def test_writes_through_one_replica_are_read_through_the_other_at_once(replicas)
     assert pairs > 50, statuses
 
 
-def test_the_dashboard_through_either_replica_shows_the_same_totals(replicas) -> None:  # noqa: ANN001
+def test_the_dashboard_through_either_replica_shows_the_same_totals(replicas: Replicas) -> None:
     (a, b), _ = replicas
     processes = 2 * WORKERS
     deadline = time.monotonic() + 15

@@ -49,6 +49,12 @@ def tasks(engine: AsyncEngine, clock: Clock) -> TaskService:
     return TaskService(make_sessionmaker(engine), CacheService(client, clock=clock))
 
 
+async def stored_name(tasks: TaskService, task_id: int) -> str:
+    task = await tasks.get(task_id)
+    assert task is not None, f"task {task_id} is gone"
+    return task.name
+
+
 async def listed_names(tasks: TaskService) -> list[str]:
     return [task["name"] for task in (await tasks.list_page()).tasks]
 
@@ -58,7 +64,7 @@ async def test_every_write_is_visible_to_the_next_read(tasks: TaskService) -> No
     task = await tasks.create("one")
     assert await listed_names(tasks) == ["one"]
     await tasks.update(task.id, name="uno")
-    assert (await tasks.get(task.id)).name == "uno"
+    assert await stored_name(tasks, task.id) == "uno"
     assert [t.name for t in (await tasks.page(limit=10, offset=0)).items] == ["uno"]
     await tasks.update(task.id, done=True)
     assert (await tasks.list_page()).tasks[0]["done"] is True
@@ -111,7 +117,7 @@ async def test_a_write_cancelled_after_its_commit_still_invalidates(
     """A client that hangs up while the write bumps its generations (Quart then cancels the
     view) must not leave the cache serving what the committed write replaced."""
     task = await tasks.create("old")
-    assert (await tasks.get(task.id)).name == "old"
+    assert await stored_name(tasks, task.id) == "old"
     assert await listed_names(tasks) == ["old"]
     bumping, release, bumped = asyncio.Event(), asyncio.Event(), asyncio.Event()
     bump = tasks.cache.bump
@@ -131,7 +137,7 @@ async def test_a_write_cancelled_after_its_commit_still_invalidates(
     release.set()
     await asyncio.wait_for(bumped.wait(), 5)
 
-    assert (await tasks.get(task.id)).name == "new"
+    assert await stored_name(tasks, task.id) == "new"
     assert await listed_names(tasks) == ["new"]
 
 
@@ -149,11 +155,11 @@ async def test_a_commit_with_an_unknown_outcome_still_invalidates(
 ) -> None:
     task = await tasks.create("old")
     assert await listed_names(tasks) == ["old"]
-    assert (await tasks.get(task.id)).name == "old"
+    assert await stored_name(tasks, task.id) == "old"
     lossy = async_sessionmaker(engine, expire_on_commit=False, sync_session_class=AckLost)
 
     with pytest.raises(DatabaseUnavailable):
         await TaskService(lossy, tasks.cache).update(task.id, name="new")
 
     assert await listed_names(tasks) == ["new"]
-    assert (await tasks.get(task.id)).name == "new"
+    assert await stored_name(tasks, task.id) == "new"

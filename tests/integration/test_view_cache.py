@@ -63,7 +63,8 @@ def queries(app: Quart) -> QueryCounter:
 async def create(client: Client, name: str) -> dict[str, Any]:
     response = await client.post("/api/tasks", json={"name": name})
     assert response.status_code == 201
-    return await response.get_json()
+    task: dict[str, Any] = await response.get_json()
+    return task
 
 
 async def test_list_is_served_from_the_cache_until_a_write(
