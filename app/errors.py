@@ -7,7 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Quart, Response, current_app, render_template, request
+from quart import Quart, Response, jsonify, render_template, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -32,7 +32,7 @@ def problem(status: int, detail: str | None = None, **extra: Any) -> Response:
         body["detail"] = detail
     body["instance"] = request.path
     body.update(extra)
-    response = current_app.json.response(body)
+    response = jsonify(body)
     response.status_code = status
     response.mimetype = PROBLEM_JSON
     return response

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response, jsonify
 from quart_schema import document_response
 
 from app import db
@@ -50,10 +50,10 @@ async def readyz() -> Response:
         await db.ping(state.reader)
     except db.DatabaseUnavailable:
         body = {"status": "unavailable", "database": "down", "cache": cache}
-        response = current_app.json.response(body)
+        response = jsonify(body)
         response.status_code = 503
         return response
-    return current_app.json.response({"status": "ok", "database": "ok", "cache": cache})
+    return jsonify({"status": "ok", "database": "ok", "cache": cache})
 
 
 async def cache_reachable(cache: CacheClient) -> bool:

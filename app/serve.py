@@ -50,7 +50,8 @@ SHUTDOWN_GRACE = 5.0
 
 def main() -> None:
     """Parse hypercorn's command line and serve with `supervise` instead of its `run`."""
-    hypercorn_cli.run = supervise  # the CLI builds the Config, then calls `run(config)`
+    # The CLI builds the Config, then calls `run(config)`, a name it imports, not exports.
+    hypercorn_cli.run = supervise  # type: ignore[attr-defined]
     sys.exit(hypercorn_cli.main())
 
 

@@ -90,7 +90,8 @@ def init_app(app: Quart, settings: Settings, *, release: str) -> None:
 
 
 def get_state() -> AppState:
-    return current_app.extensions[EXTENSION_KEY]
+    state: AppState = current_app.extensions[EXTENSION_KEY]
+    return state
 
 
 def find_state(app: Quart) -> AppState | None:

@@ -25,6 +25,8 @@ from werkzeug.routing import Rule
 from app.errors import PROBLEM_JSON
 from app.webcache.views import VIEW_CACHE_ATTRIBUTE
 
+type View = Callable[..., Any]
+
 PROBLEMS_ATTRIBUTE = "_api_problems"
 EMPTY_ATTRIBUTE = "_api_empty_responses"
 HEADERS_ATTRIBUTE = "_api_headers"
@@ -69,35 +71,35 @@ class ValidationProblem(Problem):
     errors: list[FieldError]
 
 
-def problems(*statuses: int) -> Callable[[Callable], Callable]:
+def problems(*statuses: int) -> Callable[[View], View]:
     """Document the problem+json answers a view can give besides its own success."""
 
-    def decorator(view: Callable) -> Callable:
+    def decorator(view: View) -> View:
         add_problems(view, *statuses)
         return view
 
     return decorator
 
 
-def add_problems(view: Callable, *statuses: int) -> None:
-    known = getattr(view, PROBLEMS_ATTRIBUTE, frozenset())
+def add_problems(view: View, *statuses: int) -> None:
+    known: frozenset[int] = getattr(view, PROBLEMS_ATTRIBUTE, frozenset())
     setattr(view, PROBLEMS_ATTRIBUTE, known | frozenset(statuses))
 
 
-def empty_response(status: int, description: str) -> Callable[[Callable], Callable]:
+def empty_response(status: int, description: str) -> Callable[[View], View]:
     """Document an answer without a body (quart-schema's always has a JSON one)."""
 
-    def decorator(view: Callable) -> Callable:
+    def decorator(view: View) -> View:
         setattr(view, EMPTY_ATTRIBUTE, {**getattr(view, EMPTY_ATTRIBUTE, {}), status: description})
         return view
 
     return decorator
 
 
-def headers(status: int, **descriptions: str) -> Callable[[Callable], Callable]:
+def headers(status: int, **descriptions: str) -> Callable[[View], View]:
     """Document response headers (`Location="..."`; underscores become dashes)."""
 
-    def decorator(view: Callable) -> Callable:
+    def decorator(view: View) -> View:
         known = dict(getattr(view, HEADERS_ATTRIBUTE, {}))
         named = {name.replace("_", "-"): text for name, text in descriptions.items()}
         known[status] = {**known.get(status, {}), **named}
@@ -117,7 +119,7 @@ class ApiDescription(OpenAPIProvider):
             schema["components"]["schemas"].update(_components(model))
         return schema
 
-    def build_paths(self, rule: Rule) -> tuple[dict, dict]:
+    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)
         view = self._app.view_functions[rule.endpoint]
         for operations in paths.values():
@@ -127,7 +129,7 @@ class ApiDescription(OpenAPIProvider):
         return paths, components
 
     def _complete(
-        self, operation: dict[str, Any], view: Callable, method: str, endpoint: str
+        self, operation: dict[str, Any], view: View, method: str, endpoint: str
     ) -> dict[str, Any]:
         responses: dict[int, dict[str, Any]] = operation["responses"]
         if "requestBody" in operation:

@@ -11,13 +11,11 @@ from app.api import bp
 from app.api.body import json_body
 from app.api.openapi import empty_response, headers, problems
 from app.state import get_tasks
-from app.tasks.schemas import Task, TaskCreate, TaskUpdate
+from app.tasks.schemas import MAX_BIGINT, Task, TaskCreate, TaskUpdate
 from app.tasks.service import ALL_TASKS, LIST_TIMEOUT, ONE_TASK
 from app.webcache.views import cached
 
-TASK_ID = "<int:task_id>"
-# The largest OFFSET both databases take (a signed 64-bit integer); beyond it they overflow.
-MAX_OFFSET = 2**63 - 1
+MAX_OFFSET = MAX_BIGINT  # the databases overflow beyond it
 
 
 class PageQuery(BaseModel):
@@ -62,7 +60,7 @@ async def create_task(data: TaskCreate) -> tuple[Task, int, dict[str, str]]:
     return task, 201, {"Location": url_for("api.get_task", task_id=task.id)}
 
 
-@bp.get(f"/tasks/{TASK_ID}")
+@bp.get("/tasks/<int:task_id>")
 @cached(LIST_TIMEOUT, depends_on=[ONE_TASK])
 @validate_response(Task)
 @problems(404, 503)
@@ -71,7 +69,7 @@ async def get_task(task_id: int) -> Task:
     return _found(await get_tasks().get(task_id), task_id)
 
 
-@bp.patch(f"/tasks/{TASK_ID}")
+@bp.patch("/tasks/<int:task_id>")
 @json_body(TaskUpdate)
 @validate_response(Task)
 @problems(404, 503)
@@ -81,7 +79,7 @@ async def update_task(task_id: int, data: TaskUpdate) -> Task:
     return _found(task, task_id)
 
 
-@bp.delete(f"/tasks/{TASK_ID}")
+@bp.delete("/tasks/<int:task_id>")
 @empty_response(204, "The task is deleted.")
 @problems(404, 503)
 async def delete_task(task_id: int) -> tuple[str, int]:

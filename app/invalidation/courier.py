@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, cast
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -77,7 +77,7 @@ class Courier:
 
     @property
     def engine(self) -> AsyncEngine:
-        return self.sessions.kw["bind"]
+        return cast(AsyncEngine, self.sessions.kw["bind"])  # the engine its sessions are bound to
 
     async def record(self, session: AsyncSession, invalidation: Invalidation) -> None:
         """Store `invalidation` in the write's transaction (`session`)."""
@@ -191,7 +191,7 @@ class Courier:
                 self._warn("listen", f"cannot listen for invalidations: {error}")
             await asyncio.sleep(self.listen_retry)
 
-    async def _listen_once(self, params: dict[str, Any]) -> None:
+    async def _listen_once(self, params: Mapping[str, Any]) -> None:
         """Listen until the connection closes. Notifications sent while no connection
         listened are lost, so each new one starts with a look at the log."""
         connection = await asyncpg.connect(**params, timeout=5)

@@ -18,12 +18,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
     Integer,
     String,
+    Table,
     bindparam,
     delete,
     insert,
@@ -97,7 +98,7 @@ def _sqlite_clock(element: clock_ms, compiler: Any, **kw: Any) -> str:
     return "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
 
-_log = InvalidationRow.__table__
+_log = cast(Table, InvalidationRow.__table__)  # typed FromClause; a mapped class's table is a Table
 
 
 # Built once: a statement made per call (as `insert().values([...])` is) cost 0.5 ms more
@@ -131,7 +132,7 @@ async def claim_due(session: AsyncSession, *, lease_ms: int, limit: int) -> list
         .with_for_update(skip_locked=True)
     )
     extend = update(_log).values(due_ms=clock_ms() + lease_ms)
-    if session.bind.dialect.update_returning:
+    if session.get_bind().dialect.update_returning:
         rows = await session.execute(
             extend.where(_log.c.id.in_(due.scalar_subquery()))
             .returning(_log.c.id, _log.c.namespace)
@@ -160,7 +161,7 @@ async def release(session: AsyncSession, rows: ColumnElement[bool]) -> None:
     """Make `rows` due now, for another process to deliver, and wake the listeners (sent
     when the transaction commits)."""
     await session.execute(update(_log).where(rows).values(due_ms=clock_ms()))
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
 
@@ -173,6 +174,6 @@ async def forget(session: AsyncSession, write_ids: Sequence[str]) -> None:
 
     On PostgreSQL the commit does not wait for its WAL flush, nor adds one of its own to
     the writes' flushes: a delete lost in a crash only means a row delivered twice."""
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SET LOCAL synchronous_commit = off"))
     await session.execute(delete(_log).where(_log.c.write_id.in_(write_ids)))

@@ -8,18 +8,26 @@ transaction (writes) or an autocommit `AsyncConnection` (reads, one round trip e
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
-from sqlalchemy import Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    CursorResult,
+    Result,
+    Row,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.tasks.models import TaskRow
-from app.tasks.schemas import Task
+from app.tasks.schemas import Task, is_task_id
 
-# The largest id a BIGINT holds; a bigger id (say, from a URL) names no task.
-MAX_TASK_ID = 2**63 - 1
-
-TASK = TaskRow.__table__
+TASK = cast(Table, TaskRow.__table__)  # typed FromClause; a mapped class's table is a Table
 COLUMNS = (TASK.c.id, TASK.c.name, TASK.c.done, TASK.c.created_at, TASK.c.updated_at)
 # Computed once per statement by the database (an uncorrelated subquery), not once per row.
 TOTAL = select(func.count()).select_from(TASK).scalar_subquery().label("total")
@@ -48,7 +56,7 @@ class TaskRepository:
         self.db = db
         # MySQL has no RETURNING (MariaDB none on UPDATE): a write there reads its row back
         # in its own transaction. MariaDB takes that path too, so it tests MySQL's.
-        dialect = db.bind.dialect if isinstance(db, AsyncSession) else db.dialect
+        dialect = db.get_bind().dialect if isinstance(db, AsyncSession) else db.dialect
         self._returning = dialect.update_returning
 
     async def newest(
@@ -81,7 +89,7 @@ class TaskRepository:
         return (await self.db.execute(query)).scalar_one()
 
     async def get(self, task_id: int) -> Task | None:
-        if not 0 < task_id <= MAX_TASK_ID:
+        if not is_task_id(task_id):
             return None
         row = (await self.db.execute(select(*COLUMNS).where(TASK.c.id == task_id))).first()
         return None if row is None else _to_task(row)
@@ -91,13 +99,14 @@ class TaskRepository:
         query = insert(TASK).values(name=name, done=False, created_at=now, updated_at=now)
         if self._returning:
             return _to_task((await self.db.execute(query.returning(*COLUMNS))).one())
-        (task_id,) = (await self.db.execute(query)).inserted_primary_key
-        return await self._written(task_id)
+        key = _cursor(await self.db.execute(query)).inserted_primary_key
+        assert key is not None  # typed Optional: a single-row INSERT always has one
+        return await self._written(key[0])
 
     async def update(
         self, task_id: int, *, name: str | None = None, done: bool | None = None
     ) -> Task | None:
-        if not 0 < task_id <= MAX_TASK_ID:
+        if not is_task_id(task_id):
             return None
         values: dict[str, Any] = {"updated_at": datetime.now(UTC)}
         if name is not None:
@@ -106,7 +115,8 @@ class TaskRepository:
             values["done"] = done
         query = update(TASK).where(TASK.c.id == task_id).values(values)
         if not self._returning:
-            return await self._written(task_id) if (await self.db.execute(query)).rowcount else None
+            written = _cursor(await self.db.execute(query)).rowcount
+            return await self._written(task_id) if written else None
         row = (await self.db.execute(query.returning(*COLUMNS))).first()
         return None if row is None else _to_task(row)
 
@@ -115,13 +125,19 @@ class TaskRepository:
         return _to_task((await self.db.execute(select(*COLUMNS).where(TASK.c.id == task_id))).one())
 
     async def delete(self, task_id: int) -> bool:
-        if not 0 < task_id <= MAX_TASK_ID:
+        if not is_task_id(task_id):
             return False
         result = await self.db.execute(delete(TASK).where(TASK.c.id == task_id))
-        return result.rowcount > 0
+        return _cursor(result).rowcount > 0
 
 
-def _to_task(row: Row[Any]) -> Task:
+def _cursor(result: Result[*tuple[Any, ...]]) -> CursorResult[*tuple[Any, ...]]:
+    """A DML statement's result: a session types it as a plain `Result`, but it is the
+    connection's `CursorResult`, which has `rowcount` and `inserted_primary_key`."""
+    return cast(CursorResult[*tuple[Any, ...]], result)
+
+
+def _to_task(row: Row[*tuple[Any, ...]]) -> Task:
     return Task(
         id=row.id,
         name=row.name,

@@ -1,4 +1,5 @@
-"""The task's data shapes: the DTO every layer passes around, and the rules for a name.
+"""The task's data shapes: the DTO every layer passes around, and the rules for a name
+and an id.
 
 `Task` is plain data (never an ORM object) so that it can be cached as JSON and returned
 by the API as it is.
@@ -22,6 +23,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+# The largest signed 64-bit integer: the most a BIGINT holds and an OFFSET takes.
+MAX_BIGINT = 2**63 - 1
+MAX_TASK_ID = MAX_BIGINT
 NAME_MAX_LENGTH = 500
 NAME_REQUIRED = "Task name is required."
 NAME_TOO_LONG = f"Task name must be at most {NAME_MAX_LENGTH} characters."
@@ -41,6 +45,11 @@ _SPACE = r"\u0020\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
 NAME_PATTERN = rf"^[^{_CONTROL}]*[^{_CONTROL}{_SPACE}][^{_CONTROL}]*$"
 _NOT_ONE_LINE = re.compile(f"[{_CONTROL}]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def is_task_id(value: int) -> bool:
+    """True if `value` can name a task; any other number (say, from a URL) names none."""
+    return 0 < value <= MAX_TASK_ID
 
 
 class InvalidTaskName(ValueError):

@@ -7,6 +7,7 @@ message out of band (never through the session, so a cached list page never hold
 
 from __future__ import annotations
 
+from typing import cast
 from urllib.parse import parse_qsl
 
 from quart import Response, flash, redirect, render_template, request, url_for
@@ -17,13 +18,11 @@ from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 from app.db import DatabaseUnavailable
 from app.htmx import VARY_HEADERS, add_vary, wants_partial
 from app.state import get_tasks
-from app.tasks.repository import MAX_TASK_ID
-from app.tasks.schemas import InvalidTaskName
+from app.tasks.schemas import MAX_TASK_ID, InvalidTaskName, is_task_id
 from app.tasks.service import ALL_TASKS, LIST_TIMEOUT
 from app.web import bp
 from app.webcache.views import cached
 
-TASK_ID = "<int:task_id>"
 TASK_GONE = "That task no longer exists."
 FORM_TYPE = "application/x-www-form-urlencoded"
 NAME_NOT_UTF8 = "Task name is not valid UTF-8 text."
@@ -53,7 +52,7 @@ def _cursor(value: str | None) -> int | None:
     if value is None:
         return None
     digits = value.isascii() and value.isdigit() and len(value) <= len(str(MAX_TASK_ID))
-    if not digits or not 0 < int(value) <= MAX_TASK_ID:
+    if not digits or not is_task_id(int(value)):
         raise BadRequest("The page link is not valid: 'before' must be a task id.")
     return int(value)
 
@@ -73,7 +72,7 @@ async def create_task() -> Response:
                         summary=True)
 
 
-@bp.post(f"/{TASK_ID}/rename")
+@bp.post("/<int:task_id>/rename")
 @hide
 async def rename_task(task_id: int) -> Response:
     try:
@@ -89,7 +88,7 @@ async def rename_task(task_id: int) -> Response:
     return await _reply(f"Renamed to “{task.name}”.", "success", "tasks/_changed.html", task=task)
 
 
-@bp.post(f"/{TASK_ID}/complete")
+@bp.post("/<int:task_id>/complete")
 @hide
 async def complete_task(task_id: int) -> Response:
     done = (await _form()).get("done", "1") != "0"
@@ -99,7 +98,7 @@ async def complete_task(task_id: int) -> Response:
     return await _reply(None, "success", "tasks/_changed.html", task=task)
 
 
-@bp.post(f"/{TASK_ID}/delete")
+@bp.post("/<int:task_id>/delete")
 @hide
 async def delete_task(task_id: int) -> Response:
     await _form()  # none of it is used, but a form that is not text is refused here too
@@ -113,7 +112,7 @@ async def _form() -> MultiDict[str, str]:
     escaped bytes that are not UTF-8 into U+FFFD (a garbled name, stored) and raw ones into
     an empty form (a blank name, reported). The forms post `FORM_TYPE`, browsers and htmx
     alike; another type of body is refused (415) rather than parsed less strictly."""
-    body = await request.get_data(cache=True)
+    body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
     if not body:
         return MultiDict()
     if request.mimetype != FORM_TYPE:
@@ -158,8 +157,9 @@ async def _reply(
         return add_vary(Response(body, status=status))
     if message:
         await flash(message, category)
-    # 303: the browser follows with a GET, so a reload never re-submits the form.
-    return add_vary(redirect(url_for("web.index"), 303))
+    # 303: the browser follows with a GET, so a reload never re-submits the form. Quart's
+    # redirect is typed with werkzeug's Response; it returns the app's own Response class.
+    return add_vary(cast(Response, redirect(url_for("web.index"), 303)))
 
 
 async def _summary() -> dict[str, object]:

@@ -49,8 +49,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from jinja2 import Environment, TemplateRuntimeError, Undefined, nodes, pass_context
@@ -110,7 +111,7 @@ class FragmentCache:
         return found
 
     async def store(
-        self, rows: Mapping[str, tuple[str, str | None]], template_digest: str, ttl: int | float
+        self, rows: Mapping[str, tuple[str, str | None]], template_digest: str, ttl: int
     ) -> None:
         """Store ``{key: (html, version)}`` concurrently; failures are left to the client."""
         await asyncio.gather(*(
@@ -191,7 +192,7 @@ class CacheExtension(Extension):
         vary: list[Any],
         template_digest: str,
         reads_user_state: bool,
-        caller: Callable[[], Any],
+        caller: Callable[[], Awaitable[str]],
     ) -> str:
         fragments: FragmentCache | None = getattr(self.environment, "fragment_cache", None)
         if reads_user_state:
@@ -200,7 +201,7 @@ class CacheExtension(Extension):
         if fragments is None:
             return await caller()
         key = fragments.make_template_fragment_key(name, vary)
-        if expiry == "del":
+        if expiry == "del":  # Flask-Caching's tag syntax, which this tag keeps whole
             await fragments.delete(key)
             return await caller()
         ttl = _ttl(expiry)
@@ -213,12 +214,13 @@ class CacheExtension(Extension):
 
     def _refuse_user_state(self, name: str) -> None:
         """Raise in debug; otherwise warn once per name (the block then renders uncached)."""
-        config = self.environment.globals.get("config") or {}
+        config = self.environment.globals.get("config")
+        debug = isinstance(config, Mapping) and config.get("DEBUG")
         message = (
             f"{{% cache %}} block {name!r} reads session or get_flashed_messages: its cached "
             "copy would be served to other visitors (vary on the session, or move it out)"
         )
-        if config.get("DEBUG"):
+        if debug:
             raise FragmentCacheMisuse(message)
         if name not in self._warned:
             self._warned.add(name)
@@ -315,14 +317,15 @@ def _key_part(value: Any) -> str | int:
     return str(value)
 
 
-def _ttl(timeout: Any) -> int | float:
+def _ttl(timeout: Any) -> int:
+    """Whole seconds (memcached's unit), rounded up."""
     if timeout is None:
         return DEFAULT_TIMEOUT
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise TemplateRuntimeError(
             f"cache timeout must be positive seconds, None or 'del', not {timeout!r}"
         )
-    return timeout
+    return math.ceil(timeout)
 
 
 def _reads_user_state(body: list[nodes.Node], vary: list[nodes.Expr]) -> bool:
