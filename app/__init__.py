@@ -8,6 +8,7 @@ from quart import Quart
 from quart_schema import QuartSchema
 
 from app import errors, limits, request_log, security, state
+from app.api.body import StrictJSONRequest
 from app.api.openapi import ApiDescription
 from app.asgi import ASGIApp, HeaderLookup, wrap_asgi
 from app.cache.service import CacheService
@@ -51,6 +52,7 @@ def _quart_app(settings: Settings) -> Quart:
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
     )
+    app.request_class = StrictJSONRequest
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
