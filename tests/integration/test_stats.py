@@ -11,7 +11,7 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from app import create_app
-from app.cache import CacheClient, KeyBuilder, MemcachedBackend
+from app.cache import make_cache_client
 from app.cache.dashboard.history import HitRatioHistory, Point, summed
 from app.cache.dashboard.peers import Peers
 from app.cache.dashboard.report import KINDS
@@ -179,7 +179,8 @@ OTHER_POINT_AT = 5.0 * round(time.time() / 5) - 60  # a sampling time before the
 @pytest.fixture
 async def other_process(memcached_server: MemcachedProcess) -> AsyncIterator[Peers]:
     """Another app process publishing to the same memcached (its counts are made up)."""
-    cache = CacheClient(MemcachedBackend([memcached_server.address]), keys=KeyBuilder("tasklist"))
+    settings = Settings(env="development", memcache_servers=(memcached_server.address,))
+    cache = make_cache_client(settings)
     kinds = {"view": {"hits": 10, "misses": 5, "sets": 5, "deletes": 1}}
     history = [{"at": OTHER_POINT_AT, "ratio": 0.5, "lookups": 4, "hits": 2}]
     peers = Peers(cache, lambda: {"kinds": kinds, "history": history}, interval=0.2)
