@@ -27,6 +27,23 @@ class HeaderLookup(Protocol):
     def get(self, key: str, /) -> str | None: ...
 
 
+class HTTPMiddleware:
+    """An ASGI middleware for HTTP requests: other scopes (lifespan, websockets) go to the
+    wrapped app untouched, HTTP ones to `handle`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def handle(self, scope: Message, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
 def wrap_asgi(app: Quart, middleware: Callable[[ASGIApp], ASGIApp]) -> None:
     """Put `middleware` around the app's ASGI handler (Quart's way to add ASGI middleware:
     wrap `app.asgi_app`, so the app object itself stays a Quart app). Each call wraps the

@@ -15,22 +15,20 @@ from functools import partial
 from quart import Quart, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from app.asgi import ASGIApp, Message, Receive, Send, wrap_asgi
+from app.asgi import ASGIApp, HTTPMiddleware, Message, Receive, Send, wrap_asgi
 
 
-class BodyLimit:
+class BodyLimit(HTTPMiddleware):
     """ASGI middleware: pass on a request body up to the first chunk that takes it over
     `limit` bytes, then end it there. Quart then holds a body over its limit, which it
     refuses (413) as soon as anything reads it; the rest is read and dropped, so that the
     client, still sending, gets to read that answer."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.limit = limit
 
-    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+    async def handle(self, scope: Message, receive: Receive, send: Send) -> None:
         received = 0
 
         async def limited_receive() -> Message:

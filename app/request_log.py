@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from quart import Quart
 
-from app.asgi import ASGIApp, Message, Receive, Send, wrap_asgi
+from app.asgi import HTTPMiddleware, Message, Receive, Send, wrap_asgi
 from app.settings import LogFormat
 
 log = logging.getLogger("tasklist.request")
@@ -39,17 +39,11 @@ SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 NEEDS_QUOTES = re.compile(r'[\s"=\\\x00-\x1f\x7f]')
 
 
-class RequestLog:
+class RequestLog(HTTPMiddleware):
     """ASGI middleware: log each HTTP request once it is over, whatever ended it (the
     response sent, the app raising, the client gone), and tag it with `X-Request-ID`."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Message, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         request_id = request_id_of(scope["headers"])
         # 500 until a response starts: a server answers 500 when the app raises before that.

@@ -12,16 +12,7 @@ from urllib.parse import urlsplit
 
 from quart import Quart, Response, request
 
-from app.asgi import (
-    ASGIApp,
-    HeaderLookup,
-    Message,
-    RawHeaders,
-    Receive,
-    Send,
-    with_response_headers,
-    wrap_asgi,
-)
+from app import asgi
 from app.errors import error_page
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -45,7 +36,7 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
-def is_cross_origin(method: str, headers: HeaderLookup, host: str) -> bool:
+def is_cross_origin(method: str, headers: asgi.HeaderLookup, host: str) -> bool:
     """True when a browser sent an unsafe request from another origin (or a hidden one)."""
     if method in SAFE_METHODS:
         return False
@@ -58,25 +49,18 @@ def is_cross_origin(method: str, headers: HeaderLookup, host: str) -> bool:
     return origin == "null" or urlsplit(origin).netloc.lower() != host.lower()
 
 
-class SecurityHeaders:
-    """ASGI middleware: add the security headers to every HTTP response that lacks them.
+class SecurityHeaders(asgi.HTTPMiddleware):
+    """Add the security headers to every HTTP response that lacks them.
 
     It wraps the whole ASGI app, so responses that never reach a Quart view (served from a
     cache in front of it, or static files) get them too.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        await self.app(scope, receive, with_response_headers(send, _add_security_headers))
+    async def handle(self, scope: asgi.Message, receive: asgi.Receive, send: asgi.Send) -> None:
+        await self.app(scope, receive, asgi.with_response_headers(send, _add_security_headers))
 
 
-def _add_security_headers(headers: RawHeaders) -> RawHeaders:
+def _add_security_headers(headers: asgi.RawHeaders) -> asgi.RawHeaders:
     present = {name.lower() for name, _ in headers}
     return headers + [(n, v) for n, v in SECURITY_HEADERS if n not in present]
 
@@ -88,4 +72,4 @@ def init_app(app: Quart) -> None:
             return await error_page(403, CROSS_ORIGIN)
         return None
 
-    wrap_asgi(app, SecurityHeaders)
+    asgi.wrap_asgi(app, SecurityHeaders)

@@ -62,7 +62,6 @@ class Courier:
     ) -> None:
         self.sessions = sessions
         self.bump = bump
-        self.lease = lease
         self.poll = poll
         self.backoff = backoff
         self.listen_retry = listen_retry

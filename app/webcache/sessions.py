@@ -1,4 +1,4 @@
-"""Server-side sessions in the cache (DESIGN rule 10): `CacheSessionInterface`.
+"""Server-side sessions in the cache, so that the cookie carries no data: `CacheSessionInterface`.
 
 The cookie holds only a random session id (32 bytes, base64url) signed with itsdangerous
 under the app's ``SECRET_KEY`` (``SECRET_KEY_FALLBACKS`` still verify) and timed out after
@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from itsdangerous import BadSignature, TimestampSigner
 from quart.sessions import SecureCookieSession, SessionInterface, SessionMixin
@@ -45,6 +45,15 @@ if TYPE_CHECKING:
     from werkzeug.wrappers import Response as WerkzeugResponse
 
 NAMESPACE = "session"
+
+
+class CookieFlags(TypedDict):
+    httponly: bool
+    domain: str | None
+    path: str
+    secure: bool
+    samesite: str | None
+    partitioned: bool
 
 
 class CacheSession(SecureCookieSession):
@@ -118,22 +127,33 @@ class CacheSessionInterface(SessionInterface):
         sid = session.sid or secrets.token_urlsafe(32)
         ttl = max(1, int(app.permanent_session_lifetime.total_seconds()))
         stored = await client.set(_key(client, sid), _serializer.dumps(dict(session)), ttl)
-        if not stored or response is None:
-            return
+        if stored and response is not None:
+            self._set_cookie(app, session, response, sid)
+
+    def _set_cookie(
+        self, app: Quart, session: SessionMixin, response: Response | WerkzeugResponse, sid: str
+    ) -> None:
+        """Send the signed session id, with Quart's cookie settings."""
         signer = self._signer(app)
         assert signer is not None  # open_session returned a CacheSession, so there is a key
         response.set_cookie(
             self.get_cookie_name(app),
             signer.sign(sid).decode("ascii"),
             expires=self.get_expiration_time(app, session),
-            httponly=self.get_cookie_httponly(app),
-            domain=self.get_cookie_domain(app),
-            path=self.get_cookie_path(app),
-            secure=self.get_cookie_secure(app),
-            samesite=self.get_cookie_samesite(app),
-            partitioned=self.get_cookie_partitioned(app),
+            **self._cookie_flags(app),
         )
         response.vary.add("Cookie")
+
+    def _cookie_flags(self, app: Quart) -> CookieFlags:
+        """The cookie's attributes from Quart's config, the same to set and to delete it."""
+        return {
+            "httponly": self.get_cookie_httponly(app),
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "samesite": self.get_cookie_samesite(app),
+            "partitioned": self.get_cookie_partitioned(app),
+        }
 
     def _signer(self, app: Quart) -> TimestampSigner | None:
         if not app.secret_key:
@@ -151,15 +171,7 @@ class CacheSessionInterface(SessionInterface):
             return None
 
     def _delete_cookie(self, app: Quart, response: Response | WerkzeugResponse) -> None:
-        response.delete_cookie(
-            self.get_cookie_name(app),
-            domain=self.get_cookie_domain(app),
-            path=self.get_cookie_path(app),
-            secure=self.get_cookie_secure(app),
-            samesite=self.get_cookie_samesite(app),
-            httponly=self.get_cookie_httponly(app),
-            partitioned=self.get_cookie_partitioned(app),
-        )
+        response.delete_cookie(self.get_cookie_name(app), **self._cookie_flags(app))
         response.vary.add("Cookie")
 
 

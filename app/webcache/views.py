@@ -44,6 +44,7 @@ from werkzeug.routing import Map, MapAdapter, Rule
 from app.asgi import (
     ASGIApp,
     HeaderLookup,
+    HTTPMiddleware,
     Message,
     RawHeaders,
     Receive,
@@ -96,7 +97,7 @@ class CapturedResponse:
     body: bytearray = field(default_factory=bytearray)
 
 
-class ViewCacheMiddleware:
+class ViewCacheMiddleware(HTTPMiddleware):
     def __init__(
         self,
         app: Quart,
@@ -108,8 +109,8 @@ class ViewCacheMiddleware:
         release: str,
         recent_bytes: int = 32 * 1024 * 1024,
     ) -> None:
-        self.app = app
-        self.asgi_app = asgi_app
+        super().__init__(asgi_app)
+        self.quart = app  # whose url_map says which routes are cached
         self.get_service = get_service
         self.variant = variant
         self.has_session = has_session
@@ -119,18 +120,18 @@ class ViewCacheMiddleware:
         self._matches: dict[str, ViewMatch | None] = {}
         self._keys: dict[tuple[str, bytes, str], tuple[str, list[str], list[str]]] = {}
 
-    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
-            return await self.asgi_app(scope, receive, send)
+    async def handle(self, scope: Message, receive: Receive, send: Send) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
         route = self._match(scope["path"])
         service = self.get_service()
         if route is None or service is None:
-            return await self.asgi_app(scope, receive, send)
+            return await self.app(scope, receive, send)
         spec, view_args = route
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if self.has_session(headers) or _has_body(headers):
             bypass = partial(_merge, extra=_cache_headers(spec, "bypass"))
-            return await self.asgi_app(scope, receive, with_response_headers(send, bypass))
+            return await self.app(scope, receive, with_response_headers(send, bypass))
         await self._serve(service, spec, view_args, scope, headers, receive, send)
 
     async def _serve(
@@ -166,7 +167,7 @@ class ViewCacheMiddleware:
             stored, state = usable
             return await self._send(send, scope, stored, etag, state, gzip_ok)
         record = self._recording(send, service, key, spec, tokens, etag, scope["method"] == "GET")
-        await self.asgi_app(scope, receive, record)
+        await self.app(scope, receive, record)
 
     async def _usable(
         self,
@@ -294,7 +295,7 @@ class ViewCacheMiddleware:
         async def render() -> None:
             client = BackgroundClient()
             record = self._recording(client.send, service, key, spec, tokens, "", True)
-            await self.asgi_app(request, client.receive, record)
+            await self.app(request, client.receive, record)
 
         service.refresh_in_background(key, render)
 
@@ -318,33 +319,26 @@ class ViewCacheMiddleware:
     def _cached_routes(self) -> MapAdapter:
         """A small map holding only the cached GET routes; the 'endpoint' is the spec."""
         rules: list[Rule] = []
-        for rule in self.app.url_map.iter_rules():
-            view = self.app.view_functions.get(rule.endpoint)
+        for rule in self.quart.url_map.iter_rules():
+            view = self.quart.view_functions.get(rule.endpoint)
             spec = getattr(view, VIEW_CACHE_ATTRIBUTE, None)
             if spec is not None and "GET" in (rule.methods or ()):
                 rules.append(Rule(rule.rule, endpoint=spec, methods=["GET"]))
-        return Map(rules, converters=self.app.url_map.converters).bind("cache.invalid")
+        return Map(rules, converters=self.quart.url_map.converters).bind("cache.invalid")
 
 
+@dataclass
 class ResponseRecorder:
     """A `send` that passes a response on, with the cache's headers, and stores it once
     complete if it is shareable. The store runs after the client has the whole body."""
 
-    def __init__(
-        self,
-        send: Send,
-        store: Callable[[CapturedResponse], Awaitable[None]],
-        cache_headers: RawHeaders,
-        etag: str,
-        storable: bool,
-    ) -> None:
-        self.send = send
-        self.store = store
-        self.cache_headers = cache_headers
-        self.etag = etag
-        self.storable = storable
-        self.captured = CapturedResponse()
-        self.recording = False
+    send: Send
+    store: Callable[[CapturedResponse], Awaitable[None]]
+    cache_headers: RawHeaders
+    etag: str
+    storable: bool
+    captured: CapturedResponse = field(default_factory=CapturedResponse)
+    recording: bool = False
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
