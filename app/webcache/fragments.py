@@ -21,7 +21,7 @@ Keys and digests (Rails' recyclable keys): a key is built by the client's `KeyBu
 the ``fragment`` namespace from the name and the vary values (for a row: the row's `key`
 after `vary`), never from the template digest, so `FragmentCache.make_template_fragment_key`
 names the exact key of a fragment for a delete. The entry holds
-``{"t": template digest, "r": release, "v": row version or None, "h": html}``; a stored
+``{"template": digest, "release": release, "version": row version or None, "html": html}``; a stored
 digest, release or version that differs from the current one is a miss (counted as one on
 the dashboard), and the fresh rendering overwrites the same key. Editing a template
 therefore retires its fragments without leaving copies behind, and changing one item
@@ -100,12 +100,12 @@ class FragmentCache:
             value = entry.value
             if (
                 isinstance(value, dict)
-                and value.get("t") == template_digest
-                and value.get("r", "") == self.release
-                and value.get("v") == version
-                and isinstance(value.get("h"), str)
+                and value.get("template") == template_digest
+                and value.get("release") == self.release
+                and value.get("version") == version
+                and isinstance(value.get("html"), str)
             ):
-                found[key] = value["h"]
+                found[key] = value["html"]
             else:
                 self._recount_as_miss(key)
         return found
@@ -116,7 +116,10 @@ class FragmentCache:
         """Store ``{key: (html, version)}`` concurrently; failures are left to the client."""
         await asyncio.gather(*(
             self.client.set(
-                key, {"t": template_digest, "r": self.release, "v": version, "h": html}, ttl
+                key,
+                {"template": template_digest, "release": self.release, "version": version,
+                 "html": html},
+                ttl,
             )
             for key, (html, version) in rows.items()
         ))
@@ -256,16 +259,13 @@ async def cached_rows(
         return Markup("".join([await template.render_async({**outer, as_: item}) for item in rows]))
 
     ttl = _ttl(timeout)
-    template_digest = _extension(env).template_digest(template_name)
     prefix = template_name if name is None else name
-    keys, versions = [], []
-    for item in rows:
-        parts = _field(env, item, key, "key")
-        parts = parts if isinstance(parts, tuple) else (parts,)
-        keys.append(fragments.make_template_fragment_key(prefix, (*vary, *parts)))
-        row_version = None if version is None else _field(env, item, version, "version")
-        versions.append(None if row_version is None else str(row_version))
-
+    keys = [
+        fragments.make_template_fragment_key(prefix, (*vary, *_key_parts(env, item, key)))
+        for item in rows
+    ]
+    versions = [None if version is None else _version(env, item, version) for item in rows]
+    template_digest = _extension(env).template_digest(template_name)
     found = await fragments.fetch(keys, template_digest, versions)
     rendered: dict[str, tuple[str, str | None]] = {}
     html = []
@@ -278,6 +278,16 @@ async def cached_rows(
         html.append(rendered[row_key][0])
     await fragments.store(rendered, template_digest, ttl)
     return Markup("".join(html))
+
+
+def _key_parts(env: Environment, item: Any, key: ItemField) -> tuple[Any, ...]:
+    parts = _field(env, item, key, "key")
+    return parts if isinstance(parts, tuple) else (parts,)
+
+
+def _version(env: Environment, item: Any, version: ItemField) -> str | None:
+    found = _field(env, item, version, "version")
+    return None if found is None else str(found)
 
 
 def init_fragment_cache(env: Environment, fragments: FragmentCache | None) -> None:
