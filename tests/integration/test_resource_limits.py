@@ -9,7 +9,6 @@ that wait on a table lock, taken out of the cache client's own pool, or stuck on
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -217,11 +216,11 @@ async def test_with_memcached_frozen_requests_miss_within_an_op_timeout(
     client = cached_app.test_client()
     await client.post("/api/tasks", json={"name": "before"})
     assert (await client.get("/")).status_code == 200  # connections open and pooled
-    os.kill(memcached_server._proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+    memcached_server.send_signal(signal.SIGSTOP)
     try:
         await assert_answered_in_an_op_timeout(client)
     finally:
-        os.kill(memcached_server._proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+        memcached_server.send_signal(signal.SIGCONT)
 
 
 async def test_once_a_wait_for_a_connection_times_out_callers_fail_at_once_until_one_is_back(

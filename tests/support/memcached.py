@@ -68,6 +68,12 @@ class MemcachedProcess:
                 time.sleep(0.01)
         raise RuntimeError(f"memcached did not start on port {self.port}")
 
+    def send_signal(self, signum: int) -> None:
+        """Signal the running memcached: SIGSTOP freezes it (its connections stay open and
+        nothing is answered), SIGCONT thaws it."""
+        assert self._proc is not None and self.running, "memcached is not running"
+        os.kill(self._proc.pid, signum)
+
     def kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
@@ -112,8 +118,9 @@ def memcached_factory() -> Iterator[Callable[..., MemcachedProcess]]:
     """``start(authfile=None, port=None) -> MemcachedProcess``; all killed at teardown."""
     started: list[MemcachedProcess] = []
 
-    def start(**kwargs: object) -> MemcachedProcess:
-        server = MemcachedProcess(**kwargs).start()  # type: ignore[arg-type]
+    def start(port: int | None = None, *, authfile: Path | None = None,
+              memory_mb: int = 64) -> MemcachedProcess:
+        server = MemcachedProcess(port, authfile=authfile, memory_mb=memory_mb).start()
         started.append(server)
         return server
 
