@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.db import transaction
 from app.invalidation import log
 from app.invalidation.log import Claimed, Invalidation
+from app.throttled_log import ThrottledLog
 
 LEASE = 0.25  # a row's grace for its writer, and a claim's length
 POLL = 0.5  # the longest a process goes without looking at the log
@@ -40,7 +41,6 @@ BACKOFF = 1.0  # how long a process that failed a delivery leaves the log to the
 CLAIM_LIMIT = 256
 SETTLE_BATCH = 0.01  # writes settled within this window share one transaction
 LISTEN_RETRY = 1.0
-WARN_EVERY = 10.0
 
 Bump = Callable[..., Awaitable[bool]]
 logger = logging.getLogger("tasklist.invalidation")
@@ -72,7 +72,7 @@ class Courier:
         self._wake = asyncio.Event()
         self._next_look = 0.0  # loop time of the next look at the log
         self._quiet_until = 0.0
-        self._warned: dict[str, float] = {}
+        self._warnings = ThrottledLog(logger)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -122,8 +122,11 @@ class Courier:
             await log.settle(session, delivered=delivered + covered, released=released)
         if released:
             self._quiet_until = asyncio.get_running_loop().time() + self.backoff
-            self._warn("deliver", f"could not deliver {len(released)} invalidation(s) "
-                       "(the cache did not answer); released them to the other processes")
+            self._warnings.warning(
+                "deliver",
+                "could not deliver %d invalidation(s) (the cache did not answer); released "
+                "them to the other processes", len(released),
+            )
         return len(delivered)
 
     async def run(self) -> None:
@@ -157,7 +160,7 @@ class Courier:
             try:
                 await self.deliver_due()
             except Exception as error:  # noqa: BLE001 (a background loop must outlive it)
-                self._warn("look", f"could not read the invalidation log: {error}")
+                self._warnings.warning("look", "could not read the invalidation log: %s", error)
             self._next_look = max(self._next_look, self._quiet_until)
 
     async def _settle_writes(self) -> None:
@@ -177,7 +180,9 @@ class Courier:
                         await log.release(session, log.of_writes(undelivered))
             # the rows stay: delivered again (harmless), or due a lease from their write
             except Exception as error:  # noqa: BLE001 (a background loop must outlive it)
-                self._warn("settle", f"could not settle this process's invalidations: {error}")
+                self._warnings.warning(
+                    "settle", "could not settle this process's invalidations: %s", error
+                )
 
     async def _listen(self) -> None:
         """LISTEN on a connection of its own, reconnecting when it is lost."""
@@ -185,9 +190,9 @@ class Courier:
         while True:
             try:
                 await self._listen_once(params)
-                self._warn("listen", "lost the connection listening for invalidations")
+                self._warnings.warning("listen", "lost the connection listening for invalidations")
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                self._warn("listen", f"cannot listen for invalidations: {error}")
+                self._warnings.warning("listen", "cannot listen for invalidations: %s", error)
             await asyncio.sleep(self.listen_retry)
 
     async def _listen_once(self, params: Mapping[str, Any]) -> None:
@@ -205,9 +210,3 @@ class Courier:
 
     def _notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         self._look_now()
-
-    def _warn(self, what: str, message: str) -> None:
-        now = asyncio.get_running_loop().time()
-        if now - self._warned.get(what, -math.inf) >= WARN_EVERY:
-            self._warned[what] = now
-            logger.warning("%s", message)
