@@ -7,20 +7,24 @@ add-on configures the app without any glue.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from sqlalchemy.engine import URL, make_url
 
+from app.cache.backends.auth import AUTH_MODES, AuthMode
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SQLITE_PATH = PROJECT_ROOT / "instance" / "tasklist.sqlite3"
+DEFAULT_DATABASE_URL = f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}"
 DEVELOPMENT_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"
 
-AuthMode = Literal["auto", "memcachier", "memcached"]
-STATS_PUBLISH_SECONDS = 2.0  # how often each process publishes its dashboard counters
+Environment = Literal["production", "development"]
+ENVIRONMENTS: tuple[Environment, ...] = get_args(Environment)
 LogFormat = Literal["plain", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
 
 
 class SettingsError(ValueError):
@@ -29,9 +33,11 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    env: Literal["production", "development"] = "production"
+    """The app's settings; every default is written here, once (`from_env` reads them)."""
+
+    env: Environment = "production"
     secret_key: str = field(default=DEVELOPMENT_SECRET_KEY, repr=False)
-    database_url: str = field(default=f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}", repr=False)
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     db_pool_size: int = 5
     db_max_overflow: int = 5
     db_pool_timeout: float = 5.0
@@ -45,7 +51,7 @@ class Settings:
     memcache_password: str | None = field(default=None, repr=False)
     memcache_auth_mode: AuthMode = "auto"
     cache_key_prefix: str = "tasklist"
-    cache_connect_timeout: float = 2.0
+    cache_connect_timeout: float = 2.0  # memcached deadlines: the tutorial's values
     cache_op_timeout: float = 0.75
     cache_pool_size: int = 8
     cache_retry_timeout: float = 2.0
@@ -55,7 +61,7 @@ class Settings:
     cache_memory_max_items: int = 10_000
     cache_recent_bytes: int = 32 * 1024 * 1024
     cache_enabled: bool = True
-    cache_stats_publish_seconds: float = STATS_PUBLISH_SECONDS
+    cache_stats_publish_seconds: float = 2.0  # how often each process publishes its counters
     log_format: LogFormat = "plain"
 
     @property
@@ -72,63 +78,58 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build the settings from `environ` (default: `os.environ`).
+        """Build the settings from `environ` (default: `os.environ`); an unset or blank
+        variable keeps the default.
 
         Raises `SettingsError` for a malformed value, or for a production app without
         `SECRET_KEY`.
         """
         env = os.environ if environ is None else environ
-        app_env = env.get("APP_ENV", "production").strip().lower() or "production"
-        if app_env not in ("production", "development"):
-            raise SettingsError(f"APP_ENV must be 'production' or 'development', not {app_env!r}")
-        secret_key = env.get("SECRET_KEY", "").strip()
-        if not secret_key:
-            if app_env == "production":
-                raise SettingsError(
-                    "SECRET_KEY is not set. Set it to a long random string "
-                    "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
-                    "or set APP_ENV=development for a local run."
-                )
-            secret_key = DEVELOPMENT_SECRET_KEY
-        auth_mode = env.get("MEMCACHIER_AUTH_MODE", "auto").strip().lower() or "auto"
-        if auth_mode not in ("auto", "memcachier", "memcached"):
-            raise SettingsError(
-                f"MEMCACHIER_AUTH_MODE must be auto, memcachier or memcached, not {auth_mode!r}"
-            )
-        log_format = env.get("LOG_FORMAT", "plain").strip().lower() or "plain"
-        if log_format not in ("plain", "json"):
-            raise SettingsError(f"LOG_FORMAT must be plain or json, not {log_format!r}")
-        stats_publish = _float(env, "CACHE_STATS_PUBLISH_SECONDS", STATS_PUBLISH_SECONDS)
-        if not 0 < stats_publish < float("inf"):
-            raise SettingsError(
-                f"CACHE_STATS_PUBLISH_SECONDS must be a positive number, not {stats_publish!r}"
-            )
+        app_env = _choice(env, "APP_ENV", ENVIRONMENTS, cls.env)
         return cls(
-            env=app_env,  # type: ignore[arg-type]
-            secret_key=secret_key,
+            env=app_env,
+            secret_key=_secret_key(env, app_env),
             database_url=database_url_from_env(env),
             invalidation_log=_flag(env, "INVALIDATION_LOG"),
-            db_pool_size=_int(env, "DB_POOL_SIZE", 5),
-            db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 5),
-            db_pool_timeout=_float(env, "DB_POOL_TIMEOUT", 5.0),
-            db_statement_timeout=_float(env, "DB_STATEMENT_TIMEOUT", 5.0),
+            db_pool_size=_int(env, "DB_POOL_SIZE", cls.db_pool_size),
+            db_max_overflow=_int(env, "DB_MAX_OVERFLOW", cls.db_max_overflow),
+            db_pool_timeout=_float(env, "DB_POOL_TIMEOUT", cls.db_pool_timeout),
+            db_statement_timeout=_float(env, "DB_STATEMENT_TIMEOUT", cls.db_statement_timeout),
             memcache_servers=parse_servers(env.get("MEMCACHIER_SERVERS", "")),
             memcache_username=env.get("MEMCACHIER_USERNAME") or None,
             memcache_password=env.get("MEMCACHIER_PASSWORD") or None,
-            memcache_auth_mode=auth_mode,  # type: ignore[arg-type]
-            cache_key_prefix=env.get("CACHE_KEY_PREFIX", "tasklist").strip() or "tasklist",
-            cache_pool_size=_int(env, "CACHE_POOL_SIZE", 8),
-            cache_connect_timeout=_float(env, "CACHE_CONNECT_TIMEOUT", 2.0),
-            cache_op_timeout=_float(env, "CACHE_OP_TIMEOUT", 0.75),
-            cache_retry_timeout=_float(env, "CACHE_RETRY_TIMEOUT", 2.0),
-            cache_dead_timeout=_float(env, "CACHE_DEAD_TIMEOUT", 30.0),
-            cache_failure_limit=_int(env, "CACHE_FAILURE_LIMIT", 3),
-            cache_max_item_size=_int(env, "CACHE_MAX_ITEM_SIZE", 1024 * 1024),
-            cache_recent_bytes=_int(env, "CACHE_RECENT_BYTES", 32 * 1024 * 1024),
+            memcache_auth_mode=_choice(
+                env, "MEMCACHIER_AUTH_MODE", AUTH_MODES, cls.memcache_auth_mode
+            ),
+            cache_key_prefix=env.get("CACHE_KEY_PREFIX", "").strip() or cls.cache_key_prefix,
+            cache_pool_size=_int(env, "CACHE_POOL_SIZE", cls.cache_pool_size),
+            cache_connect_timeout=_float(env, "CACHE_CONNECT_TIMEOUT", cls.cache_connect_timeout),
+            cache_op_timeout=_float(env, "CACHE_OP_TIMEOUT", cls.cache_op_timeout),
+            cache_retry_timeout=_float(env, "CACHE_RETRY_TIMEOUT", cls.cache_retry_timeout),
+            cache_dead_timeout=_float(env, "CACHE_DEAD_TIMEOUT", cls.cache_dead_timeout),
+            cache_failure_limit=_int(env, "CACHE_FAILURE_LIMIT", cls.cache_failure_limit),
+            cache_max_item_size=_int(env, "CACHE_MAX_ITEM_SIZE", cls.cache_max_item_size),
+            cache_recent_bytes=_int(env, "CACHE_RECENT_BYTES", cls.cache_recent_bytes),
             cache_enabled=_flag(env, "CACHE_ENABLED") is not False,
-            cache_stats_publish_seconds=stats_publish,
-            log_format=log_format,  # type: ignore[arg-type]
+            cache_stats_publish_seconds=_positive(
+                env, "CACHE_STATS_PUBLISH_SECONDS", cls.cache_stats_publish_seconds
+            ),
+            log_format=_choice(env, "LOG_FORMAT", LOG_FORMATS, cls.log_format),
         )
+
+
+def _secret_key(env: Mapping[str, str], app_env: Environment) -> str:
+    """`SECRET_KEY`; without it a fixed key in development, a refusal in production."""
+    secret_key = env.get("SECRET_KEY", "").strip()
+    if secret_key:
+        return secret_key
+    if app_env == "production":
+        raise SettingsError(
+            "SECRET_KEY is not set. Set it to a long random string "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
+            "or set APP_ENV=development for a local run."
+        )
+    return DEVELOPMENT_SECRET_KEY
 
 
 def database_url_from_env(env: Mapping[str, str]) -> str:
@@ -149,7 +150,7 @@ def normalise_database_url(url: str) -> str:
     url = url.strip()
     if not url:
         DEFAULT_SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}"
+        return DEFAULT_DATABASE_URL
     for scheme in ("postgres://", "postgresql://"):
         if url.startswith(scheme):
             return "postgresql+asyncpg://" + url.removeprefix(scheme)
@@ -176,6 +177,22 @@ def rds_database_url(env: Mapping[str, str]) -> str:
     variables EB sets. The engine comes from `RDS_ENGINE` (`mysql` or `postgres`), else
     from the port (3306 or 5432). User and password are quoted, so any character is safe;
     the password may be empty (a database without one), not unset."""
+    _require_rds_variables(env)
+    port = env["RDS_PORT"].strip()
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"RDS_PORT must be a port number, not {port!r}")
+    return URL.create(
+        _rds_driver(env, port),
+        username=env["RDS_USERNAME"],
+        password=env["RDS_PASSWORD"],
+        host=env["RDS_HOSTNAME"].strip(),
+        port=int(port),
+        database=env["RDS_DB_NAME"].strip(),
+    ).render_as_string(hide_password=False)
+
+
+def _require_rds_variables(env: Mapping[str, str]) -> None:
+    """Refuse a partial set of the five `RDS_*` variables (the password may be empty)."""
     required = ("RDS_HOSTNAME", "RDS_PORT", "RDS_DB_NAME", "RDS_USERNAME")
     missing = [name for name in required if not env.get(name, "").strip()]
     if "RDS_PASSWORD" not in env:
@@ -186,9 +203,10 @@ def rds_database_url(env: Mapping[str, str]) -> str:
             "all five RDS_* variables for an attached database; set the missing ones, or "
             "DATABASE_URL instead."
         )
-    port = env["RDS_PORT"].strip()
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise SettingsError(f"RDS_PORT must be a port number, not {port!r}")
+
+
+def _rds_driver(env: Mapping[str, str], port: str) -> str:
+    """The async driver of `RDS_ENGINE`, else of the engine the port is the default of."""
     engine = env.get("RDS_ENGINE", "").strip().lower() or RDS_DEFAULT_PORTS.get(port)
     if engine is None:
         raise SettingsError(
@@ -197,14 +215,7 @@ def rds_database_url(env: Mapping[str, str]) -> str:
         )
     if engine not in RDS_ENGINES:
         raise SettingsError(f"RDS_ENGINE must be mysql or postgres, not {engine!r}")
-    return URL.create(
-        RDS_ENGINES[engine],
-        username=env["RDS_USERNAME"],
-        password=env["RDS_PASSWORD"],
-        host=env["RDS_HOSTNAME"].strip(),
-        port=int(port),
-        database=env["RDS_DB_NAME"].strip(),
-    ).render_as_string(hide_password=False)
+    return RDS_ENGINES[engine]
 
 
 def parse_servers(value: str) -> tuple[str, ...]:
@@ -235,21 +246,42 @@ def _flag(env: Mapping[str, str], name: str) -> bool | None:
     raise SettingsError(f"{name} must be 1 or 0 (true or false), not {raw!r}")
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
+def _choice[T: str](env: Mapping[str, str], name: str, choices: tuple[T, ...], default: T) -> T:
+    """One of `choices` (case-insensitive); `default` when the variable is not set."""
+    raw = env.get(name, "").strip().lower()
     if not raw:
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+    for choice in choices:
+        if raw == choice:
+            return choice
+    alternatives = f"{', '.join(choices[:-1])} or {choices[-1]}"
+    raise SettingsError(f"{name} must be {alternatives}, not {raw!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _parsed(env, name, int, default, "a whole number")
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _parsed(env, name, float, default, "a number")
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    """A number of seconds above 0 and finite."""
+    seconds = _float(env, name, default)
+    if not 0 < seconds < float("inf"):
+        raise SettingsError(f"{name} must be a positive number, not {seconds!r}")
+    return seconds
+
+
+def _parsed[T](
+    env: Mapping[str, str], name: str, parse: Callable[[str], T], default: T, what: str
+) -> T:
+    """`parse` of the variable; `default` when it is not set."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        return float(raw)
+        return parse(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+        raise SettingsError(f"{name} must be {what}, not {raw!r}") from None

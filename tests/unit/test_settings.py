@@ -1,4 +1,5 @@
-"""Settings come from the environment, as DESIGN.md section 2 describes."""
+"""Settings come from the environment (and `.env`, which never overrides it); a variable
+that is not set keeps its default."""
 
 from __future__ import annotations
 

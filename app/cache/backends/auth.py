@@ -21,11 +21,12 @@ login for the user ``_ascii_auth``. Credentials never appear in a repr, log or e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from .protocol import Connection
 
-AuthMode = Literal["auto", "memcachier", "memcached"]
+AuthMode = Literal["auto", "memcachier", "memcached"]  # MEMCACHIER_AUTH_MODE's values
+AUTH_MODES: tuple[AuthMode, ...] = get_args(AuthMode)
 AuthForm = Literal["memcachier", "memcached"]
 AUTH_KEY = b"_ascii_auth"  # the key of memcached's form: never one of ours (they hold ":")
 
