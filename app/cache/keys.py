@@ -15,8 +15,8 @@ import hashlib
 import re
 
 MAX_KEY_BYTES = 250
+# A readable part, and what a prefix and a namespace must be.
 _READABLE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FORBIDDEN = bytes(range(0, 33)) + b"\x7f"  # whitespace and control characters
 
 
@@ -44,8 +44,8 @@ class KeyBuilder:
     """
 
     def __init__(self, prefix: str = "tasklist", schema_version: int = 1) -> None:
-        if not _NAME.fullmatch(prefix):
-            raise ValueError(f"cache key prefix must match [A-Za-z0-9._-]{{1,64}}: {prefix!r}")
+        if not _READABLE.fullmatch(prefix):
+            raise ValueError(f"cache key prefix must match {_READABLE.pattern}: {prefix!r}")
         if schema_version < 0:
             raise ValueError("schema_version must be >= 0")
         self.prefix = prefix
@@ -53,8 +53,8 @@ class KeyBuilder:
         self._head = f"{prefix}:{schema_version}:"
 
     def key(self, namespace: str, *parts: object) -> str:
-        if not _NAME.fullmatch(namespace):
-            raise ValueError(f"cache namespace must match [A-Za-z0-9._-]{{1,64}}: {namespace!r}")
+        if not _READABLE.fullmatch(namespace):
+            raise ValueError(f"cache namespace must match {_READABLE.pattern}: {namespace!r}")
         head = self._head + namespace
         if not parts:
             return head
