@@ -1,16 +1,24 @@
 """The value envelope: what the cache stores for every entry (JSON, never pickle).
 
 Wire format: one header byte then the payload.
-``O`` + JSON ``{"d": value, "t": created, "x": soft_expires}`` that orjson reads exactly as
-the stdlib does (no run of 20+ digits: checked when written, so reads skip the scan);
+``O`` + JSON ``{"value": value, "created": created, "soft_expires": soft_expires}`` that
+orjson reads exactly as the stdlib does (no run of 20+ digits: checked when written, so
+reads skip the scan);
 ``J`` + the same JSON when it holds such a run (or written before ``O`` existed);
 ``Z`` + the JSON zlib-compressed (used from `compress_threshold` bytes);
 ``B`` + the JSON's length (4 bytes, big-endian) + the JSON + raw bytes: an entry with a
 `payload` (a response body, say), stored as it is, never inside a JSON string nor
-compressed again (its owner chooses its encoding). A bare ASCII
-integer (a counter written by ``incr``) decodes to an entry holding that int. A reader
-that predates ``O`` reads an ``O`` entry as garbage, i.e. a miss (fail open), and rewrites it.
-The ``O`` header is trusted (only `encode` writes it): its payload is not scanned again.
+compressed again (its owner chooses its encoding). Anything else is not an entry (a miss).
+A reader that predates ``O`` reads an ``O`` entry as garbage, i.e. a miss (fail open), and
+rewrites it. The ``O`` header is trusted (only `encode` writes it): its payload is not
+scanned again.
+
+Releases share memcached while a deploy rolls (generation tokens and memoized data are not
+keyed by release), so a change here must leave each release reading the other's entries
+either right or as misses. The field names were ``d``, ``t`` and ``x`` before: those are
+still read, so the new release keeps the old one's generation tokens and sessions; the old
+release reads the new names as garbage, i.e. misses. They can go once no entry of that
+release can be alive: 30 days (`MAX_TTL`, the tokens' TTL) after it stopped running.
 
 Encoding stays with the stdlib (it rejects NaN and non-JSON types; orjson would write NaN
 as null and accept UUIDs, enums, dataclasses). Decoding uses orjson (~0.5 us against ~2.5 us)
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +41,11 @@ PLAIN = b"J"  # plain JSON, orjson-safety unknown: scanned when read
 COMPRESSED = b"Z"
 BINARY = b"B"  # JSON, then a raw payload
 DEFAULT_COMPRESS_THRESHOLD = 1024
+_NUMBER = (int, float)
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-_scan = json.JSONDecoder().scan_once  # the C scanner: decode() minus its whitespace regexes
+# the C scanner: decode() minus its whitespace regexes (typeshed does not list it)
+_scan: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 _DIGITS = bytes.maketrans(b"0123456789", b"9999999999")
@@ -61,7 +72,9 @@ class Entry:
 
 def encode(entry: Entry, *, compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD) -> bytes:
     """Serialise an entry; raises `TypeError`/`ValueError` for a value JSON cannot hold."""
-    payload = _dumps({"d": entry.value, "t": entry.created, "x": entry.soft_expires}).encode()
+    payload = _dumps(
+        {"value": entry.value, "created": entry.created, "soft_expires": entry.soft_expires}
+    ).encode()
     if entry.payload is not None:
         return BINARY + len(payload).to_bytes(4, "big") + payload + entry.payload
     if len(payload) >= compress_threshold:
@@ -74,78 +87,28 @@ def encode(entry: Entry, *, compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD
 def decode(data: bytes) -> Entry | None:
     """The entry in `data`, or ``None`` if `data` is not a valid envelope (never raises)."""
     if data.startswith(b"O{") and data.endswith(b"}"):  # the common case, no digit scan
+        return _decode_safe(data[1:])
+    header, body = data[:1], data[1:]
+    if header == SAFE or header == PLAIN:
+        return _decode_json(body)
+    if header == COMPRESSED:
         try:
-            doc = _loads(data[1:])
-        except _JSONDecodeError:
-            return _decode_stdlib(data[1:])
-        try:
-            created, soft = doc["t"], doc["x"]
-            value = doc["d"]
-        except (TypeError, KeyError, IndexError):
+            return _decode_json(zlib.decompress(body))
+        except zlib.error:
             return None
-        if type(created) is not float and not isinstance(created, int | float):
-            return None
-        if soft is not None and type(soft) is not float and not isinstance(soft, int | float):
-            return None
-        entry = _new_entry(Entry)
-        _set_value(entry, value)
-        _set_created(entry, created)
-        _set_soft(entry, soft)
-        _set_payload(entry, None)
-        return entry
-    header = data[:1]
     if header == BINARY:
-        return _decode_binary(data)
-    try:
-        if header == PLAIN or header == SAFE:
-            payload = data[1:]
-        elif header == COMPRESSED:
-            payload = zlib.decompress(data[1:])
-        elif data.isdigit():
-            return Entry(int(data), 0.0)
-        else:
-            return None
-    except zlib.error:
-        return None
-    # orjson tolerates surrounding whitespace where the stdlib scanner does not: require braces
-    if payload[:1] != b"{" or payload[-1:] != b"}" or _LONG_NUMBER in payload.translate(_DIGITS):
-        return _decode_stdlib(payload)
-    try:
-        doc = _loads(payload)
-    except _JSONDecodeError:
-        return _decode_stdlib(payload)
-    return _envelope(doc)
+        return _decode_binary(body)
+    return None
 
 
 def decode_many[K](found: dict[K, bytes]) -> tuple[dict[K, Entry], list[K]]:
     """`decode` over a batch: the entries by name, and the names whose bytes were not valid
-    envelopes. The ``O`` case is `decode`'s, inlined (no call per value)."""
+    envelopes."""
     entries: dict[K, Entry] = {}
     bad: list[K] = []
-    new, set_value, set_created, set_soft = _new_entry, _set_value, _set_created, _set_soft
-    set_payload = _set_payload
-    loads = _loads
     for name, data in found.items():
-        if data.startswith(b"O{") and data.endswith(b"}"):
-            try:
-                doc = loads(data[1:])
-                created, soft = doc["t"], doc["x"]
-                value = doc["d"]
-            except Exception:  # not orjson's JSON, or not an envelope: decode decides
-                entry = decode(data)
-            else:
-                if (type(created) is not float and not isinstance(created, int | float)) or (
-                    soft is not None
-                    and type(soft) is not float
-                    and not isinstance(soft, int | float)
-                ):
-                    entry = None
-                else:
-                    entry = new(Entry)
-                    set_value(entry, value)
-                    set_created(entry, created)
-                    set_soft(entry, soft)
-                    set_payload(entry, None)
+        if data.startswith(b"O{") and data.endswith(b"}"):  # `decode`'s common case, inlined
+            entry = _decode_safe(data[1:])
         else:
             entry = decode(data)
         if entry is None:
@@ -155,13 +118,31 @@ def decode_many[K](found: dict[K, bytes]) -> tuple[dict[K, Entry], list[K]]:
     return entries, bad
 
 
-def _decode_binary(data: bytes) -> Entry | None:
-    size = int.from_bytes(data[1:5], "big")
-    if len(data) < 5 + size:
+def _decode_safe(payload: bytes) -> Entry | None:
+    """JSON written under the ``O`` header: orjson reads it as the stdlib would."""
+    try:
+        doc = _loads(payload)
+    except _JSONDecodeError:
+        return _decode_stdlib(payload)
+    return _envelope(doc)
+
+
+def _decode_json(payload: bytes) -> Entry | None:
+    """JSON that orjson may read differently from the stdlib: orjson only where it cannot."""
+    # orjson tolerates surrounding whitespace where the stdlib scanner does not: require braces
+    if payload[:1] != b"{" or payload[-1:] != b"}" or _LONG_NUMBER in payload.translate(_DIGITS):
+        return _decode_stdlib(payload)
+    return _decode_safe(payload)
+
+
+def _decode_binary(body: bytes) -> Entry | None:
+    """A ``B`` body: the JSON's length, the JSON, then the payload."""
+    size = int.from_bytes(body[:4], "big")
+    if len(body) < 4 + size:
         return None
-    entry = _decode_stdlib(data[5 : 5 + size])
+    entry = _decode_stdlib(body[4 : 4 + size])
     if entry is not None:
-        _set_payload(entry, data[5 + size :])
+        _set_payload(entry, body[4 + size :])
     return entry
 
 
@@ -175,14 +156,15 @@ def _decode_stdlib(payload: bytes) -> Entry | None:
 
 
 def _envelope(doc: Any) -> Entry | None:
+    """The entry a decoded JSON document holds, or ``None`` if it is not an envelope."""
     try:
-        created, soft = doc["t"], doc["x"]
-        value = doc["d"]
+        value, created, soft = doc["value"], doc["created"], doc["soft_expires"]
     except (TypeError, KeyError, IndexError):
-        return None
-    if not isinstance(created, int | float):
-        return None
-    if soft is not None and not isinstance(soft, int | float):
+        try:
+            value, created, soft = doc["d"], doc["t"], doc["x"]  # the legacy names (above)
+        except (TypeError, KeyError, IndexError):
+            return None
+    if not isinstance(created, _NUMBER) or not (soft is None or isinstance(soft, _NUMBER)):
         return None
     entry = _new_entry(Entry)  # Entry(value, created, soft) minus the frozen __init__'s cost
     _set_value(entry, value)
@@ -192,8 +174,10 @@ def _envelope(doc: Any) -> Entry | None:
     return entry
 
 
+# The slots' descriptors, to fill an `Entry` made by `object.__new__` (mypy does not type
+# a slot as a descriptor on the class: read them from the class's namespace).
 _new_entry = object.__new__
-_set_value = Entry.value.__set__  # type: ignore[attr-defined]  # slot descriptors
-_set_created = Entry.created.__set__  # type: ignore[attr-defined]
-_set_soft = Entry.soft_expires.__set__  # type: ignore[attr-defined]
-_set_payload = Entry.payload.__set__  # type: ignore[attr-defined]
+_set_value: Callable[[Entry, Any], None] = vars(Entry)["value"].__set__
+_set_created: Callable[[Entry, float], None] = vars(Entry)["created"].__set__
+_set_soft: Callable[[Entry, float | None], None] = vars(Entry)["soft_expires"].__set__
+_set_payload: Callable[[Entry, bytes | None], None] = vars(Entry)["payload"].__set__
