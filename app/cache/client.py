@@ -1,7 +1,7 @@
 """`CacheClient`: the fail-open cache facade the rest of the app uses.
 
 No method raises because of the cache: a backend error, timeout or unavailable server
-becomes a miss (reads) or ``False``/``None`` (writes), and is counted. Only the caller's
+becomes a miss (reads) or ``False`` (writes), and is counted. Only the caller's
 own cancellation propagates. Programming errors do raise: a key that is not a string, a
 non-positive TTL, or a value JSON cannot hold (`TypeError`/`ValueError`). A string key that
 memcached cannot carry (`KeyBuilder` never makes one) is a counted error and a miss.
@@ -15,13 +15,22 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
-from typing import Any
+from typing import Any, TypedDict
 
-from .backends.base import MAX_TTL, CacheBackend, PartialResult, ServerUnavailable, ValueTooLarge
+from app.throttled_log import ThrottledLog
+
+from .backends.base import (
+    MAX_TTL,
+    CacheBackend,
+    PartialResult,
+    ServerState,
+    ServerStatus,
+    ServerUnavailable,
+    ValueTooLarge,
+)
 from .entry import DEFAULT_COMPRESS_THRESHOLD, Entry, decode, decode_many, encode
 from .keys import KeyBuilder, namespace_of
-from .stats import ERRORS, HITS, INDEX, MISSES, CacheCounters
+from .stats import ERRORS, HITS, INDEX, MISSES, CacheCounters, Snapshot
 
 logger = logging.getLogger("app.cache")
 # Keys whose (namespace, server) and counters row are memoised. Many keys are used once
@@ -48,29 +57,18 @@ class CacheClient:
         self.max_item_size = max_item_size
         self.compress_threshold = compress_threshold
         self._clock = clock
-        self._warned: dict[tuple[str, str], float] = {}  # (metric, namespace) -> last warning
-        server_for = backend.server_for
+        self._warnings = ThrottledLog(logger, WARN_EVERY, clock)  # per (metric, namespace)
+        self._where = _memoised_where(backend.server_for)
+        self._rows: dict[str, list[int]] = {}  # key -> its live counters row (see `_counts`)
 
-        @functools.lru_cache(maxsize=_ROWS_MAX)
-        def where(key: str) -> tuple[str, str]:
-            """The counters' ``(namespace, server)`` of a key (a foreign key's namespace: -)."""
-            return (namespace_of(key), server_for(key)) if key else ("-", "-")
-
-        self._where = where
-        row = self.counters.row
-        rows: dict[str, list[int]] = {}  # key -> its live counters row; read inline by `get`
-
-        def counts_of(key: str) -> list[int]:
-            """A key's live counters row (the same list for the client's lifetime)."""
-            counts = rows.get(key)
-            if counts is None:
-                if len(rows) >= _ROWS_MAX:  # bounded like an LRU, without the LRU's cost per hit
-                    rows.clear()
-                counts = rows[key] = row(where(key))
-            return counts
-
-        self._rows = rows
-        self._counts = counts_of
+    def _counts(self, key: str) -> list[int]:
+        """A key's live counters row (the same list for the client's lifetime), memoised."""
+        counts = self._rows.get(key)
+        if counts is None:
+            if len(self._rows) >= _ROWS_MAX:  # bounded like an LRU, without the LRU's cost per hit
+                self._rows.clear()
+            counts = self._rows[key] = self.counters.row(self._where(key))
+        return counts
 
     async def get(self, key: str) -> Entry | None:
         """The entry under `key`, or ``None`` on a miss or any cache failure."""
@@ -100,19 +98,31 @@ class CacheClient:
             found = await self.backend.get_many(keys)
         except PartialResult as partial:
             found = partial.found
-            answered = []
-            for key in keys:
-                exc = partial.errors.get(self.backend.server_for(key))
-                if exc is None:
-                    answered.append(key)
-                else:
-                    self._failed(key, exc, read=True)
-            keys = answered
+            keys = self._answered(keys, partial)
         except Exception as exc:
             for key in keys:
                 self._failed(key, exc, read=True)
             return {}
         entries, bad = decode_many(found)
+        self._count_reads(keys, found, entries, bad)
+        return entries
+
+    def _answered(self, keys: list[str], partial: PartialResult) -> list[str]:
+        """The keys whose server answered; the others' failures are counted."""
+        answered = []
+        for key in keys:
+            exc = partial.errors.get(self.backend.server_for(key))
+            if exc is None:
+                answered.append(key)
+            else:
+                self._failed(key, exc, read=True)
+        return answered
+
+    def _count_reads(
+        self, keys: list[str], found: dict[str, bytes], entries: dict[str, Entry], bad: list[str]
+    ) -> None:
+        """Count a multi-get: the decoded entries as hits, the undecodable ones as errors and
+        misses, the keys not found as misses."""
         counts_of = self._counts
         for key in entries:
             counts_of(key)[HITS] += 1
@@ -124,7 +134,6 @@ class CacheClient:
             for key in keys:
                 if key not in found:
                     counts_of(key)[MISSES] += 1
-        return entries
 
     async def set(
         self,
@@ -190,49 +199,14 @@ class CacheClient:
         self._count("deletes", key)
         return deleted
 
-    async def incr(self, key: str, delta: int = 1, *, ttl: int | None = None) -> int | None:
-        """Add `delta` (may be negative; memcached stops at 0) to a decimal counter.
-
-        A missing counter gives ``None``, unless `ttl` is given: then it is created with the
-        value `delta`. ``None`` on failure. `get` reads a counter as an `Entry` holding an int.
-        """
-        try:
-            value = await self.backend.incr(key, delta)
-            if value is None and ttl is not None:
-                initial = max(delta, 0)
-                if await self.backend.add(key, str(initial).encode(), _ttl(ttl)):
-                    return initial
-                value = await self.backend.incr(key, delta)
-        except Exception as exc:
-            self._failed(key, exc, read=False)
-            return None
-        return value
-
-    async def touch(self, key: str, ttl: int) -> bool:
-        """Give `key` a new TTL; False if absent or on failure."""
-        seconds = _ttl(ttl)
-        try:
-            return await self.backend.touch(key, seconds)
-        except Exception as exc:
-            self._failed(key, exc, read=False)
-            return False
-
-    async def flush(self) -> bool:
-        """Empty the whole cache (every app sharing it); False if a server could not be flushed."""
-        try:
-            return await self.backend.flush()
-        except Exception as exc:
-            self._failed("", exc, read=False)
-            return False
-
     def healthy(self) -> bool:
         """True when every configured server is up (always for the memory backend)."""
         return self.backend.healthy()
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self) -> ClientStats:
         """Counters plus each server's state and memcached ``stats`` (JSON-able)."""
         try:
-            servers = [asdict(status) for status in await self.backend.server_stats()]
+            servers = [_server_row(status) for status in await self.backend.server_stats()]
         except Exception as exc:
             self._failed("", exc, read=False)
             servers = []
@@ -252,30 +226,64 @@ class CacheClient:
         namespace, owner = self._where(key)
         self.counters.row((namespace, owner if server is None else server))[INDEX[metric]] += 1
 
-    def _failed(self, key: str, exc: Exception, *, read: bool) -> None:
+    def _failed(self, key: str, exc: BaseException, *, read: bool) -> None:
         """Count a failed operation (re-raising the caller's own mistakes: see the module)."""
         if isinstance(exc, TypeError):
             raise exc
-        if isinstance(exc, ServerUnavailable):
-            metric = "unavailable"
-        elif isinstance(exc, ValueTooLarge):
-            metric = "too_large"
-        elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
-            metric = "timeouts"
-        else:
-            metric = "errors"
+        metric = _metric_of(exc)
         server = getattr(exc, "server", None)
         self._count(metric, key, server)
         if read:
             self._count("misses", key, server)
         if metric in ("errors", "timeouts"):
-            namespace, now = namespace_of(key), self._clock()
-            if now - self._warned.get((metric, namespace), -math.inf) >= WARN_EVERY:
-                self._warned[metric, namespace] = now
-                logger.warning(
-                    "cache %s on key namespace %s: %s (more in the next %.0f s are counted "
-                    "on /stats, not logged)", metric, namespace, type(exc).__name__, WARN_EVERY,
-                )
+            namespace = namespace_of(key)
+            self._warnings.warning(
+                (metric, namespace),
+                "cache %s on key namespace %s: %s (more in the next %.0f s are counted on "
+                "/stats, not logged)", metric, namespace, type(exc).__name__, WARN_EVERY,
+            )
+
+
+def _metric_of(exc: BaseException) -> str:
+    """The counter a failure goes to."""
+    if isinstance(exc, ServerUnavailable):
+        return "unavailable"
+    if isinstance(exc, ValueTooLarge):
+        return "too_large"
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timeouts"
+    return "errors"
+
+
+class ServerRow(TypedDict):
+    """`ServerStatus` as JSON."""
+
+    address: str
+    state: ServerState
+    stats: dict[str, str | int | float]
+
+
+class ClientStats(TypedDict):
+    """`CacheClient.stats()`: the backend's name, the counters and each server's row."""
+
+    backend: str
+    counters: Snapshot
+    servers: list[ServerRow]
+
+
+def _server_row(status: ServerStatus) -> ServerRow:
+    return {"address": status.address, "state": status.state, "stats": status.stats}
+
+
+def _memoised_where(server_for: Callable[[str], str]) -> Callable[[str], tuple[str, str]]:
+    """`where(key)`: the counters' ``(namespace, server)`` of a key (a foreign key's
+    namespace: -), memoised."""
+
+    @functools.lru_cache(maxsize=_ROWS_MAX)
+    def where(key: str) -> tuple[str, str]:
+        return (namespace_of(key), server_for(key)) if key else ("-", "-")
+
+    return where
 
 
 def _ttl(ttl: float) -> int:

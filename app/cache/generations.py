@@ -17,7 +17,9 @@ from .backends.base import MAX_TTL
 from .client import CacheClient
 
 NAMESPACE = "gen"
-# Tokens outlive every data entry (all data TTLs are shorter), as Flask-Caching #531 requires.
+# Tokens outlive every data entry (all data TTLs are shorter): a token that expired with the
+# first entry stored under it would make the entries stored later unreachable before their
+# own TTL (misses, and memory held for nothing).
 TOKEN_TTL = MAX_TTL
 
 

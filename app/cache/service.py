@@ -12,7 +12,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any
@@ -24,6 +24,7 @@ from .singleflight import SingleFlight
 log = logging.getLogger(__name__)
 
 Loader = Callable[[], Awaitable[Any]]
+_UNKEYED = frozenset({"self", "cls"})  # a method's instance or class: not in its keys
 
 
 @dataclass(frozen=True)
@@ -161,26 +162,18 @@ class CacheService:
         *,
         soft_timeout: float | None = None,
         namespaces: Sequence[str] = (),
-        unless: Callable[[], bool] | None = None,
-        args_to_ignore: Iterable[str] = (),
-        make_name: Callable[[Callable[..., Any]], str] | None = None,
     ) -> Callable[[Callable[..., Awaitable[Any]]], Memoized]:
         """Cache an async function's results, keyed by its normalised arguments.
 
         Arguments are bound to the signature with defaults applied, so `f(1, b=2)` and
-        `f(a=1, b=2)` share an entry; `self` and `cls` and `args_to_ignore` are left out.
-        `namespaces` are generation namespaces the result depends on, and may name
-        arguments (`"task-{task_id}"`). A result of `None` is cached like any other. A hit
-        costs two round trips: one `get_many` of the generations, one `get` of the value.
-        `unless()` returning exactly `True` bypasses the cache (Flask-Caching's rule).
+        `f(a=1, b=2)` share an entry; `self` and `cls` are left out. `namespaces` are
+        generation namespaces the result depends on, and may name arguments
+        (`"task-{task_id}"`). A result of `None` is cached like any other. A hit costs two
+        round trips: one `get_many` of the generations, one `get` of the value.
         """
 
         def decorator(function: Callable[..., Awaitable[Any]]) -> Memoized:
-            name = make_name(function) if make_name else _qualified_name(function)
-            return Memoized(
-                self, function, name, timeout, soft_timeout, tuple(namespaces), unless,
-                frozenset(args_to_ignore),
-            )
+            return Memoized(self, function, timeout, soft_timeout, tuple(namespaces))
 
         return decorator
 
@@ -200,33 +193,32 @@ class CacheService:
 
 
 class Memoized:
-    """An async function wrapped by `CacheService.memoize`; call it like the function."""
+    """An async function wrapped by `CacheService.memoize`; call it like the function.
+
+    Its name in the keys is the function's module and qualified name, the same in every
+    process.
+    """
 
     def __init__(
         self,
         service: CacheService,
         function: Callable[..., Awaitable[Any]],
-        name: str,
         timeout: int,
         soft_timeout: float | None,
         namespaces: tuple[str, ...],
-        unless: Callable[[], bool] | None,
-        ignored: frozenset[str],
     ) -> None:
         wraps(function)(self)
         self.service = service
         self.uncached = function
-        self.name = name
+        self.name = f"{function.__module__}.{function.__qualname__}"
         self.cache_timeout = timeout
         self.soft_timeout = soft_timeout
         self.namespaces = namespaces
-        self.unless = unless
-        self.generation = f"memoize.{name}"
+        self.generation = f"memoize.{self.name}"
         self._signature = inspect.signature(function)
-        self._ignored = ignored | {"self", "cls"}
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not self.service.enabled or (self.unless is not None and self.unless() is True):
+        if not self.service.enabled:
             return await self.uncached(*args, **kwargs)
         key = await self.make_cache_key(*args, **kwargs)
         return await self.service.fetch(
@@ -240,14 +232,10 @@ class Memoized:
         """The data key of this call under the current generations (reads them)."""
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        arguments = {k: v for k, v in bound.arguments.items() if k not in self._ignored}
+        arguments = {k: v for k, v in bound.arguments.items() if k not in _UNKEYED}
         namespaces = [self.generation, *(ns.format(**bound.arguments) for ns in self.namespaces)]
         tokens = await self.service.generations.current(namespaces)
         normalised = json.dumps(arguments, sort_keys=True, default=repr, separators=(",", ":"))
         return self.service.keys.key(
             "memoize", self.name, *(tokens[ns] for ns in namespaces), normalised
         )
-
-
-def _qualified_name(function: Callable[..., Any]) -> str:
-    return f"{function.__module__}.{function.__qualname__}"

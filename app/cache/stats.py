@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 METRICS = ("hits", "misses", "sets", "deletes", "errors", "timeouts", "too_large", "unavailable")
 INDEX = {metric: i for i, metric in enumerate(METRICS)}
 HITS, MISSES, SETS, DELETES, ERRORS, TIMEOUTS, TOO_LARGE, UNAVAILABLE = range(len(METRICS))
-_ZEROS = (0,) * len(METRICS)
+
+
+class Snapshot(TypedDict):
+    """The counts summed: in all, per namespace, per server (each a metric -> count dict)."""
+
+    total: dict[str, int]
+    namespaces: dict[str, dict[str, int]]
+    servers: dict[str, dict[str, int]]
 
 
 class CacheCounters:
@@ -26,8 +35,7 @@ class CacheCounters:
     def row(self, where: tuple[str, str]) -> list[int]:
         """The live counts of ``(namespace, server)``, indexed like `METRICS`.
 
-        The same list for the counters' lifetime (`reset` zeroes it in place), so callers
-        may memoise it.
+        The same list for the counters' lifetime, so callers may memoise it.
         """
         row = self._rows.get(where)
         if row is None:
@@ -37,11 +45,7 @@ class CacheCounters:
     def add(self, metric: str, namespace: str, server: str, n: int = 1) -> None:
         self.row((namespace, server))[INDEX[metric]] += n
 
-    def total(self, metric: str) -> int:
-        i = INDEX[metric]
-        return sum(row[i] for row in self._rows.values())
-
-    def snapshot(self) -> dict[str, dict[str, dict[str, int]] | dict[str, int]]:
+    def snapshot(self) -> Snapshot:
         """``{"total": {...}, "namespaces": {ns: {...}}, "servers": {address: {...}}}``."""
         namespaces: dict[str, list[int]] = {}
         servers: dict[str, list[int]] = {}
@@ -56,11 +60,6 @@ class CacheCounters:
             "namespaces": _table(namespaces),
             "servers": _table(servers),
         }
-
-    def reset(self) -> None:
-        """Zero every count; rows stay the same lists (callers may hold them, see `row`)."""
-        for row in self._rows.values():
-            row[:] = _ZEROS
 
 
 def _table(rows: dict[str, list[int]]) -> dict[str, dict[str, int]]:

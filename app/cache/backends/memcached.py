@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from uhashring import HashRing
 
@@ -32,6 +32,8 @@ class MemcachedBackend:
     """memcached over aiomcache's codec with our own pools, deadlines and failover.
 
     `servers` are ``"host:port"`` strings. Nothing connects until the first operation.
+    The deadlines (seconds), pool size and failure limit have no defaults here: the app's
+    are its settings (`make_cache_client`).
     """
 
     name = "memcached"
@@ -42,47 +44,34 @@ class MemcachedBackend:
         *,
         username: str | None = None,
         password: str | None = None,
-        auth_mode: AuthMode = "auto",
-        connect_timeout: float = 2.0,
-        op_timeout: float = 0.75,
-        pool_size: int = 8,
-        retry_timeout: float = 2.0,
-        dead_timeout: float = 30.0,
-        failure_limit: int = 3,
+        auth_mode: AuthMode,
+        connect_timeout: float,
+        op_timeout: float,
+        pool_size: int,
+        retry_timeout: float,
+        dead_timeout: float,
+        failure_limit: int,
     ) -> None:
         if not servers:
             raise ValueError("MemcachedBackend needs at least one server")
-        if auth_mode not in ("auto", "memcachier", "memcached"):
-            raise ValueError(f"auth_mode must be auto, memcachier or memcached: {auth_mode!r}")
         credentials = Credentials(username, password) if username and password else None
         self._codec = Codec()
         self.servers: dict[str, Server] = {}
         for address in dict.fromkeys(servers):
             host, _, port = address.rpartition(":")
             pool = ConnectionPool(
-                host,
-                int(port),
-                size=pool_size,
-                connect_timeout=connect_timeout,
-                credentials=credentials,
-                auth_mode=auth_mode,
+                host, int(port), size=pool_size, connect_timeout=connect_timeout,
+                credentials=credentials, auth_mode=auth_mode,
             )
             self.servers[pool.address] = Server(
-                pool,
-                self._codec,
-                op_timeout=op_timeout,
-                retry_timeout=retry_timeout,
-                dead_timeout=dead_timeout,
-                failure_limit=failure_limit,
+                pool, self._codec, op_timeout=op_timeout, retry_timeout=retry_timeout,
+                dead_timeout=dead_timeout, failure_limit=failure_limit,
             )
         # a key's bytes, validated once (raises `InvalidKey`; errors are not memoised)
         self._raw = functools.lru_cache(maxsize=MEMO_SIZE)(validate_key)
         addresses = list(self.servers)
         self._only = addresses[0] if len(addresses) == 1 else None
-        if self._only is None:
-            ring = HashRing(addresses, hash_fn="ketama")
-            # the ring never changes (dead servers are skipped, not removed): memoise lookups
-            self._lookup = functools.lru_cache(maxsize=MEMO_SIZE)(ring.get_node)
+        self._lookup = _ring_lookup(addresses)
 
     def server_for(self, key: str) -> str:
         return self._only or self._lookup(key)
@@ -92,9 +81,7 @@ class MemcachedBackend:
 
     async def get(self, key: str) -> bytes | None:
         names = {self._raw(key): key}
-        found = await self._server(key).call(
-            lambda conn: self._codec.get_many(conn, names), write=False
-        )
+        found = await self._get_group(self.server_for(key), names)
         return found.get(key)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
@@ -103,17 +90,18 @@ class MemcachedBackend:
         to_raw = self._raw
         if self._only is not None:  # one server: no grouping, no PartialResult
             names = {to_raw(key): key for key in keys}
-            if not names:
-                return {}
-            return await self._get_group(self._only, names)
+            return await self._get_group(self._only, names) if names else {}
         groups: dict[str, dict[bytes, str]] = {}
         for key in keys:
             groups.setdefault(self.server_for(key), {})[to_raw(key)] = key
-        if not groups:
-            return {}
-        if len(groups) == 1:
-            [(address, names)] = groups.items()
+        if len(groups) > 1:
+            return await self._get_groups(groups)
+        for address, names in groups.items():
             return await self._get_group(address, names)
+        return {}
+
+    async def _get_groups(self, groups: dict[str, dict[bytes, str]]) -> dict[str, bytes]:
+        """`_get_group` on each server at once; `PartialResult` if any failed."""
         results = await asyncio.gather(
             *(self._get_group(address, names) for address, names in groups.items()),
             return_exceptions=True,
@@ -156,26 +144,6 @@ class MemcachedBackend:
             lambda conn: self._codec.delete_key(conn, raw), write=True, urgent=urgent
         )
 
-    async def incr(self, key: str, delta: int = 1) -> int | None:
-        raw = self._raw(key)
-        return await self._server(key).call(
-            lambda conn: self._codec.incr_key(conn, raw, delta), write=True
-        )
-
-    async def touch(self, key: str, ttl: int) -> bool:
-        raw = self._raw(key)
-        return await self._server(key).call(
-            lambda conn: self._codec.touch_key(conn, raw, ttl), write=True
-        )
-
-    async def flush(self) -> bool:
-        """Flush every server; False if any could not be flushed (it is flushed on rejoin)."""
-        results = await asyncio.gather(
-            *(server.call(self._codec.flush, write=True) for server in self.servers.values()),
-            return_exceptions=True,
-        )
-        return not any(isinstance(result, BaseException) for result in results)
-
     async def server_stats(self) -> list[ServerStatus]:
         """Each server's state and ``stats``; an unreachable server has empty stats."""
         results = await asyncio.gather(
@@ -201,15 +169,28 @@ class MemcachedBackend:
             server.pool.clear()
 
 
+def _ring_lookup(addresses: list[str]) -> Callable[[str], str]:
+    """The server of a key on the ketama ring of `addresses`, memoised: the ring never
+    changes (dead servers are skipped, not removed)."""
+    if len(addresses) == 1:
+        return lambda key: addresses[0]
+    ring = HashRing(addresses, hash_fn="ketama")
+    get_node: Callable[[str], str] = ring.get_node
+    return functools.lru_cache(maxsize=MEMO_SIZE)(get_node)
+
+
 def _parse_stats(raw: dict[bytes, bytes | None]) -> dict[str, str | int | float]:
-    stats: dict[str, str | int | float] = {}
-    for name, value in raw.items():
-        text = (value or b"").decode("ascii", "replace")
+    """memcached's ``stats`` reply, each value as an int, else a float, else the text."""
+    return {
+        name.decode("ascii", "replace"): _number((value or b"").decode("ascii", "replace"))
+        for name, value in raw.items()
+    }
+
+
+def _number(text: str) -> str | int | float:
+    for parse in (int, float):
         try:
-            stats[name.decode("ascii", "replace")] = int(text)
+            return parse(text)
         except ValueError:
-            try:
-                stats[name.decode("ascii", "replace")] = float(text)
-            except ValueError:
-                stats[name.decode("ascii", "replace")] = text
-    return stats
+            pass
+    return text

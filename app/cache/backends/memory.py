@@ -82,33 +82,8 @@ class MemoryBackend:
         self._items.pop(key, None)
         return present
 
-    async def incr(self, key: str, delta: int = 1) -> int | None:
-        validate_key(key)
-        value = self._live(key)
-        if value is None:
-            return None
-        if not value.isdigit():
-            raise ValueError("cannot increment a non-numeric value")
-        number = int(value) + delta
-        # memcached: incr wraps at 2**64, decr stops at 0
-        number = number % 2**64 if delta >= 0 else max(number, 0)
-        self._items[key] = (str(number).encode(), self._items[key][1])
-        return number
-
-    async def touch(self, key: str, ttl: int) -> bool:
-        validate_key(key)
-        value = self._live(key)
-        if value is None:
-            return False
-        self._items[key] = (value, self._clock() + ttl)
-        return True
-
-    async def flush(self) -> bool:
-        self._items.clear()
-        return True
-
     async def server_stats(self) -> list[ServerStatus]:
-        stats = {
+        stats: dict[str, str | int | float] = {
             "curr_items": len(self._items),
             "bytes": sum(len(k) + len(v) for k, (v, _) in self._items.items()),
             "evictions": self._evictions,

@@ -30,15 +30,6 @@ class NullBackend:
     async def delete(self, key: str, *, urgent: bool = False) -> bool:
         return False
 
-    async def incr(self, key: str, delta: int = 1) -> int | None:
-        return None
-
-    async def touch(self, key: str, ttl: int) -> bool:
-        return False
-
-    async def flush(self) -> bool:
-        return True
-
     async def server_stats(self) -> list[ServerStatus]:
         return [ServerStatus(ADDRESS, "up", {"enabled": 0})]
 

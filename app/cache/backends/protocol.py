@@ -10,8 +10,9 @@ Retrieval replies are parsed here too (`get_many`): aiomcache awaits a ``readlin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, TypeVar
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import aiomcache
 from aiomcache.exceptions import ClientException
@@ -22,17 +23,12 @@ from .base import ValueTooLarge
 _CHUNK = 1 << 16
 _MAX_HEADER = 512  # "VALUE <key of <= 250 bytes> <flags> <bytes>" fits many times over
 _ABSENT: Any = object()
-K = TypeVar("K")
 
-__all__ = ["Connection", "ConnectionClosed", "CommandRejected", "Codec"]
+__all__ = ["Connection", "ConnectionClosed", "Codec"]
 
 
 class ConnectionClosed(ClientException):
     """The server closed the connection before a complete reply."""
-
-
-class CommandRejected(ClientException):
-    """A ``CLIENT_ERROR`` reply: our command was refused, the connection is still in sync."""
 
 
 class Codec(aiomcache.Client):
@@ -50,7 +46,7 @@ class Codec(aiomcache.Client):
             raise ConnectionClosed("connection closed by the server")
         return line[:-2]
 
-    async def get_many(self, conn: Connection, names: Mapping[bytes, K]) -> dict[K, bytes]:
+    async def get_many[K](self, conn: Connection, names: Mapping[bytes, K]) -> dict[K, bytes]:
         """``get k1 k2 ...`` for the keys of `names` (valid, distinct): the values found, each
         under its key's name (``names[key]``; the caller's own key strings, so nothing is
         re-keyed after the parse).
@@ -61,49 +57,29 @@ class Codec(aiomcache.Client):
         """
         conn.writer.write(b"get " + b" ".join(names) + b"\r\n")
         read = conn.reader.read
-        name_of = names.get
         found: dict[K, bytes] = {}
         buf = b""
         size = pos = 0
         while True:
             eol = buf.find(b"\r\n", pos)
             if eol < 0:  # no complete line yet
-                if size - pos > _MAX_HEADER:
-                    raise ClientException("get failed: reply line too long")
-                more = await read(_CHUNK)
-                if not more:
-                    raise ConnectionClosed("connection closed by the server")
-                buf = buf[pos:] + more if pos < size else more
+                buf, pos = await _read_more(read, buf, pos), 0
                 size = len(buf)
-                pos = 0
                 continue
             line = buf[pos:eol]
             if line == b"END":
                 if eol + 2 != size:
                     raise ClientException("get failed: bytes after END")
                 return found
-            terms = line.split()
-            if len(terms) != 4 or terms[0] != b"VALUE":
-                raise ClientException("get failed", line[:80])
-            _, key, flags, length_text = terms
-            if flags != b"0" and int(flags):
-                raise ClientException("received flags without handler")
-            length = int(length_text)
-            name = name_of(key, _ABSENT)
-            if length < 0 or name is _ABSENT or name in found:
-                raise ClientException("get failed: unexpected VALUE line")
+            name, length = _value_line(line, names, found)
             start = eol + 2
             end = start + length
-            if end + 2 <= size:
-                if not buf.startswith(b"\r\n", end):
-                    raise ClientException("get failed: malformed data block")
-                found[name] = buf[start:end]
+            if end + 2 <= size:  # the whole data block is in the buffer
+                found[name] = _data_block(buf, start, end)
                 pos = end + 2
             else:  # the rest of this block is still to come: await exactly that much
-                block = buf[start:] + await conn.reader.readexactly(end + 2 - size)
-                if not block.endswith(b"\r\n"):
-                    raise ClientException("get failed: malformed data block")
-                found[name] = block[:-2]
+                rest = await conn.reader.readexactly(end + 2 - size)
+                found[name] = _data_block(buf[start:] + rest, 0, length)
                 buf, size, pos = b"", 0, 0
 
     async def store(
@@ -119,27 +95,58 @@ class Codec(aiomcache.Client):
             raise
 
     async def delete_key(self, conn: Connection, key: bytes) -> bool:
-        return await aiomcache.Client.delete.__wrapped__(self, conn, key)  # type: ignore[attr-defined]
-
-    async def touch_key(self, conn: Connection, key: bytes, ttl: int) -> bool:
-        return await aiomcache.Client.touch.__wrapped__(self, conn, key, ttl)  # type: ignore[attr-defined]
+        return await _delete(self, conn, key)
 
     async def flush(self, conn: Connection) -> None:
-        await aiomcache.Client.flush_all.__wrapped__(self, conn)  # type: ignore[attr-defined]
+        await _flush_all(self, conn)
 
     async def server_stats(self, conn: Connection) -> dict[bytes, bytes | None]:
-        return await aiomcache.Client.stats.__wrapped__(self, conn)  # type: ignore[attr-defined]
+        return await _stats(self, conn)
 
-    async def incr_key(self, conn: Connection, key: bytes, delta: int) -> int | None:
-        """aiomcache raises on ``NOT_FOUND`` (#431); here a missing key is ``None``."""
-        command = b"incr" if delta >= 0 else b"decr"
-        reply = await self._execute_simple_command(
-            conn, b"%b %b %d\r\n" % (command, key, abs(delta))
-        )
-        if reply.isdigit():
-            return int(reply)
-        if reply == b"NOT_FOUND":
-            return None
-        if reply.startswith(b"CLIENT_ERROR"):
-            raise CommandRejected("incr refused: the value is not a decimal counter")
-        raise ClientException("unexpected reply to incr")
+
+async def _read_more(read: Callable[[int], Awaitable[bytes]], buf: bytes, pos: int) -> bytes:
+    """What is left of `buf` from `pos`, and the next chunk read; raises on EOF, or if what
+    is left is already too long for a reply line."""
+    if len(buf) - pos > _MAX_HEADER:
+        raise ClientException("get failed: reply line too long")
+    more = await read(_CHUNK)
+    if not more:
+        raise ConnectionClosed("connection closed by the server")
+    return buf[pos:] + more if pos < len(buf) else more
+
+
+def _value_line[K](
+    line: bytes, names: Mapping[bytes, K], found: dict[K, bytes]
+) -> tuple[K, int]:
+    """The name and the data length a ``VALUE <key> <flags> <bytes>`` line announces."""
+    terms = line.split()
+    if len(terms) != 4 or terms[0] != b"VALUE":
+        raise ClientException("get failed", line[:80])
+    _, key, flags, length_text = terms
+    if flags != b"0" and int(flags):
+        raise ClientException("received flags without handler")
+    length = int(length_text)
+    name = names.get(key, _ABSENT)
+    if length < 0 or name is _ABSENT or name in found:
+        raise ClientException("get failed: unexpected VALUE line")
+    return name, length
+
+
+def _data_block(buf: bytes, start: int, end: int) -> bytes:
+    """The data from `start` to `end`, which ``\\r\\n`` must follow."""
+    if not buf.startswith(b"\r\n", end):
+        raise ClientException("get failed: malformed data block")
+    return buf[start:end]
+
+
+# aiomcache's commands without the decorator that borrows a connection from its pool: the
+# functions it wraps, which take the connection as their first argument after `self`.
+_delete: Callable[[aiomcache.Client, Connection, bytes], Awaitable[bool]] = inspect.unwrap(
+    aiomcache.Client.delete
+)
+_flush_all: Callable[[aiomcache.Client, Connection], Awaitable[None]] = inspect.unwrap(
+    aiomcache.Client.flush_all
+)
+_stats: Callable[[aiomcache.Client, Connection], Awaitable[dict[bytes, bytes | None]]] = (
+    inspect.unwrap(aiomcache.Client.stats)
+)

@@ -33,14 +33,12 @@ from ..keys import InvalidKey
 from .base import ServerState, ServerUnavailable, ValueTooLarge
 from .deadlines import Deadlines
 from .pool import ConnectionPool, PoolTimeout
-from .protocol import Codec, CommandRejected, Connection
+from .protocol import Codec, Connection
 
 logger = logging.getLogger("app.cache")
 T = TypeVar("T")
 # Errors that say nothing about the server's health.
-_NOT_THE_SERVERS_FAULT = (
-    PoolTimeout, ValidationException, InvalidKey, CommandRejected, ValueTooLarge
-)
+_NOT_THE_SERVERS_FAULT = (PoolTimeout, ValidationException, InvalidKey, ValueTooLarge)
 
 
 class Server:

@@ -8,7 +8,7 @@ import asyncio
 import time
 from typing import Any
 
-from ..client import CacheClient
+from ..client import CacheClient, ServerRow
 from .history import HitRatioHistory, Point, summed
 from .peers import Peer, Peers
 
@@ -122,8 +122,8 @@ def _kind(counts: dict[str, int]) -> dict[str, int | float | None]:
     return row
 
 
-def _server(server: dict[str, Any]) -> dict[str, Any]:
-    raw = server.get("stats", {})
+def _server(server: ServerRow) -> dict[str, Any]:
+    raw = server["stats"]
     return {
         "address": server["address"],
         "state": server["state"],

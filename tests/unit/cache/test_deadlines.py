@@ -18,7 +18,7 @@ class Recorder:
             self.done.set()
 
 
-async def test_an_earlier_deadline_expires_first_though_added_later():
+async def test_an_earlier_deadline_expires_first_though_added_later() -> None:
     # Without re-arming for it, both would expire in one go at the later deadline, in the
     # order they were added.
     record = Recorder(until=2)
@@ -29,7 +29,7 @@ async def test_an_earlier_deadline_expires_first_though_added_later():
     assert record.expired == ["fast", "slow"]
 
 
-async def test_a_discarded_item_never_expires():
+async def test_a_discarded_item_never_expires() -> None:
     record = Recorder(until=1)
     deadlines = Deadlines(record)
     deadlines.add("done in time", 0.01)
@@ -41,8 +41,8 @@ async def test_a_discarded_item_never_expires():
     deadlines.discard("late")  # already expired: nothing happens
 
 
-async def test_add_returns_the_deadline_on_the_loops_clock():
-    deadlines = Deadlines(lambda item: None)
+async def test_add_returns_the_deadline_on_the_loops_clock() -> None:
+    deadlines: Deadlines[str] = Deadlines(lambda item: None)
     before = asyncio.get_running_loop().time()
     deadline = deadlines.add("x", 1.0)
     assert before + 1.0 <= deadline <= asyncio.get_running_loop().time() + 1.0
