@@ -1,18 +1,19 @@
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
 import pytest
 
 from app.cache import CacheClient, KeyBuilder, MemcachedBackend, MemoryBackend
-
-# Small deadlines keep fault tests fast; they are generous for loopback.
-FAST = dict(connect_timeout=1.0, op_timeout=0.3, retry_timeout=0.3, dead_timeout=0.8,
-            failure_limit=2, pool_size=4)
+from tests.integration.cache.support import FAST, MakeBackend
+from tests.support.memcached import MemcachedProcess
 
 
 @pytest.fixture
-async def make_backend():
-    made = []
+async def make_backend() -> AsyncIterator[MakeBackend]:
+    made: list[MemcachedBackend] = []
 
-    def make(servers, **kwargs):
-        backend = MemcachedBackend(servers, **{**FAST, **kwargs})
+    def make(servers: Sequence[str], **overrides: Any) -> MemcachedBackend:
+        backend = MemcachedBackend(servers, **{**FAST, **overrides})
         made.append(backend)
         return backend
 
@@ -22,11 +23,31 @@ async def make_backend():
 
 
 @pytest.fixture(params=["memory", "memcached"])
-async def client(request, make_backend):
+async def cache_client(
+    request: pytest.FixtureRequest, make_backend: MakeBackend
+) -> AsyncIterator[CacheClient]:
+    backend: MemoryBackend | MemcachedBackend
     if request.param == "memory":
         backend = MemoryBackend(max_items=1000)
     else:
         backend = make_backend([request.getfixturevalue("memcached").address])
-    client = CacheClient(backend, keys=KeyBuilder("test"))
-    yield client
-    await client.close()
+    cache_client = CacheClient(backend, keys=KeyBuilder("test"))
+    yield cache_client
+    await cache_client.close()
+
+
+@pytest.fixture
+def empty_cache(
+    cache_client: CacheClient, request: pytest.FixtureRequest
+) -> Callable[[], Awaitable[None]]:
+    """`await empty_cache()` drops everything `cache_client` holds, as a memcached flush (or
+    restart) does."""
+
+    async def empty() -> None:
+        if isinstance(cache_client.backend, MemoryBackend):
+            await cache_client.backend.close()  # the in-process cache: its items are gone
+        else:
+            memcached: MemcachedProcess = request.getfixturevalue("memcached")
+            memcached.flush()
+
+    return empty

@@ -9,15 +9,18 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from types import FrameType
+from typing import Any, Protocol
 
 import aiomcache
 import pytest
 
 from app.cache import CacheClient, KeyBuilder
 from app.cache.backends.pool import PoolTimeout
-from tests.support.fake_servers import Blackhole, FakeMemcached
-
-from .conftest import FAST
+from tests.integration.cache.support import FAST, MakeBackend, counted
+from tests.support.fake_servers import Blackhole, FakeMemcached, Fault
+from tests.support.memcached import MemcachedProcess
 
 OP = FAST["op_timeout"]
 KEYS = KeyBuilder("test")
@@ -28,14 +31,14 @@ class LoopBlocked(Exception):
 
 
 @contextlib.contextmanager
-def loop_watchdog(seconds: float = 3.0):
+def loop_watchdog(seconds: float = 3.0) -> Iterator[None]:
     """Raise `LoopBlocked` inside whatever runs if the test is still going after `seconds`.
 
     A SIGALRM handler runs between Python bytecodes, so it also interrupts a coroutine that
     spins without ever yielding to the event loop.
     """
 
-    def fire(signum, frame):
+    def fire(signum: int, frame: FrameType | None) -> None:
         raise LoopBlocked(f"the event loop made no progress for {seconds}s")
 
     previous = signal.signal(signal.SIGALRM, fire)
@@ -48,11 +51,11 @@ def loop_watchdog(seconds: float = 3.0):
 
 
 @contextlib.asynccontextmanager
-async def ticker():
+async def ticker() -> AsyncIterator[list[int]]:
     """Counts 5 ms ticks: a ticking counter proves the loop ran other tasks meanwhile."""
     ticks = [0]
 
-    async def tick():
+    async def tick() -> None:
         while True:
             await asyncio.sleep(0.005)
             ticks[0] += 1
@@ -64,12 +67,18 @@ async def ticker():
         task.cancel()
 
 
-@pytest.fixture
-async def fake_factory():
-    fakes = []
+class FakeFactory(Protocol):
+    """The `fake_factory` fixture: a started `FakeMemcached`, stopped at teardown."""
 
-    async def make(*args, **kwargs):
-        fake = await FakeMemcached(*args, **kwargs).start()
+    def __call__(self, fault: Fault, *, delay: float = 0.0) -> Awaitable[FakeMemcached]: ...
+
+
+@pytest.fixture
+async def fake_factory() -> AsyncIterator[FakeFactory]:
+    fakes: list[FakeMemcached] = []
+
+    async def make(fault: Fault, *, delay: float = 0.0) -> FakeMemcached:
+        fake = await FakeMemcached(fault, delay=delay).start()
         fakes.append(fake)
         return fake
 
@@ -78,7 +87,7 @@ async def fake_factory():
         await fake.stop()
 
 
-async def test_raw_aiomcache_blocks_the_loop_on_eof(fake_factory):
+async def test_raw_aiomcache_blocks_the_loop_on_eof(fake_factory: FakeFactory) -> None:
     fake = await fake_factory("close_after_command")
     raw = aiomcache.Client("127.0.0.1", fake.port, pool_size=1)
     with pytest.raises(LoopBlocked), loop_watchdog(1.0):
@@ -86,18 +95,19 @@ async def test_raw_aiomcache_blocks_the_loop_on_eof(fake_factory):
     await raw.close()
 
 
-@pytest.mark.parametrize("op", ["get", "set", "add", "delete", "incr", "touch"])
-async def test_server_closing_after_the_command_never_blocks(fake_factory, make_backend, op):
+@pytest.mark.parametrize("op", ["get", "set", "add", "delete"])
+async def test_server_closing_after_the_command_never_blocks(
+    fake_factory: FakeFactory, make_backend: MakeBackend, op: str
+) -> None:
     fake = await fake_factory("close_after_command")
-    client = CacheClient(make_backend([fake.address]), keys=KEYS)
+    backend = make_backend([fake.address])
+    cache_client = CacheClient(backend, keys=KEYS)
     key = KEYS.key("ns", "k")
-    calls = {
-        "get": lambda: client.get(key),
-        "set": lambda: client.set(key, 1, 60),
-        "add": lambda: client.add(key, 1, 60),
-        "delete": lambda: client.delete(key),
-        "incr": lambda: client.incr(key),
-        "touch": lambda: client.touch(key, 60),
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {
+        "get": lambda: cache_client.get(key),
+        "set": lambda: cache_client.set(key, 1, 60),
+        "add": lambda: cache_client.add(key, 1, 60),
+        "delete": lambda: cache_client.delete(key),
     }
     async with ticker() as ticks:
         with loop_watchdog(3.0):
@@ -107,11 +117,13 @@ async def test_server_closing_after_the_command_never_blocks(fake_factory, make_
             before = ticks[0]
             await asyncio.sleep(0.05)
             assert ticks[0] > before
-    assert fake.commands and client.counters.total("errors") == 1
-    assert client.backend.servers[fake.address].state == "retrying"
+    assert fake.commands and counted(cache_client, "errors") == 1
+    assert backend.servers[fake.address].state == "retrying"
 
 
-async def test_raw_aiomcache_hands_a_late_reply_to_the_next_caller(fake_factory):
+async def test_raw_aiomcache_hands_a_late_reply_to_the_next_caller(
+    fake_factory: FakeFactory
+) -> None:
     fake = await fake_factory("delay_first", delay=0.6)
     raw = aiomcache.Client("127.0.0.1", fake.port, pool_size=1)
     with pytest.raises(TimeoutError):
@@ -120,14 +132,16 @@ async def test_raw_aiomcache_hands_a_late_reply_to_the_next_caller(fake_factory)
     await raw.close()
 
 
-async def test_timed_out_command_closes_its_connection(fake_factory, make_backend):
+async def test_timed_out_command_closes_its_connection(
+    fake_factory: FakeFactory, make_backend: MakeBackend
+) -> None:
     fake = await fake_factory("delay_first", delay=0.6)
     backend = make_backend([fake.address], pool_size=1, retry_timeout=0.01, failure_limit=5)
-    client = CacheClient(backend, keys=KEYS)
+    cache_client = CacheClient(backend, keys=KEYS)
     started_at = time.monotonic()
-    assert await client.get("a") is None
+    assert await cache_client.get("a") is None
     assert time.monotonic() - started_at < OP + 0.5
-    assert client.counters.total("timeouts") == 1
+    assert counted(cache_client, "timeouts") == 1
     await asyncio.sleep(0.02)  # past retry_timeout: the next call probes
     assert await backend.get("b") == b"value-of-b"
     await asyncio.sleep(0.7)  # a's late reply has been sent by now, on the old connection
@@ -135,7 +149,9 @@ async def test_timed_out_command_closes_its_connection(fake_factory, make_backen
     assert fake.connections == 2
 
 
-async def test_cancelled_command_closes_its_connection(fake_factory, make_backend):
+async def test_cancelled_command_closes_its_connection(
+    fake_factory: FakeFactory, make_backend: MakeBackend
+) -> None:
     fake = await fake_factory("delay_first", delay=0.6)
     backend = make_backend([fake.address], pool_size=1)
     task = asyncio.create_task(backend.get("a"))
@@ -150,56 +166,62 @@ async def test_cancelled_command_closes_its_connection(fake_factory, make_backen
     assert fake.connections == 2
 
 
-async def test_garbage_reply_is_an_error_and_closes_the_connection(fake_factory, make_backend):
+async def test_garbage_reply_is_an_error_and_closes_the_connection(
+    fake_factory: FakeFactory, make_backend: MakeBackend
+) -> None:
     fake = await fake_factory("garbage")
-    client = CacheClient(make_backend([fake.address], retry_timeout=0.01), keys=KEYS)
-    assert await client.get("k") is None
+    cache_client = CacheClient(make_backend([fake.address], retry_timeout=0.01), keys=KEYS)
+    assert await cache_client.get("k") is None
     await asyncio.sleep(0.02)
-    assert await client.set("k", 1, 60) is False
-    assert client.counters.total("errors") == 2
+    assert await cache_client.set("k", 1, 60) is False
+    assert counted(cache_client, "errors") == 2
     assert fake.connections == 2
 
 
-async def test_connect_deadline_on_a_server_that_never_accepts(make_backend):
+async def test_connect_deadline_on_a_server_that_never_accepts(make_backend: MakeBackend) -> None:
     hole = Blackhole()
     try:
         backend = make_backend([hole.address], connect_timeout=0.5)
-        client = CacheClient(backend, keys=KEYS)
+        cache_client = CacheClient(backend, keys=KEYS)
         async with ticker() as ticks:
             started_at = time.monotonic()
-            assert await client.get("k") is None
+            assert await cache_client.get("k") is None
             assert time.monotonic() - started_at < 0.5 + 0.5
             assert ticks[0] > 0
-        assert client.counters.total("timeouts") == 1
+        assert counted(cache_client, "timeouts") == 1
         assert backend.servers[hole.address].state == "retrying"
     finally:
         hole.close()
 
 
-async def test_waiting_for_a_pooled_connection_is_bounded(memcached, make_backend):
+async def test_waiting_for_a_pooled_connection_is_bounded(
+    memcached: MemcachedProcess, make_backend: MakeBackend
+) -> None:
     backend = make_backend([memcached.address], pool_size=1)
-    client = CacheClient(backend, keys=KEYS)
+    cache_client = CacheClient(backend, keys=KEYS)
     pool = backend.servers[memcached.address].pool
     held = await pool.acquire(1.0)
     started_at = time.monotonic()
-    assert await client.get("k") is None
+    assert await cache_client.get("k") is None
     assert time.monotonic() - started_at < OP + 0.5
-    assert client.counters.total("timeouts") == 1
+    assert counted(cache_client, "timeouts") == 1
     # Saturated: the server is still up, but every call misses at once until a connection
     # comes back (see test_resource_limits), so the cache is not doing its job.
-    assert backend.servers[memcached.address].state == "up" and not client.healthy()
+    assert backend.servers[memcached.address].state == "up" and not cache_client.healthy()
     pool.release(held, reusable=True)
-    assert client.healthy()
-    assert await client.set("k", 1, 60)
+    assert cache_client.healthy()
+    assert await cache_client.set("k", 1, 60)
 
 
-async def test_pool_hands_out_connections_first_come_first_served(memcached, make_backend):
+async def test_pool_hands_out_connections_first_come_first_served(
+    memcached: MemcachedProcess, make_backend: MakeBackend
+) -> None:
     backend = make_backend([memcached.address], pool_size=1)
     pool = backend.servers[memcached.address].pool
     held = await pool.acquire(1.0)
     order = []
 
-    async def waiter(i):
+    async def waiter(i: int) -> None:
         conn = await pool.acquire(5.0)
         order.append(i)
         await asyncio.sleep(0)
@@ -215,7 +237,9 @@ async def test_pool_hands_out_connections_first_come_first_served(memcached, mak
     assert pool.connect_attempts == 1
 
 
-async def test_each_waiter_times_out_at_its_own_deadline(memcached, make_backend):
+async def test_each_waiter_times_out_at_its_own_deadline(
+    memcached: MemcachedProcess, make_backend: MakeBackend
+) -> None:
     backend = make_backend([memcached.address], pool_size=1)
     pool = backend.servers[memcached.address].pool
     held = await pool.acquire(1.0)
@@ -230,7 +254,9 @@ async def test_each_waiter_times_out_at_its_own_deadline(memcached, make_backend
     assert pool.connect_attempts == 1
 
 
-async def test_a_wait_timed_out_in_a_busy_pool_does_not_saturate_it(memcached, make_backend):
+async def test_a_wait_timed_out_in_a_busy_pool_does_not_saturate_it(
+    memcached: MemcachedProcess, make_backend: MakeBackend
+) -> None:
     """Connections came back while it waited (a burst, not stuck holders): the next caller
     waits its turn instead of missing at once. A stuck pool does saturate (see
     test_resource_limits)."""
@@ -254,8 +280,8 @@ async def test_a_wait_timed_out_in_a_busy_pool_does_not_saturate_it(memcached, m
 
 
 async def test_a_waiter_cancelled_after_being_handed_a_slot_gives_it_back(
-    memcached, make_backend
-):
+    memcached: MemcachedProcess, make_backend: MakeBackend
+) -> None:
     backend = make_backend([memcached.address], pool_size=1)
     pool = backend.servers[memcached.address].pool
     held = await pool.acquire(1.0)
@@ -269,18 +295,20 @@ async def test_a_waiter_cancelled_after_being_handed_a_slot_gives_it_back(
     pool.release(conn, reusable=True)
 
 
-async def test_killing_the_server_mid_run_fails_open(memcached_factory, make_backend):
+async def test_killing_the_server_mid_run_fails_open(
+    memcached_factory: Callable[..., MemcachedProcess], make_backend: MakeBackend
+) -> None:
     server = memcached_factory()
-    client = CacheClient(make_backend([server.address], pool_size=8), keys=KEYS)
+    cache_client = CacheClient(make_backend([server.address], pool_size=8), keys=KEYS)
     keys = [KEYS.key("ns", i) for i in range(50)]
     for key in keys:
-        assert await client.set(key, key, 60)
+        assert await cache_client.set(key, key, 60)
 
-    async def reader(i):
+    async def reader(i: int) -> float:
         worst = 0.0
         for _ in range(40):
             started_at = time.monotonic()
-            await client.get(keys[i])
+            await cache_client.get(keys[i])
             worst = max(worst, time.monotonic() - started_at)
             await asyncio.sleep(0.005)
         return worst
@@ -290,28 +318,28 @@ async def test_killing_the_server_mid_run_fails_open(memcached_factory, make_bac
     server.kill()
     worst = max(await asyncio.gather(*tasks))
     assert worst < FAST["connect_timeout"] + OP + 0.5
-    counts = client.counters.snapshot()["total"]
+    counts = cache_client.counters.snapshot()["total"]
     assert counts["hits"] > 0 and counts["errors"] + counts["unavailable"] > 0
-    assert not client.healthy()
+    assert not cache_client.healthy()
 
 
 async def test_repeated_failures_warn_once_a_window_and_are_all_counted(
-    fake_factory, make_backend, caplog
-):
+    fake_factory: FakeFactory, make_backend: MakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
     fake = await fake_factory("garbage")
     now = [1000.0]
     backend = make_backend([fake.address], retry_timeout=0.0, failure_limit=1000)
-    client = CacheClient(backend, keys=KEYS, clock=lambda: now[0])
+    cache_client = CacheClient(backend, keys=KEYS, clock=lambda: now[0])
     caplog.set_level(logging.WARNING, logger="app.cache")
 
     def warnings() -> list[str]:
         return [r.getMessage() for r in caplog.records if "on key namespace" in r.getMessage()]
 
     for _ in range(20):
-        assert await client.get("k") is None
-    assert client.counters.total("errors") == 20
+        assert await cache_client.get("k") is None
+    assert counted(cache_client, "errors") == 20
     assert len(warnings()) == 1
     assert "counted on /stats, not logged" in warnings()[0]
     now[0] += 10.0  # the next window: one more line
-    assert await client.get("k") is None
+    assert await cache_client.get("k") is None
     assert len(warnings()) == 2

@@ -2,6 +2,7 @@
 
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
 from jinja2 import DictLoader
@@ -14,6 +15,8 @@ from app.webcache.fragments import (
     FragmentCacheMisuse,
     init_fragment_cache,
 )
+from tests.integration.cache.support import MakeBackend
+from tests.support.memcached import MemcachedProcess
 
 
 @dataclass(frozen=True)
@@ -26,16 +29,17 @@ class Item:
 class Spy:
     """Records the calls made to a real client (the client still does the work)."""
 
-    def __init__(self, client: CacheClient, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: defaultdict[str, list[tuple]] = defaultdict(list)
+    def __init__(self, cache_client: CacheClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: defaultdict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for method in ("get", "get_many", "set", "delete"):
-            real = getattr(client, method)
+            real = getattr(cache_client, method)
 
-            async def wrapper(*args, _real=real, _method=method, **kwargs):
+            async def wrapper(*args: Any, _real: Any = real, _method: str = method,
+                              **kwargs: Any) -> Any:
                 self.calls[_method].append(args)
                 return await _real(*args, **kwargs)
 
-            monkeypatch.setattr(client, method, wrapper)
+            monkeypatch.setattr(cache_client, method, wrapper)
 
     def count(self, method: str) -> int:
         return len(self.calls[method])
@@ -48,27 +52,27 @@ class Site:
     """A tiny Quart app whose templates live in an editable dict."""
 
     def __init__(
-        self, client: CacheClient | None, templates: dict[str, str], release: str = ""
+        self, cache_client: CacheClient | None, templates: dict[str, str], release: str = ""
     ) -> None:
         self.templates = templates
         self.app = Quart(__name__)
         self.app.config.update(TEMPLATES_AUTO_RELOAD=True, SECRET_KEY="test")
         self.app.jinja_loader = DictLoader(templates)
-        fragments = None if client is None else FragmentCache(client, release=release)
+        fragments = None if cache_client is None else FragmentCache(cache_client, release=release)
         init_fragment_cache(self.app.jinja_env, fragments)
 
-    async def render(self, template: str, /, **context) -> str:
+    async def render(self, template: str, /, **context: Any) -> str:
         async with self.app.test_request_context("/"):
             return await render_template(template, **context)
 
 
-def fragment_counts(client: CacheClient) -> dict[str, int]:
-    return client.counters.snapshot()["namespaces"].get("fragment", defaultdict(int))
+def fragment_counts(cache_client: CacheClient) -> dict[str, int]:
+    return cache_client.counters.snapshot()["namespaces"].get("fragment", defaultdict(int))
 
 
 @pytest.fixture
-def spy(client, monkeypatch):
-    return Spy(client, monkeypatch)
+def spy(cache_client: CacheClient, monkeypatch: pytest.MonkeyPatch) -> Spy:
+    return Spy(cache_client, monkeypatch)
 
 
 ROW = "<li>{{ task.name }}</li>"
@@ -79,29 +83,31 @@ def items(n: int) -> list[Item]:
     return [Item(i, f"task {i}") for i in range(1, n + 1)]
 
 
-async def test_block_is_rendered_once_then_served_from_the_cache(client):
-    site = Site(client, {"box.html": "{% cache 60, 'box' %}<b>{{ value }}</b>{% endcache %}"})
+async def test_block_is_rendered_once_then_served_from_the_cache(cache_client: CacheClient) -> None:
+    site = Site(cache_client, {"box.html": "{% cache 60, 'box' %}<b>{{ value }}</b>{% endcache %}"})
 
     assert await site.render("box.html", value=1) == "<b>1</b>"
     assert await site.render("box.html", value=2) == "<b>1</b>"
 
-    counts = fragment_counts(client)
+    counts = fragment_counts(cache_client)
     assert (counts["misses"], counts["hits"], counts["sets"]) == (1, 1, 1)
 
 
-async def test_none_timeout_stores_with_the_finite_default_ttl(client, spy):
-    site = Site(client, {"box.html": "{% cache None, 'box' %}{{ value }}{% endcache %}"})
+async def test_none_timeout_stores_with_the_finite_default_ttl(
+    cache_client: CacheClient, spy: Spy
+) -> None:
+    site = Site(cache_client, {"box.html": "{% cache None, 'box' %}{{ value }}{% endcache %}"})
 
     assert await site.render("box.html", value=1) == "1"
     assert await site.render("box.html", value=2) == "1"
 
     [(key, _value, ttl)] = spy.calls["set"]
     assert ttl == DEFAULT_TIMEOUT
-    assert key == FragmentCache(client).make_template_fragment_key("box")
+    assert key == FragmentCache(cache_client).make_template_fragment_key("box")
 
 
-async def test_del_deletes_the_entry_and_renders_fresh(client, spy):
-    site = Site(client, {
+async def test_del_deletes_the_entry_and_renders_fresh(cache_client: CacheClient, spy: Spy) -> None:
+    site = Site(cache_client, {
         "box.html": "{% cache 60, 'box' %}{{ value }}{% endcache %}",
         "drop.html": "{% cache 'del', 'box' %}{{ value }}{% endcache %}",
     })
@@ -114,8 +120,10 @@ async def test_del_deletes_the_entry_and_renders_fresh(client, spy):
     assert await site.render("box.html", value=3) == "3"
 
 
-async def test_edited_template_does_not_serve_its_old_fragment(client, spy):
-    site = Site(client, {"box.html": "{% cache 60, 'box' %}<b>{{ value }}</b>{% endcache %}"})
+async def test_edited_template_does_not_serve_its_old_fragment(
+    cache_client: CacheClient, spy: Spy
+) -> None:
+    site = Site(cache_client, {"box.html": "{% cache 60, 'box' %}<b>{{ value }}</b>{% endcache %}"})
     assert await site.render("box.html", value=1) == "<b>1</b>"
 
     site.templates["box.html"] = "{% cache 60, 'box' %}<i>{{ value }}</i>{% endcache %}"
@@ -124,39 +132,42 @@ async def test_edited_template_does_not_serve_its_old_fragment(client, spy):
 
     first, second = (call[0] for call in spy.calls["set"])
     assert first == second  # the fresh rendering overwrote the same key
-    counts = fragment_counts(client)
+    counts = fragment_counts(cache_client)
     assert (counts["misses"], counts["hits"]) == (2, 1)
 
 
-async def test_a_new_release_does_not_serve_the_old_releases_fragments(client, spy):
+async def test_a_new_release_does_not_serve_the_old_releases_fragments(
+    cache_client: CacheClient, spy: Spy
+) -> None:
     """What a block includes is not in its digest; the release covers it after a deploy."""
     templates = {
         "box.html": "{% cache 60, 'box' %}{% include 'inner.html' %}{% endcache %}",
         "inner.html": "<b>{{ value }}</b>",
     }
-    assert await Site(client, templates, release="r1").render("box.html", value=1) == "<b>1</b>"
+    old = Site(cache_client, templates, release="r1")
+    assert await old.render("box.html", value=1) == "<b>1</b>"
 
-    new = Site(client, {**templates, "inner.html": "<i>{{ value }}</i>"}, release="r2")
+    new = Site(cache_client, {**templates, "inner.html": "<i>{{ value }}</i>"}, release="r2")
     assert await new.render("box.html", value=2) == "<i>2</i>"
     assert await new.render("box.html", value=3) == "<i>2</i>"
     first, second = (call[0] for call in spy.calls["set"])
     assert first == second  # the new release's rendering replaced the old one in place
 
 
-async def test_fragment_key_deletes_exactly_that_fragment(client):
-    site = Site(client, {"row.html": "{% cache None, 'task', id %}{{ name }}{% endcache %}"})
+async def test_fragment_key_deletes_exactly_that_fragment(cache_client: CacheClient) -> None:
+    site = Site(cache_client, {"row.html": "{% cache None, 'task', id %}{{ name }}{% endcache %}"})
     assert await site.render("row.html", id=1, name="a") == "a"
     assert await site.render("row.html", id=2, name="b") == "b"
 
-    key = FragmentCache(client).make_template_fragment_key("task", vary_on=["1"])
-    assert await client.delete(key) is True
+    key = FragmentCache(cache_client).make_template_fragment_key("task", vary_on=["1"])
+    assert await cache_client.delete(key) is True
 
     assert await site.render("row.html", id=1, name="A") == "A"
     assert await site.render("row.html", id=2, name="B") == "b"
 
 
-async def test_fifty_rows_cost_one_get_many(client, spy):
-    site = Site(client, {"list.html": LIST, "row.html": ROW})
+async def test_fifty_rows_cost_one_get_many(cache_client: CacheClient, spy: Spy) -> None:
+    site = Site(cache_client, {"list.html": LIST, "row.html": ROW})
     rows = items(50)
 
     first = await site.render("list.html", items=rows)
@@ -166,12 +177,12 @@ async def test_fifty_rows_cost_one_get_many(client, spy):
     spy.reset()
     assert await site.render("list.html", items=rows) == first
     assert (spy.count("get_many"), spy.count("get"), spy.count("set")) == (1, 0, 0)
-    assert fragment_counts(client)["hits"] == 50
+    assert fragment_counts(cache_client)["hits"] == 50
     assert first == "<ul>" + "".join(f"<li>task {i}</li>" for i in range(1, 51)) + "</ul>"
 
 
-async def test_changed_item_rerenders_only_its_row(client, spy):
-    site = Site(client, {"list.html": LIST, "row.html": ROW})
+async def test_changed_item_rerenders_only_its_row(cache_client: CacheClient, spy: Spy) -> None:
+    site = Site(cache_client, {"list.html": LIST, "row.html": ROW})
     rows = items(5)
     await site.render("list.html", items=rows)
     spy.reset()
@@ -183,16 +194,17 @@ async def test_changed_item_rerenders_only_its_row(client, spy):
     assert "<li>renamed</li>" in html
     assert "<li>task 1</li>" in html and "same version" not in html
     assert spy.count("set") == 1
-    assert fragment_counts(client)["misses"] == 5 + 1
+    assert fragment_counts(cache_client)["misses"] == 5 + 1
 
 
-async def test_deleted_row_key_rerenders_only_that_row(client, spy):
-    site = Site(client, {"list.html": LIST, "row.html": ROW})
+async def test_deleted_row_key_rerenders_only_that_row(cache_client: CacheClient, spy: Spy) -> None:
+    site = Site(cache_client, {"list.html": LIST, "row.html": ROW})
     rows = items(3)
     await site.render("list.html", items=rows)
     spy.reset()
 
-    await client.delete(FragmentCache(client).make_template_fragment_key("row.html", [2]))
+    fragments = FragmentCache(cache_client)
+    await cache_client.delete(fragments.make_template_fragment_key("row.html", [2]))
     rows = [replace(row, name=f"new {row.id}") for row in rows]
     html = await site.render("list.html", items=rows)
 
@@ -200,8 +212,8 @@ async def test_deleted_row_key_rerenders_only_that_row(client, spy):
     assert spy.count("set") == 1
 
 
-async def test_removed_item_renders_nothing_new(client, spy):
-    site = Site(client, {"list.html": LIST, "row.html": ROW})
+async def test_removed_item_renders_nothing_new(cache_client: CacheClient, spy: Spy) -> None:
+    site = Site(cache_client, {"list.html": LIST, "row.html": ROW})
     rows = items(4)
     await site.render("list.html", items=rows)
     spy.reset()
@@ -212,8 +224,8 @@ async def test_removed_item_renders_nothing_new(client, spy):
     assert spy.count("set") == 0
 
 
-async def test_outer_block_rebuild_reuses_inner_rows(client, spy):
-    site = Site(client, {
+async def test_outer_block_rebuild_reuses_inner_rows(cache_client: CacheClient, spy: Spy) -> None:
+    site = Site(cache_client, {
         "page.html": "{% cache None, 'list', generation %}<ul>"
                      "{{ cached_rows('row.html', items, as_='task') }}</ul>{% endcache %}",
         "row.html": ROW,
@@ -235,8 +247,8 @@ async def test_outer_block_rebuild_reuses_inner_rows(client, spy):
     assert spy.count("set") == 2  # outer block and the one changed row
 
 
-async def test_autoescape_applies_on_miss_and_hit(client):
-    site = Site(client, {
+async def test_autoescape_applies_on_miss_and_hit(cache_client: CacheClient) -> None:
+    site = Site(cache_client, {
         "box.html": "{% cache 60, 'box' %}<b>{{ value }}</b>{% endcache %}",
         "list.html": LIST,
         "row.html": ROW,
@@ -249,30 +261,34 @@ async def test_autoescape_applies_on_miss_and_hit(client):
         assert await site.render("list.html", items=[Item(1, script)]) == (
             f"<ul><li>{escaped}</li></ul>"
         )
-    assert fragment_counts(client)["hits"] == 2
+    assert fragment_counts(cache_client)["hits"] == 2
 
 
 FLASHES = "{% cache 60, 'flashes' %}{{ get_flashed_messages()|length }}{{ v }}{% endcache %}"
 
 
-async def test_flashes_in_a_cached_block_raise_in_debug(client):
-    site = Site(client, {"box.html": FLASHES})
+async def test_flashes_in_a_cached_block_raise_in_debug(cache_client: CacheClient) -> None:
+    site = Site(cache_client, {"box.html": FLASHES})
     site.app.config["DEBUG"] = True
 
     with pytest.raises(FragmentCacheMisuse, match="flashes"):
         await site.render("box.html", v=1)
 
 
-async def test_user_state_in_a_cached_block_renders_uncached_outside_debug(client, spy):
-    site = Site(client, {"box.html": FLASHES})
+async def test_user_state_in_a_cached_block_renders_uncached_outside_debug(
+    cache_client: CacheClient, spy: Spy
+) -> None:
+    site = Site(cache_client, {"box.html": FLASHES})
 
     assert await site.render("box.html", v=1) == "01"
     assert await site.render("box.html", v=2) == "02"
     assert spy.count("get_many") == spy.count("set") == 0
 
 
-async def test_session_in_the_vary_values_may_be_read_in_the_block(client):
-    site = Site(client, {
+async def test_session_in_the_vary_values_may_be_read_in_the_block(
+    cache_client: CacheClient
+) -> None:
+    site = Site(cache_client, {
         "box.html": "{% cache 60, 'hello', session.get('user', '-') %}"
                     "{{ session.get('user', '-') }}{{ v }}{% endcache %}"
     })
@@ -282,7 +298,7 @@ async def test_session_in_the_vary_values_may_be_read_in_the_block(client):
     assert await site.render("box.html", v=2) == "-1"
 
 
-async def test_without_a_fragment_cache_everything_renders_uncached():
+async def test_without_a_fragment_cache_everything_renders_uncached() -> None:
     site = Site(None, {
         "box.html": "{% cache 60, 'box' %}{{ v }}{% endcache %}",
         "list.html": LIST,
@@ -295,8 +311,8 @@ async def test_without_a_fragment_cache_everything_renders_uncached():
     assert html == "<ul><li>task 1</li><li>task 2</li></ul>"
 
 
-async def test_item_without_a_version_is_a_clear_error(client):
-    site = Site(client, {
+async def test_item_without_a_version_is_a_clear_error(cache_client: CacheClient) -> None:
+    site = Site(cache_client, {
         "list.html": "{{ cached_rows('row.html', items, as_='task') }}",
         "row.html": ROW,
     })
@@ -304,9 +320,11 @@ async def test_item_without_a_version_is_a_clear_error(client):
         await site.render("list.html", items=[{"id": 1, "name": "a"}])
 
 
-async def test_cache_down_renders_uncached(memcached, make_backend):
-    client = CacheClient(make_backend([memcached.address]), keys=KeyBuilder("test"))
-    site = Site(client, {
+async def test_cache_down_renders_uncached(
+    memcached: MemcachedProcess, make_backend: MakeBackend
+) -> None:
+    cache_client = CacheClient(make_backend([memcached.address]), keys=KeyBuilder("test"))
+    site = Site(cache_client, {
         "page.html": "{% cache 60, 'list' %}{{ v }}{{ cached_rows('row.html', items, "
                      "as_='task', version=None) }}{% endcache %}",
         "row.html": ROW,
@@ -317,4 +335,4 @@ async def test_cache_down_renders_uncached(memcached, make_backend):
     for v in (2, 3):
         html = await site.render("page.html", v=v, items=[Item(1, "fresh")])
         assert html == f"{v}<li>fresh</li>"
-    await client.close()
+    await cache_client.close()

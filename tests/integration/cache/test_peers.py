@@ -6,27 +6,32 @@ each app process has.
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
-from app.cache import CacheClient, KeyBuilder, MemoryBackend
+from app.cache import CacheBackend, CacheClient, KeyBuilder, MemoryBackend
 from app.cache.backends.null import NullBackend
 from app.cache.dashboard.peers import NAMESPACE, SLOTS, Peers
+from tests.integration.cache.support import MakeBackend, value_of
+from tests.support.memcached import MemcachedProcess
 
 KEYS = KeyBuilder("test")
 SLOT_KEYS = [KEYS.key(NAMESPACE, "slot", n) for n in range(SLOTS)]
 INTERVAL = 0.2  # the shortest TTL: 2 s
 
 
-def publisher(backend, name: str) -> Peers:
+def publisher(backend: CacheBackend, name: str) -> Peers:
     return Peers(CacheClient(backend, keys=KEYS), lambda: {"name": name}, interval=INTERVAL)
 
 
-async def directory(backend) -> list[str]:
+async def directory(backend: CacheBackend) -> list[str]:
     """The process id in each occupied slot, read raw."""
     found = await CacheClient(backend, keys=KEYS).get_many(SLOT_KEYS)
     return [found[key].value["id"] for key in SLOT_KEYS if key in found]
 
 
-async def eventually(check, within: float, step: float = 0.1):
+async def eventually[T](
+    check: Callable[[], Awaitable[T]], within: float, step: float = 0.1
+) -> T:
     deadline = time.monotonic() + within
     while not (result := await check()):
         assert time.monotonic() < deadline, f"not within {within} s"
@@ -34,7 +39,9 @@ async def eventually(check, within: float, step: float = 0.1):
     return result
 
 
-async def test_two_processes_read_the_same_directory(memcached, make_backend):
+async def test_two_processes_read_the_same_directory(
+    memcached: MemcachedProcess, make_backend: MakeBackend
+) -> None:
     a = publisher(make_backend([memcached.address]), "a")
     b = publisher(make_backend([memcached.address]), "b")
     assert await a.publish() and await b.publish()
@@ -46,8 +53,8 @@ async def test_two_processes_read_the_same_directory(memcached, make_backend):
 
 
 async def test_processes_publishing_at_once_each_get_a_slot_of_their_own(
-    memcached, make_backend
-):
+    memcached: MemcachedProcess, make_backend: MakeBackend
+) -> None:
     processes = [publisher(make_backend([memcached.address]), str(n)) for n in range(12)]
     for _ in range(3):  # claims, then rewrites, all concurrently
         assert all(await asyncio.gather(*(p.publish() for p in processes)))
@@ -58,8 +65,8 @@ async def test_processes_publishing_at_once_each_get_a_slot_of_their_own(
 
 
 async def test_a_process_that_stops_publishing_drops_out_within_its_ttl(
-    memcached, make_backend
-):
+    memcached: MemcachedProcess, make_backend: MakeBackend
+) -> None:
     a = publisher(make_backend([memcached.address]), "a")
     dead = publisher(make_backend([memcached.address]), "dead")
     running = asyncio.create_task(a.run())
@@ -77,7 +84,9 @@ async def test_a_process_that_stops_publishing_drops_out_within_its_ttl(
         running.cancel()
 
 
-async def test_a_withdrawn_process_drops_out_at_once(memcached, make_backend):
+async def test_a_withdrawn_process_drops_out_at_once(
+    memcached: MemcachedProcess, make_backend: MakeBackend
+) -> None:
     a = publisher(make_backend([memcached.address]), "a")
     b = publisher(make_backend([memcached.address]), "b")
     assert await a.publish() and await b.publish()
@@ -86,7 +95,9 @@ async def test_a_withdrawn_process_drops_out_at_once(memcached, make_backend):
     assert await directory(make_backend([memcached.address])) == [a.id]
 
 
-async def test_a_process_whose_slot_was_taken_moves_to_another(memcached, make_backend):
+async def test_a_process_whose_slot_was_taken_moves_to_another(
+    memcached: MemcachedProcess, make_backend: MakeBackend
+) -> None:
     a = publisher(make_backend([memcached.address]), "a")
     b = publisher(make_backend([memcached.address]), "b")
     assert await a.publish()
@@ -100,20 +111,22 @@ async def test_a_process_whose_slot_was_taken_moves_to_another(memcached, make_b
 
 
 async def test_a_process_found_in_two_slots_counts_once_with_its_newest_entry(
-    memcached, make_backend
-):
-    client = CacheClient(make_backend([memcached.address]), keys=KEYS)
+    memcached: MemcachedProcess, make_backend: MakeBackend
+) -> None:
+    cache_client = CacheClient(make_backend([memcached.address]), keys=KEYS)
     counts = {"n": 1}
-    a = Peers(client, lambda: dict(counts), interval=INTERVAL)
+    a = Peers(cache_client, lambda: dict(counts), interval=INTERVAL)
     assert await a.publish()
-    old = (await client.get(SLOT_KEYS[0])).value
-    assert await client.set(SLOT_KEYS[7], old, 60)  # left behind by an earlier slot
+    old = await value_of(cache_client, SLOT_KEYS[0])
+    assert await cache_client.set(SLOT_KEYS[7], old, 60)  # left behind by an earlier slot
     counts["n"] = 2
     (peer,) = (await a.census()).peers
     assert peer.id == a.id and peer.data == {"n": 2}
 
 
-async def test_entries_on_a_dead_server_move_to_a_live_one(memcached_factory, make_backend):
+async def test_entries_on_a_dead_server_move_to_a_live_one(
+    memcached_factory: Callable[..., MemcachedProcess], make_backend: MakeBackend
+) -> None:
     servers = [memcached_factory(), memcached_factory()]
     addresses = [s.address for s in servers]
     processes = [publisher(make_backend(addresses), str(n)) for n in range(8)]
@@ -142,7 +155,9 @@ async def test_entries_on_a_dead_server_move_to_a_live_one(memcached_factory, ma
     assert sorted(await directory(ring)) == sorted(p.id for p in processes), "no duplicates"
 
 
-async def test_with_memcached_down_a_process_sees_itself_only(memcached, make_backend):
+async def test_with_memcached_down_a_process_sees_itself_only(
+    memcached: MemcachedProcess, make_backend: MakeBackend
+) -> None:
     a = publisher(make_backend([memcached.address]), "a")
     assert await a.publish()
     memcached.kill()
@@ -152,19 +167,23 @@ async def test_with_memcached_down_a_process_sees_itself_only(memcached, make_ba
     assert not census.complete
 
 
-async def test_foreign_values_in_the_slots_are_skipped(memcached, make_backend):
-    client = CacheClient(make_backend([memcached.address]), keys=KEYS)
-    assert await client.set(SLOT_KEYS[0], "junk", 60)
-    assert await client.set(SLOT_KEYS[1], {"id": "other-release", "seq": 1}, 60)
+async def test_foreign_values_in_the_slots_are_skipped(
+    memcached: MemcachedProcess, make_backend: MakeBackend
+) -> None:
+    cache_client = CacheClient(make_backend([memcached.address]), keys=KEYS)
+    assert await cache_client.set(SLOT_KEYS[0], "junk", 60)
+    assert await cache_client.set(SLOT_KEYS[1], {"id": "other-release", "seq": 1}, 60)
     a = publisher(make_backend([memcached.address]), "a")
     assert await a.publish()
     census = await a.census()
     assert [p.id for p in census.peers] == [a.id] and census.complete
-    found = await client.get_many(SLOT_KEYS[:3])
+    found = await cache_client.get_many(SLOT_KEYS[:3])
     assert found[SLOT_KEYS[2]].value["id"] == a.id, "taken slots are left alone"
 
 
-async def test_with_every_slot_taken_a_process_still_sees_itself(memcached, make_backend):
+async def test_with_every_slot_taken_a_process_still_sees_itself(
+    memcached: MemcachedProcess, make_backend: MakeBackend
+) -> None:
     processes = [
         Peers(CacheClient(make_backend([memcached.address]), keys=KEYS), lambda: {}, interval=1,
               slots=2)
@@ -175,7 +194,9 @@ async def test_with_every_slot_taken_a_process_still_sees_itself(memcached, make
     assert [p.id for p in (await processes[0].census()).peers] == [p.id for p in processes[:2]]
 
 
-async def test_the_in_process_cache_and_no_cache_show_this_process(make_backend):
+async def test_the_in_process_cache_and_no_cache_show_this_process(
+    make_backend: MakeBackend
+) -> None:
     for backend in (MemoryBackend(), NullBackend()):
         a = publisher(backend, "a")
         census = await a.census()

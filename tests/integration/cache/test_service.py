@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -16,8 +17,8 @@ from tests.support.clock import Clock
 class SpyClient:
     """The real client, counting the round trips the service makes through it."""
 
-    def __init__(self, client: CacheClient) -> None:
-        self._client = client
+    def __init__(self, cache_client: CacheClient) -> None:
+        self._client = cache_client
         self.calls: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -32,9 +33,16 @@ class SpyClient:
         return attribute
 
 
+def named[F: Callable[..., Any]](name: str, function: F) -> F:
+    """`function` under the qualified name `name`: two functions memoized under one name
+    stand for one function in two processes (they share entries)."""
+    function.__qualname__ = name
+    return function
+
+
 @pytest.fixture
-def service(client: CacheClient) -> CacheService:
-    return CacheService(client)
+def service(cache_client: CacheClient) -> CacheService:
+    return CacheService(cache_client)
 
 
 # --- generations -------------------------------------------------------------------------
@@ -75,8 +83,8 @@ async def test_bump_changes_only_the_named_namespaces(service: CacheService) -> 
     assert after["b"] == before["b"]
 
 
-async def test_several_tokens_are_read_in_one_round_trip(client: CacheClient) -> None:
-    spy = SpyClient(client)
+async def test_several_tokens_are_read_in_one_round_trip(cache_client: CacheClient) -> None:
+    spy = SpyClient(cache_client)
     generations = Generations(spy)  # type: ignore[arg-type]
     await generations.current(["a", "b", "c"])  # creates them
     spy.calls.clear()
@@ -84,7 +92,9 @@ async def test_several_tokens_are_read_in_one_round_trip(client: CacheClient) ->
     assert spy.calls == ["get_many"]
 
 
-async def test_flush_then_read_is_a_miss_never_old_data(service: CacheService) -> None:
+async def test_flush_then_read_is_a_miss_never_old_data(
+    service: CacheService, empty_cache: Callable[[], Awaitable[None]]
+) -> None:
     calls = 0
 
     async def load() -> int:
@@ -94,7 +104,7 @@ async def test_flush_then_read_is_a_miss_never_old_data(service: CacheService) -
 
     memoized = service.memoize(60, namespaces=["tasks"])(load)
     assert await memoized() == 1
-    await service.client.flush()
+    await empty_cache()
     assert await memoized() == 2
 
 
@@ -116,8 +126,8 @@ async def test_interleaved_reader_and_writer_never_leave_stale_data(
     async def load() -> str:
         return database["value"]
 
-    racing = service.memoize(60, namespaces=["tasks"], make_name=lambda f: "list")(slow_load)
-    normal = service.memoize(60, namespaces=["tasks"], make_name=lambda f: "list")(load)
+    racing = service.memoize(60, namespaces=["tasks"])(named("list", slow_load))
+    normal = service.memoize(60, namespaces=["tasks"])(named("list", load))
 
     reader = asyncio.create_task(racing())
     await reader_has_read.wait()
@@ -171,24 +181,24 @@ async def test_delete_memoized(
     assert calls == [2, 3, *reloaded]
 
 
-async def test_ignored_arguments_and_self_are_not_in_the_key(service: CacheService) -> None:
+async def test_self_is_not_in_the_key(service: CacheService) -> None:
     calls = 0
 
     class Repository:
-        async def find(self, name: str, session: object) -> str:
+        async def find(self, name: str) -> str:
             nonlocal calls
             calls += 1
             return name.upper()
 
     first, second = Repository(), Repository()
-    find = service.memoize(60, args_to_ignore=["session"])(Repository.find)
-    assert await find(first, "x", session=object()) == "X"
-    assert await find(second, "x", session=object()) == "X"
+    find = service.memoize(60)(Repository.find)
+    assert await find(first, "x") == "X"
+    assert await find(second, "x") == "X"
     assert calls == 1
 
 
-async def test_none_is_cached_and_a_hit_costs_two_round_trips(client: CacheClient) -> None:
-    spy = SpyClient(client)
+async def test_none_is_cached_and_a_hit_costs_two_round_trips(cache_client: CacheClient) -> None:
+    spy = SpyClient(cache_client)
     service = CacheService(spy)  # type: ignore[arg-type]
     calls = 0
 
@@ -203,18 +213,6 @@ async def test_none_is_cached_and_a_hit_costs_two_round_trips(client: CacheClien
     assert await memoized(7) is None
     assert calls == 1
     assert spy.calls == ["get_many", "get"]
-
-
-async def test_unless_true_bypasses_the_cache(service: CacheService) -> None:
-    calls = 0
-
-    async def load() -> int:
-        nonlocal calls
-        calls += 1
-        return calls
-
-    memoized = service.memoize(60, unless=lambda: True)(load)
-    assert [await memoized(), await memoized()] == [1, 2]
 
 
 async def test_namespaces_may_name_arguments(service: CacheService) -> None:
@@ -272,9 +270,12 @@ async def test_cancelling_one_waiter_does_not_cancel_the_load(service: CacheServ
         await first
 
 
-async def test_past_the_soft_ttl_all_get_stale_and_one_refresh_runs(client: CacheClient) -> None:
+async def test_past_the_soft_ttl_all_get_stale_and_one_refresh_runs(
+    cache_client: CacheClient
+) -> None:
     clock = Clock()  # the envelope's soft expiry and the service read the same clock
-    service = CacheService(CacheClient(client.backend, keys=client.keys, clock=clock), clock=clock)
+    timed = CacheClient(cache_client.backend, keys=cache_client.keys, clock=clock)
+    service = CacheService(timed, clock=clock)
     version = 0
     refreshing = asyncio.Event()
     release = asyncio.Event()
@@ -304,11 +305,11 @@ async def test_past_the_soft_ttl_all_get_stale_and_one_refresh_runs(client: Cach
 
 
 async def test_a_lease_holder_in_another_process_makes_us_wait_for_its_value(
-    client: CacheClient,
+    cache_client: CacheClient,
 ) -> None:
     """Two services on one cache stand for two processes."""
-    other = CacheService(client)
-    ours = CacheService(client, leases=Leases(ttl=5, wait=2.0, poll=0.01))
+    other = CacheService(cache_client)
+    ours = CacheService(cache_client, leases=Leases(ttl=5, wait=2.0, poll=0.01))
     loads: list[str] = []
     other_started = asyncio.Event()
     release = asyncio.Event()
@@ -323,10 +324,9 @@ async def test_a_lease_holder_in_another_process_makes_us_wait_for_its_value(
         loads.append("ours")
         return "from ours"
 
-    name = lambda f: "shared"  # noqa: E731
-    theirs = asyncio.create_task(other.memoize(60, make_name=name)(slow_other)())
+    theirs = asyncio.create_task(other.memoize(60)(named("shared", slow_other))())
     await other_started.wait()
-    mine = asyncio.create_task(ours.memoize(60, make_name=name)(ours_load)())
+    mine = asyncio.create_task(ours.memoize(60)(named("shared", ours_load))())
     await asyncio.sleep(0.05)
     release.set()
     assert await mine == "from other"
@@ -334,12 +334,14 @@ async def test_a_lease_holder_in_another_process_makes_us_wait_for_its_value(
     assert loads == ["other"]
 
 
-async def test_a_crashed_lease_holder_blocks_nobody_past_the_wait(client: CacheClient) -> None:
-    ours = CacheService(client, leases=Leases(ttl=1, wait=0.2, poll=0.01))
-    memoized = ours.memoize(60, make_name=lambda f: "orphan")(_answer)
+async def test_a_crashed_lease_holder_blocks_nobody_past_the_wait(
+    cache_client: CacheClient
+) -> None:
+    ours = CacheService(cache_client, leases=Leases(ttl=1, wait=0.2, poll=0.01))
+    memoized = ours.memoize(60)(_answer)
     key = await memoized.make_cache_key()
     # A lease taken by a process that then died: nobody will ever fill the key.
-    assert await client.add(ours.keys.key("lease", key), "dead-process", 1)
+    assert await cache_client.add(ours.keys.key("lease", key), "dead-process", 1)
     assert await asyncio.wait_for(memoized(), 2) == 42
 
 

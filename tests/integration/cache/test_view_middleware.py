@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from quart import Quart, Response
 
+from app.asgi import ASGIApp, wrap_asgi
 from app.cache import CacheClient, KeyBuilder, MemcachedBackend
 from app.cache.service import CacheService
 from app.webcache.recent import RecentResponses, StoredResponse
@@ -25,23 +26,29 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def service(client: CacheClient, clock: Clock) -> CacheService:
-    return CacheService(CacheClient(client.backend, keys=client.keys, clock=clock), clock=clock)
+def service(cache_client: CacheClient, clock: Clock) -> CacheService:
+    timed = CacheClient(cache_client.backend, keys=cache_client.keys, clock=clock)
+    return CacheService(timed, clock=clock)
 
 
-def make_app(
-    service: CacheService, view: Callable[[], Response | str], release: str = "r1"
-) -> Quart:
+View = Callable[[], Response | str | Awaitable[Response | str]]
+
+
+def make_app(service: CacheService, view: View, release: str = "r1") -> Quart:
     app = Quart(__name__)
     app.get("/")(cached(10, depends_on=["things"])(view))
-    app.asgi_app = ViewCacheMiddleware(  # type: ignore[method-assign]
-        app,
-        app.asgi_app,
-        get_service=lambda: service,
-        variant=lambda headers: "full",
-        has_session=lambda headers: "cookie" in headers,
-        release=release,
-    )
+
+    def view_cache(inner: ASGIApp) -> ASGIApp:
+        return ViewCacheMiddleware(
+            app,
+            inner,
+            get_service=lambda: service,
+            variant=lambda headers: "full",
+            has_session=lambda headers: headers.get("cookie") is not None,
+            release=release,
+        )
+
+    wrap_asgi(app, view_cache)
     return app
 
 
@@ -172,10 +179,10 @@ async def test_if_none_match_star_is_left_to_the_view(service: CacheService) -> 
     async def thing(thing: int) -> tuple[str, int]:
         return ("here", 200) if thing == 1 else ("no such thing", 404)
 
-    app.asgi_app = ViewCacheMiddleware(  # type: ignore[method-assign]
-        app, app.asgi_app, get_service=lambda: service, variant=lambda headers: "full",
+    wrap_asgi(app, lambda inner: ViewCacheMiddleware(
+        app, inner, get_service=lambda: service, variant=lambda headers: "full",
         has_session=lambda headers: False, release="r1",
-    )
+    ))
     client = app.test_client()
     await client.get("/things/1")
     assert (await client.get("/things/2", headers={"If-None-Match": "*"})).status_code == 404
@@ -193,7 +200,7 @@ async def test_a_client_that_accepts_gzip_gets_the_stored_gzip_body(
     assert miss.headers["X-Cache"] == "miss" and "Content-Encoding" not in miss.headers
 
     hit = await client.get("/", headers={"Accept-Encoding": "br, gzip;q=0.8"})
-    raw = await hit.get_data()
+    raw = await hit.get_data(as_text=False)
     assert hit.headers["X-Cache"] == "hit" and hit.headers["Content-Encoding"] == "gzip"
     assert gzip.decompress(raw).decode() == PAGE and len(raw) < len(PAGE) // 4
     assert int(hit.headers["Content-Length"]) == len(raw)
@@ -293,4 +300,6 @@ async def test_a_miss_is_stored_without_losing_its_connection_when_the_client_go
 
 def total_connections(memcached: MemcachedProcess) -> int:
     stats = memcached.command(b"stats\r\n").decode()
-    return int(re.search(r"STAT total_connections (\d+)", stats).group(1))
+    found = re.search(r"STAT total_connections (\d+)", stats)
+    assert found is not None, stats
+    return int(found.group(1))
