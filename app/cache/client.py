@@ -139,13 +139,14 @@ class CacheClient:
         self,
         key: str,
         value: Any,
-        ttl: int,
+        ttl: float,
         *,
         soft_ttl: float | None = None,
         urgent: bool = False,
         payload: bytes | None = None,
     ) -> bool:
-        """Store `value` for `ttl` seconds; `soft_ttl` marks it stale earlier. False if not stored.
+        """Store `value` for `ttl` seconds (rounded up to whole ones, at most 30 days);
+        `soft_ttl` marks it stale earlier. False if not stored.
 
         `urgent` is for invalidations: the write is attempted even while its server is
         being skipped after failures (see `Server.call`). `payload`: raw bytes stored
@@ -153,7 +154,9 @@ class CacheClient:
         """
         return await self._store("set", key, value, ttl, soft_ttl, urgent, payload)
 
-    async def add(self, key: str, value: Any, ttl: int, *, soft_ttl: float | None = None) -> bool:
+    async def add(
+        self, key: str, value: Any, ttl: float, *, soft_ttl: float | None = None
+    ) -> bool:
         """Store only if `key` is absent; False if present or on failure."""
         return await self._store("add", key, value, ttl, soft_ttl, False, None)
 
@@ -162,7 +165,7 @@ class CacheClient:
         command: str,
         key: str,
         value: Any,
-        ttl: int,
+        ttl: float,
         soft_ttl: float | None,
         urgent: bool,
         payload: bytes | None,

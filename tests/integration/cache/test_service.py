@@ -85,7 +85,7 @@ async def test_bump_changes_only_the_named_namespaces(service: CacheService) -> 
 
 async def test_several_tokens_are_read_in_one_round_trip(cache_client: CacheClient) -> None:
     spy = SpyClient(cache_client)
-    generations = Generations(spy)  # type: ignore[arg-type]
+    generations = Generations(spy)  # type: ignore[arg-type]  # a spy in the client's place
     await generations.current(["a", "b", "c"])  # creates them
     spy.calls.clear()
     await generations.current(["a", "b", "c"])
@@ -199,7 +199,7 @@ async def test_self_is_not_in_the_key(service: CacheService) -> None:
 
 async def test_none_is_cached_and_a_hit_costs_two_round_trips(cache_client: CacheClient) -> None:
     spy = SpyClient(cache_client)
-    service = CacheService(spy)  # type: ignore[arg-type]
+    service = CacheService(spy)  # type: ignore[arg-type]  # a spy in the client's place
     calls = 0
 
     async def missing(task_id: int) -> None:

@@ -123,7 +123,7 @@ async def test_a_key_that_is_not_a_string_is_the_callers_error(
 async def test_ttls_must_be_finite_and_positive(ttl: float) -> None:
     client = CacheClient(MemoryBackend(), keys=keys)
     with pytest.raises(ValueError):
-        await client.set(keys.key("n", "x"), 1, ttl)  # type: ignore[arg-type]  # floats too
+        await client.set(keys.key("n", "x"), 1, ttl)
 
 
 async def test_long_ttls_are_clamped_to_30_days() -> None:
@@ -136,7 +136,7 @@ async def test_long_ttls_are_clamped_to_30_days() -> None:
 
     client = CacheClient(Recording(), keys=keys)
     await client.set(keys.key("n", "x"), 1, 365 * 86400)
-    await client.set(keys.key("n", "x"), 1, 1.2)  # type: ignore[arg-type]  # rounded up
+    await client.set(keys.key("n", "x"), 1, 1.2)  # rounded up
     assert seen == [MAX_TTL, 2]
 
 
