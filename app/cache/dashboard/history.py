@@ -50,7 +50,7 @@ class HitRatioHistory:
     def record(self, hits: int, misses: int) -> None:
         """Keep the current totals (the oldest sample drops out once the buffer is full)."""
         if self._samples and (hits < self._samples[-1].hits or misses < self._samples[-1].misses):
-            self._samples.clear()  # the counters were reset: older deltas would be negative
+            self._samples.clear()  # the counts went back: older deltas would be negative
         self._samples.append(Sample(self._clock(), hits, misses))
 
     def points(self) -> list[Point]:
