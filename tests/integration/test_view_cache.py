@@ -14,21 +14,28 @@ from sqlalchemy import event
 
 from app import create_app
 from app.settings import Settings
+from app.state import find_state
 from tests.support.memcached import MemcachedProcess
 
 HTMX = {"HX-Request": "true", "HX-Request-Type": "partial"}
 
 
 @pytest.fixture(params=["memory", "memcached"])
-def cache_servers(request: pytest.FixtureRequest) -> Iterator[tuple[str, ...]]:
+def memcached_process(request: pytest.FixtureRequest) -> Iterator[MemcachedProcess | None]:
+    """A memcached of the test's own, or None: the in-process cache."""
     if request.param == "memory":
-        yield ()
+        yield None
         return
     server = MemcachedProcess().start()
     try:
-        yield (server.address,)
+        yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def cache_servers(memcached_process: MemcachedProcess | None) -> tuple[str, ...]:
+    return () if memcached_process is None else (memcached_process.address,)
 
 
 @pytest.fixture
@@ -122,10 +129,17 @@ async def test_single_task_etag_changes_with_that_task_only(
     assert (await fresh.get_json())["name"] == "renamed"
 
 
-async def test_etag_after_a_cache_flush_is_never_the_old_one(app: Quart, client: Client) -> None:
+async def test_etag_after_a_cache_flush_is_never_the_old_one(
+    app: Quart, client: Client, memcached_process: MemcachedProcess | None
+) -> None:
     await create(client, "x")
     etag = (await client.get("/")).headers["ETag"]
-    await app.extensions["tasklist"].cache.flush()
+    state = find_state(app)
+    assert state is not None
+    if memcached_process is None:
+        await state.cache.backend.close()  # the in-process cache: emptied
+    else:
+        memcached_process.flush()
     again = await client.get("/", headers={"If-None-Match": etag})
     assert again.status_code == 200
     assert again.headers["ETag"] != etag
