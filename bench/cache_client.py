@@ -24,13 +24,15 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiomcache
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.cache import CacheClient, KeyBuilder, MemcachedBackend  # noqa: E402
+from app.cache import CacheClient, KeyBuilder, make_cache_client  # noqa: E402
+from app.settings import Settings  # noqa: E402
 from bench.report import write_results  # noqa: E402
 
 HEADING = "## Cache client"
@@ -60,6 +62,14 @@ def start_memcached() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("memcached did not start")
 
 
+
+def app_client(server: str, **settings: Any) -> CacheClient:
+    """The app's cache client for `server` as its settings make it (`settings` override
+    them), with keys under the prefix "bench"."""
+    return make_cache_client(
+        Settings(memcache_servers=(server,), cache_key_prefix="bench", **settings)
+    )
+
 async def rate(
     op: Callable[[int], Awaitable[object]], concurrency: int, seconds: float, warmup: int = 200
 ) -> float:
@@ -88,7 +98,7 @@ async def run(
     host, _, port = server.rpartition(":")
     raw = aiomcache.Client(host, int(port), pool_size=POOL)
     keys = KeyBuilder("bench")
-    ours = CacheClient(MemcachedBackend([server], pool_size=POOL), keys=keys)
+    ours = app_client(server, cache_pool_size=POOL)
     names = [keys.key("bench", i) for i in range(1000)]
     raw_names = [name.encode() for name in names]
     for name in names:
@@ -167,11 +177,11 @@ async def over_a_round_trip(server: str, address: str, seconds: float) -> dict[s
     keys = KeyBuilder("bench")
     names = [keys.key("bench", i) for i in range(1000)]
     batch = [names[i : i + 50] for i in range(0, 1000, 50)]
-    direct = CacheClient(MemcachedBackend([server]), keys=keys)
+    direct = app_client(server)
     for name in names:
         await direct.set(name, VALUE, 600)
     await direct.close()
-    ours = CacheClient(MemcachedBackend([address], pool_size=POOL), keys=keys)
+    ours = app_client(address, cache_pool_size=POOL)
 
     async def sequential_gets(i: int) -> None:
         for name in batch[i % 20]:
@@ -216,8 +226,7 @@ async def count_ops(server: str, operation: str, client: str, concurrency: int, 
     names = [keys.key("bench", i) for i in range(1000)]
     batches = [names[i : i + 50] for i in range(0, 1000, 50)]
     # valgrind runs ~50x slower: deadlines long enough not to fire (they cost the same)
-    backend = MemcachedBackend([server], pool_size=POOL, op_timeout=60, connect_timeout=60)
-    ours = CacheClient(backend, keys=keys)
+    ours = app_client(server, cache_pool_size=POOL, cache_op_timeout=60, cache_connect_timeout=60)
     for name in names:
         await ours.set(name, VALUE, 3600)
     op: Callable[[int], Awaitable[object]]
