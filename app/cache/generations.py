@@ -15,8 +15,8 @@ from collections.abc import Iterable
 
 from .backends.base import MAX_TTL
 from .client import CacheClient
+from .keys import Namespaces
 
-NAMESPACE = "gen"
 # Tokens outlive every data entry (all data TTLs are shorter): a token that expired with the
 # first entry stored under it would make the entries stored later unreachable before their
 # own TTL (misses, and memory held for nothing).
@@ -32,7 +32,7 @@ class Generations:
         self.client = client
 
     def key(self, namespace: str) -> str:
-        return self.client.keys.key(NAMESPACE, namespace)
+        return self.client.keys.key(Namespaces.GENERATION, namespace)
 
     async def current(self, namespaces: Iterable[str]) -> dict[str, str]:
         """The token of each namespace, in one `get_many`; missing ones are created.

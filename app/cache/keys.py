@@ -13,11 +13,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from typing import Final
 
 MAX_KEY_BYTES = 250
 # A readable part, and what a prefix and a namespace must be.
 _READABLE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FORBIDDEN = bytes(range(0, 33)) + b"\x7f"  # whitespace and control characters
+
+
+class Namespaces:
+    """Every key's namespace, its first part after the header: what kind of entry it is.
+    The dashboard counts hits and misses by it."""
+
+    MEMOIZE: Final = "memoize"  # memoized results
+    VIEW: Final = "view"  # whole responses
+    FRAGMENT: Final = "fragment"  # rendered template fragments
+    SESSION: Final = "session"  # session data
+    GENERATION: Final = "gen"  # generation tokens
+    LEASE: Final = "lease"  # who is computing a missing value
+    PEERS: Final = "peers"  # the directory of app processes
 
 
 class InvalidKey(ValueError):

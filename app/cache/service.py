@@ -19,6 +19,7 @@ from typing import Any
 
 from .client import CacheClient
 from .generations import Generations
+from .keys import Namespaces
 from .singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class CacheService:
         """A load (on a miss) and a refresh (of a stale value) lease apart: a load's lease is
         left to expire once its value is stored, and must not hold up the first refresh."""
         parts = (key,) if purpose == "load" else (purpose, key)
-        return self.keys.key("lease", *parts)
+        return self.keys.key(Namespaces.LEASE, *parts)
 
     def memoize(
         self,
@@ -237,5 +238,5 @@ class Memoized:
         tokens = await self.service.generations.current(namespaces)
         normalised = json.dumps(arguments, sort_keys=True, default=repr, separators=(",", ":"))
         return self.service.keys.key(
-            "memoize", self.name, *(tokens[ns] for ns in namespaces), normalised
+            Namespaces.MEMOIZE, self.name, *(tokens[ns] for ns in namespaces), normalised
         )

@@ -61,10 +61,9 @@ from jinja2.runtime import Context
 from markupsafe import Markup
 
 from app.cache.client import CacheClient
-from app.cache.keys import digest
+from app.cache.keys import Namespaces, digest
 
 DEFAULT_TIMEOUT = 86_400
-NAMESPACE = "fragment"
 
 logger = logging.getLogger("app.webcache.fragments")
 
@@ -85,7 +84,7 @@ class FragmentCache:
 
     def make_template_fragment_key(self, name: str, vary_on: Iterable[Any] = ()) -> str:
         """The key the tag (or a row: `vary` then the row's key parts) uses for `name`/`vary_on`."""
-        return self.client.keys.key(NAMESPACE, name, *map(_key_part, vary_on))
+        return self.client.keys.key(Namespaces.FRAGMENT, name, *map(_key_part, vary_on))
 
     async def fetch(
         self, keys: Sequence[str], template_digest: str, versions: Sequence[str | None]
@@ -131,8 +130,8 @@ class FragmentCache:
         # The client saw a hit; for the dashboard an outdated fragment is a miss. No await
         # separates the two counts, so no snapshot sees the hit.
         server = self.client.backend.server_for(key)
-        self.client.counters.add("hits", NAMESPACE, server, -1)
-        self.client.counters.add("misses", NAMESPACE, server)
+        self.client.counters.add("hits", Namespaces.FRAGMENT, server, -1)
+        self.client.counters.add("misses", Namespaces.FRAGMENT, server)
 
 
 class CacheExtension(Extension):

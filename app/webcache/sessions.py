@@ -37,14 +37,13 @@ from quart.sessions import session_json_serializer as _serializer
 from werkzeug.sansio.http import parse_cookie
 
 from app.cache.client import CacheClient
-from app.cache.keys import digest
+from app.cache.keys import Namespaces, digest
 
 if TYPE_CHECKING:
     from quart import Quart
     from quart.wrappers import BaseRequestWebsocket, Response
     from werkzeug.wrappers import Response as WerkzeugResponse
 
-NAMESPACE = "session"
 
 
 class CookieFlags(TypedDict):
@@ -187,7 +186,7 @@ def has_session_cookie(cookie_header: str | None, cookie_name: str) -> bool:
 
 
 def _key(client: CacheClient, sid: str) -> str:
-    return client.keys.key(NAMESPACE, digest(sid))
+    return client.keys.key(Namespaces.SESSION, digest(sid))
 
 
 def _load(value: Any) -> dict[str, Any] | None:

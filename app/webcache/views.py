@@ -52,7 +52,7 @@ from app.asgi import (
     with_response_headers,
 )
 from app.cache.entry import Entry
-from app.cache.keys import digest
+from app.cache.keys import Namespaces, digest
 from app.cache.service import CacheService
 
 from .recent import RecentResponses, StoredResponse
@@ -213,7 +213,7 @@ class ViewCacheMiddleware(HTTPMiddleware):
         found = self._keys.get(memo)
         if found is None:
             key = service.keys.key(
-                "view", self.release, scope["path"], _sorted_query(scope), variant
+                Namespaces.VIEW, self.release, scope["path"], _sorted_query(scope), variant
             )
             namespaces = [ns.format(**view_args) for ns in spec.namespaces]
             gen_keys = [service.generations.key(ns) for ns in namespaces]

@@ -35,9 +35,9 @@ from typing import Any
 from ..backends.base import PartialResult
 from ..client import CacheClient
 from ..entry import decode_many
+from ..keys import Namespaces
 
 SLOTS = 64  # processes beyond this many publish nothing (each still sees itself)
-NAMESPACE = "peers"
 TTL_INTERVALS = 5  # an entry outlives this many publishes that did not happen
 MIN_TTL = 2  # memcached expires by whole seconds: a 1 s TTL can end right after the set
 
@@ -87,7 +87,7 @@ class Peers:
         self.id = f"{self.host}-{self.pid}-{secrets.token_hex(4)}"  # a restart is a new id
         self.started_at = time.time()
         self._data = data
-        self._keys = [cache.keys.key(NAMESPACE, "slot", n) for n in range(slots)]
+        self._keys = [cache.keys.key(Namespaces.PEERS, "slot", n) for n in range(slots)]
         self._slot: int | None = None
         self._seq = 0
         self._lock = asyncio.Lock()

@@ -9,10 +9,11 @@ import time
 from typing import Any
 
 from ..client import CacheClient, ServerRow
+from ..keys import Namespaces
 from .history import HitRatioHistory, Point, summed
 from .peers import Peer, Peers
 
-KINDS = ("memoize", "view", "fragment", "session")
+KINDS = (Namespaces.MEMOIZE, Namespaces.VIEW, Namespaces.FRAGMENT, Namespaces.SESSION)
 COUNTS = ("hits", "misses", "sets", "deletes")
 SERVER_STATS = ("curr_items", "bytes", "evictions", "get_hits", "get_misses")
 
