@@ -21,6 +21,7 @@ import re
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -44,47 +45,56 @@ class RequestLog(HTTPMiddleware):
     response sent, the app raising, the client gone), and tag it with `X-Request-ID`."""
 
     async def handle(self, scope: Message, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        request_id = request_id_of(scope["headers"])
-        # 500 until a response starts: a server answers 500 when the app raises before that.
-        status, cache, finished = 500, b"-", 0.0
-
-        async def send_logged(message: Message) -> None:
-            nonlocal status, cache, finished
-            kind = message["type"]
-            if kind == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", ()))
-                for name, value in headers:
-                    if name == b"x-cache":
-                        cache = value
-                        break
-                headers.append((b"x-request-id", request_id))
-                message = {**message, "headers": headers}
-            await send(message)
-            if kind == "http.response.body" and not message.get("more_body", False):
-                finished = time.perf_counter()  # the client has it; a cache store may follow
-
+        exchange = Exchange(request_id_of(scope["headers"]), send)
         try:
-            await self.app(scope, receive, send_logged)
+            await self.app(scope, receive, exchange.send)
         finally:
             if log.isEnabledFor(logging.INFO):
-                duration_ms = ((finished or time.perf_counter()) - started) * 1000
-                method, path = scope["method"], scope["path"]
-                fields = {
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round(duration_ms, 3),
-                    "cache": cache.decode("latin-1"),
-                    "request_id": request_id.decode("ascii"),
-                }
-                # Not `log.info`: its caller lookup walks the stack to name this line.
-                record = log.makeRecord(
-                    log.name, logging.INFO, "", 0, "%s %s %s", (method, path, status), None,
-                    extra={"fields": fields},
-                )
-                log.handle(record)
+                _log(scope, exchange)
+
+
+@dataclass
+class Exchange:
+    """A request's answer as the log reports it, noted on its way to the client."""
+
+    request_id: bytes
+    downstream: Send
+    started: float = field(default_factory=time.perf_counter)
+    # 500 until a response starts: a server answers 500 when the app raises before that.
+    status: int = 500
+    cache: bytes = b"-"
+    finished: float = 0.0
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+            headers = list(message.get("headers", ()))
+            self.cache = next((value for name, value in headers if name == b"x-cache"), b"-")
+            headers.append((b"x-request-id", self.request_id))
+            message = {**message, "headers": headers}
+        await self.downstream(message)
+        if kind == "http.response.body" and not message.get("more_body", False):
+            self.finished = time.perf_counter()  # the client has it; a cache store may follow
+
+
+def _log(scope: Message, exchange: Exchange) -> None:
+    duration_ms = ((exchange.finished or time.perf_counter()) - exchange.started) * 1000
+    method, path, status = scope["method"], scope["path"], exchange.status
+    fields = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": round(duration_ms, 3),
+        "cache": exchange.cache.decode("latin-1"),
+        "request_id": exchange.request_id.decode("ascii"),
+    }
+    # Not `log.info`: its caller lookup walks the stack to name this line.
+    record = log.makeRecord(
+        log.name, logging.INFO, "", 0, "%s %s %s", (method, path, status), None,
+        extra={"fields": fields},
+    )
+    log.handle(record)
 
 
 def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> bytes:

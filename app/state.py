@@ -45,48 +45,58 @@ def init_app(app: Quart, settings: Settings, *, release: str) -> None:
 
     @app.before_serving
     async def open_resources() -> None:
-        engine = make_engine(settings)
-        sessions = make_sessionmaker(engine)
-        cache = make_cache_client(settings)
-        cache_service = CacheService(cache, enabled=settings.cache_enabled)
-        history = HitRatioHistory()
-        courier = Courier(sessions, cache_service.bump) if settings.logs_invalidations else None
-        peers = Peers(
-            cache,
-            lambda: published_counts(cache, history),
-            interval=settings.cache_stats_publish_seconds,
-        )
-        app.extensions[EXTENSION_KEY] = AppState(
-            settings=settings,
-            engine=engine,
-            sessions=sessions,
-            reader=make_reader(engine),
-            cache=cache,
-            cache_service=cache_service,
-            cache_history=history,
-            peers=peers,
-            tasks=TaskService(sessions, cache_service, courier),
-            background=[
-                asyncio.create_task(sample_hit_ratio(cache, history)),
-                asyncio.create_task(peers.run()),
-                *([asyncio.create_task(courier.run())] if courier is not None else []),
-            ],
-        )
+        state = app.extensions[EXTENSION_KEY] = open_state(settings)
         if settings.cache_enabled:
-            init_fragment_cache(app.jinja_env, FragmentCache(cache, release=release))
+            init_fragment_cache(app.jinja_env, FragmentCache(state.cache, release=release))
 
     @app.after_serving
     async def close_resources() -> None:
         state: AppState | None = app.extensions.pop(EXTENSION_KEY, None)
         init_fragment_cache(app.jinja_env, None)
         if state is not None:
-            for task in state.background:
-                task.cancel()
-            await asyncio.gather(*state.background, return_exceptions=True)
-            await state.peers.withdraw()  # gone from the dashboard now, not after its TTL
-            await state.cache_service.close()
-            await state.engine.dispose()
-            log.info("closed the database pool and the cache connections")
+            await close_state(state)
+
+
+def open_state(settings: Settings) -> AppState:
+    """The process's pools, clients and services, and its background tasks started (so it
+    runs in the serving event loop). Opens no connection yet: each pool does on first use."""
+    engine = make_engine(settings)
+    sessions = make_sessionmaker(engine)
+    cache = make_cache_client(settings)
+    cache_service = CacheService(cache, enabled=settings.cache_enabled)
+    history = HitRatioHistory()
+    courier = Courier(sessions, cache_service.bump) if settings.logs_invalidations else None
+    peers = Peers(
+        cache,
+        lambda: published_counts(cache, history),
+        interval=settings.cache_stats_publish_seconds,
+    )
+    background = [sample_hit_ratio(cache, history), peers.run()]
+    if courier is not None:
+        background.append(courier.run())
+    return AppState(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        reader=make_reader(engine),
+        cache=cache,
+        cache_service=cache_service,
+        cache_history=history,
+        peers=peers,
+        tasks=TaskService(sessions, cache_service, courier),
+        background=[asyncio.create_task(job) for job in background],
+    )
+
+
+async def close_state(state: AppState) -> None:
+    """Stop the background tasks, leave the dashboard's directory, close the pools."""
+    for task in state.background:
+        task.cancel()
+    await asyncio.gather(*state.background, return_exceptions=True)
+    await state.peers.withdraw()  # gone from the dashboard now, not after its TTL
+    await state.cache_service.close()
+    await state.engine.dispose()
+    log.info("closed the database pool and the cache connections")
 
 
 def get_state() -> AppState:
