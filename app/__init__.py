@@ -32,8 +32,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     _register_blueprints(app)
     drop_sync_context_processors(app)
     # Sessions (flashes) live in the cache; fragment tags work from the first template on.
-    # Quart annotates the attribute with its default class rather than SessionInterface.
-    app.session_interface = CacheSessionInterface(state.find_cache)  # type: ignore[assignment]
+    app.session_interface = CacheSessionInterface(  # type: ignore[assignment]  # Quart annotates
+        state.find_cache  # the attribute with its default class, not SessionInterface
+    )
     init_fragment_cache(app.jinja_env, None)
     errors.init_app(app)
     limits.init_app(app)  # right around Quart: it sees every body the app is sent

@@ -34,7 +34,13 @@ import hypercorn.__main__ as hypercorn_cli
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
-from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    Scope,
+)
 from hypercorn.utils import load_application
 
 from app.settings import Settings, SettingsError
@@ -50,8 +56,8 @@ SHUTDOWN_GRACE = 5.0
 
 def main() -> None:
     """Parse hypercorn's command line and serve with `supervise` instead of its `run`."""
-    # The CLI builds the Config, then calls `run(config)`, a name it imports, not exports.
-    hypercorn_cli.run = supervise  # type: ignore[attr-defined]
+    # The CLI builds the Config, then calls `run(config)`: a name it imports, not exports.
+    hypercorn_cli.run = supervise  # type: ignore[attr-defined]  # hypercorn's CLI hook
     sys.exit(hypercorn_cli.main())
 
 
@@ -231,12 +237,12 @@ class ReportStartup:
             await self.app(scope, receive, send)
             return
 
-        async def send_reporting(message: dict) -> None:  # type: ignore[type-arg]
+        async def send_reporting(message: ASGISendEvent) -> None:
             if message["type"] == "lifespan.startup.complete":
                 self.ready.set()
-            await send(message)  # type: ignore[arg-type]
+            await send(message)
 
-        await self.app(scope, receive, send_reporting)  # type: ignore[arg-type]
+        await self.app(scope, receive, send_reporting)
 
 
 def _describe(exitcode: int | None) -> str:

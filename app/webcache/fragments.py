@@ -298,14 +298,16 @@ def init_fragment_cache(env: Environment, fragments: FragmentCache | None) -> No
     if CacheExtension.identifier not in env.extensions:
         env.add_extension(CacheExtension)
     env.globals["cached_rows"] = cached_rows
-    env.fragment_cache = fragments  # type: ignore[attr-defined]
+    # An attribute CacheExtension declares with `Environment.extend`, Jinja's way for an
+    # extension's state; typeshed cannot know it.
+    env.fragment_cache = fragments  # type: ignore[attr-defined]  # declared by the extension
 
 
 def _extension(env: Environment) -> CacheExtension:
-    try:
-        return env.extensions[CacheExtension.identifier]  # type: ignore[return-value]
-    except KeyError:
-        raise RuntimeError("cached_rows needs init_fragment_cache(env, ...) first") from None
+    extension = env.extensions.get(CacheExtension.identifier)
+    if not isinstance(extension, CacheExtension):
+        raise RuntimeError("cached_rows needs init_fragment_cache(env, ...) first")
+    return extension
 
 
 def _field(env: Environment, item: Any, field: ItemField, what: str) -> Any:
