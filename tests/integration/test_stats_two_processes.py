@@ -1,5 +1,6 @@
-"""One dashboard for the whole app (issue 10): two app processes sharing PostgreSQL and two
-memcached servers show the same totals, summed over both, through either of them.
+"""One dashboard for the whole app, however many processes serve it: two app processes
+sharing PostgreSQL and two memcached servers show the same totals, summed over both,
+through either of them.
 
 Everything is real: `hypercorn 'app:create_app()'` processes configured by the environment
 only, memcached processes, a fresh PostgreSQL database migrated by Alembic. Each process
