@@ -916,16 +916,14 @@ def write_read_goals(res: Results) -> list[Goal]:
     found = []
     for n, ratio in ((10, 0.19), (100, 0.09)):
         text = f"write then read, {WRITERS} writers, {n} tasks, >= {ratio} Q pairs/s"
-        record = res.find(group="write-read", database="postgres", tasks=n,
-                          invalidation_log=True)
+        record = _write_read(res, n, invalidation_log=True)
         if record is None:
             found.append(Goal(text, None, "not in this run"))
             continue
         found.append(Goal(text, record["in_q"] >= ratio,
                           f"{record['pairs_per_s']:,.0f} pairs/s, {record['in_q']:.2f} Q"))
         text = f"write then read, {n} tasks, with the invalidation log >= 0.85x without it"
-        without = res.find(group="write-read", database="postgres", tasks=n,
-                           invalidation_log=False)
+        without = _write_read(res, n, invalidation_log=False)
         if without is None:
             found.append(Goal(text, None, "not in this run"))
             continue
@@ -938,6 +936,12 @@ def write_read_goals(res: Results) -> list[Goal]:
     found.append(Goal("write then read: zero stale reads", (stale == 0) if loops else None,
                       f"{stale} stale of {pairs:,} reads"))
     return found
+
+
+def _write_read(res: Results, tasks: int, *, invalidation_log: bool) -> Record | None:
+    """The PostgreSQL write-then-read loop at `tasks`, with the invalidation log or without."""
+    return res.find(group="write-read", database="postgres", tasks=tasks,
+                    invalidation_log=invalidation_log)
 
 
 def not_modified_goals(res: Results) -> list[Goal]:

@@ -28,10 +28,10 @@ from app.settings import Settings
 from app.state import find_state
 from tests.support.databases import POSTGRES_ADMIN_URL, empty_tables
 from tests.support.db_errors import wrapped
+from tests.support.unavailable import is_a_proper_503
 
 pytestmark = pytest.mark.postgres
 
-PROBLEM = "application/problem+json"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 SUCCESS = {200, 201, 204, 303, 404, 410}
 
@@ -84,27 +84,6 @@ async def one_request(client: Client, n: int, task_ids: list[int]) -> tuple[str,
     return what, await send()
 
 
-async def assert_503_or_success(what: str, response: Response) -> bool:
-    """True for a 503; fails on anything that is neither a success nor a proper 503."""
-    status = response.status_code
-    if status in SUCCESS:
-        return False
-    body = await response.get_data(as_text=True)
-    assert status == 503, f"{what} answered {status}: {body[:300]}"
-    if what.startswith(("GET /api", "POST /api", "PATCH /api")):
-        assert response.mimetype == PROBLEM, what
-        assert response.headers["Retry-After"]
-        assert (await response.get_json())["status"] == 503
-    elif what == "GET /readyz":
-        assert response.mimetype == "application/json", body[:300]
-        assert (await response.get_json())["database"] == "down"
-    else:
-        assert response.mimetype == "text/html", what
-        assert response.headers["Retry-After"]
-        assert "database is unavailable" in body
-    return True
-
-
 async def test_terminated_connections_give_503s_never_500s_then_recover(
     app: Quart, postgres_url: str
 ) -> None:
@@ -129,7 +108,7 @@ async def test_terminated_connections_give_503s_never_500s_then_recover(
         while round_ % 2 and not all(request.done() for request in requests):
             terminated += await terminate_connections(database)
         for what, response in await asyncio.gather(*requests):
-            unavailable += await assert_503_or_success(what, response)
+            unavailable += await is_a_proper_503(what, response, success=SUCCESS)
     assert terminated, "the app never held a connection to terminate"
     assert unavailable, "no request met a dead connection twice: the faults were too mild"
 

@@ -25,10 +25,10 @@ from app import create_app
 from app.settings import Settings
 from tests.support.databases import empty_tables
 from tests.support.fake_servers import CutProxy
+from tests.support.unavailable import is_a_proper_503
 
 pytestmark = pytest.mark.mariadb
 
-PROBLEM = "application/problem+json"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 SUCCESS = {200, 201, 204, 303, 404}
 
@@ -77,23 +77,6 @@ async def one_request(client: Client, n: int) -> tuple[str, Any]:
     return what, await send()
 
 
-async def is_a_proper_503(what: str, response: Any) -> bool:
-    """True for a 503 of the right kind, False for a success; fails on anything else."""
-    status = response.status_code
-    if status in SUCCESS:
-        return False
-    body = await response.get_data(as_text=True)
-    assert status == 503, f"{what} answered {status}: {body[:500]}"
-    if what == "GET /readyz":
-        assert (await response.get_json())["database"] == "down"
-    elif what.split()[1].startswith("/api"):
-        assert response.mimetype == PROBLEM, what
-        assert (await response.get_json())["status"] == 503
-    else:
-        assert response.mimetype == "text/html" and "database is unavailable" in body, what
-    return True
-
-
 async def seed(client: Client) -> None:
     response = await client.post("/api/tasks", json={"name": "seed"})
     assert response.status_code == 201, await response.get_data(as_text=True)
@@ -109,7 +92,7 @@ async def test_a_cut_connection_is_a_503_never_a_500_and_the_app_recovers(
 
     await proxy.cut()  # the pooled connections die, and new ones are refused
     for n in range(14):
-        assert await is_a_proper_503(*await one_request(client, n))
+        assert await is_a_proper_503(*await one_request(client, n), success=SUCCESS)
 
     await proxy.restore()
     for n in range(14):
@@ -147,7 +130,7 @@ async def test_killed_connections_give_503s_never_500s_then_recover(
         while round_ % 2 and not all(request.done() for request in requests):
             killed += await kill_connections(mariadb_url)
         for what, response in await asyncio.gather(*requests):
-            await is_a_proper_503(what, response)
+            await is_a_proper_503(what, response, success=SUCCESS)
     assert killed, "the app never held a connection to kill"
     for n in range(14):
         what, response = await one_request(client, n)
