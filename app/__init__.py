@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dotenv import load_dotenv
-from flask.templating import _default_template_ctx_processor as flask_context_processor
 from quart import Quart
 from quart_schema import QuartSchema
 
-from app import errors, limits, request_log, security, state
+from app import errors, limits, request_log, security, state, templating
 from app.api.body import StrictJSONRequest
 from app.api.openapi import ApiDescription
 from app.asgi import ASGIApp, HeaderLookup, wrap_asgi
@@ -30,7 +29,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     request_log.configure_logging(settings.log_format)  # before anything logs
     app = _quart_app(settings)
     _register_blueprints(app)
-    drop_sync_context_processors(app)
+    templating.init_app(app)
     # Sessions (flashes) live in the cache; fragment tags work from the first template on.
     app.session_interface = CacheSessionInterface(  # type: ignore[assignment]  # Quart annotates
         state.find_cache  # the attribute with its default class, not SessionInterface
@@ -81,15 +80,6 @@ def _register_blueprints(app: Quart) -> None:
     app.register_blueprint(web_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
-
-
-def drop_sync_context_processors(app: Quart) -> None:
-    """Quart's blueprints inherit Flask's default template context processor, a sync
-    function that Quart runs in a thread pool on every render (a thread hop per page). It
-    adds what Quart's own async processor already does (`g`, `request`, `session`)."""
-    for name, processors in app.template_context_processors.items():
-        if name is not None:
-            processors[:] = [p for p in processors if p is not flask_context_processor]
 
 
 def install_view_cache(app: Quart, release: str, recent_bytes: int) -> None:

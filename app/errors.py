@@ -7,12 +7,13 @@ from http import HTTPStatus
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Quart, Response, jsonify, render_template, request
+from quart import Quart, Response, jsonify, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from app.db import DatabaseUnavailable
 from app.htmx import add_vary, wants_partial
+from app.templating import render
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,13 @@ async def error_page(status: int, detail: str | None = None) -> Response:
         return problem(status, detail)
     if wants_partial(request.headers):
         # htmx swaps error answers too: send a flash for #flashes, not a page into a row.
-        body = await render_template(
+        body = render(
             "_flash_messages.html", flashes=[("error", detail or HTTPStatus(status).phrase)]
         )
         response = add_vary(Response(body, status=status, mimetype="text/html"))
         response.headers.update({"HX-Retarget": "#flashes", "HX-Reswap": "innerHTML"})
         return response
-    body = await render_template(
+    body = render(
         "errors/error.html", status=status, title=HTTPStatus(status).phrase, detail=detail
     )
     # The same URL answers htmx with the flash above: the page varies on those headers too.

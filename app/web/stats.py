@@ -7,12 +7,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from quart import Response, render_template, request
+from quart import Response, request
 from quart_schema import hide
 
 from app.cache.dashboard.report import cache_report
 from app.htmx import add_vary, wants_partial
 from app.state import get_state
+from app.templating import render
 from app.web import bp
 
 POLL_SECONDS = 2
@@ -25,7 +26,7 @@ async def stats() -> Response:
     report = await cache_report(state.cache, state.peers, state.cache_history)
     partial = wants_partial(request.headers)
     template = "stats/_panel.html" if partial else "stats/index.html"
-    body = await render_template(
+    body = render(
         template, report=report, chart=chart(report["history"]), poll_seconds=POLL_SECONDS
     )
     response = add_vary(Response(body))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import cast
 from urllib.parse import parse_qsl
 
-from quart import Response, flash, redirect, render_template, request, url_for
+from quart import Response, flash, redirect, request, url_for
 from quart_schema import hide
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
@@ -20,7 +20,8 @@ from app.htmx import VARY_HEADERS, add_vary, wants_partial
 from app.state import get_tasks
 from app.tasks.schemas import MAX_TASK_ID, InvalidTaskName, is_task_id
 from app.tasks.service import ALL_TASKS, LIST_TIMEOUT
-from app.web import bp
+from app.templating import render
+from app.web import bp, page_url
 from app.webcache.views import cached
 
 TASK_GONE = "That task no longer exists."
@@ -44,7 +45,7 @@ async def index() -> Response:
         template = "tasks/index.html"
     else:
         template = "tasks/_list.html" if before is None else "tasks/_page.html"
-    body = await render_template(template, page=page, root=url_for("web.index"))
+    body = render(template, page=page, root=page_url("web.index"))
     return add_vary(Response(body))
 
 
@@ -153,7 +154,7 @@ async def _reply(
         if summary:
             context.update(await _summary())
         flashes = [(category, message)] if message else []
-        body = await render_template(fragment, flashes=flashes, **context)
+        body = render(fragment, flashes=flashes, **context)
         return add_vary(Response(body, status=status))
     if message:
         await flash(message, category)

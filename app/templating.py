@@ -1,0 +1,51 @@
+"""Rendering the site's templates in Jinja's sync mode.
+
+Quart compiles templates in Jinja's async mode, where every expression, macro call and
+include is awaited whether or not anything in it awaits. The site's templates await
+nothing, so they are compiled a second time, in sync mode, by an environment that shares
+Quart's loader, globals, filters, tests and policies: a template global registered on the
+app is seen here too. `request`, `session` and `g` are globals (Quart's proxies), so no
+context processor runs; register none that a page needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from jinja2 import Environment
+from quart import Quart, current_app
+
+EXTENSION_KEY = "templates"
+
+
+class PageEnvironment(Environment):
+    """A template without globals of its own reads the environment's directly.
+
+    Jinja otherwise gives every template a `ChainMap` over the environment's globals, which
+    it copies key by key, in Python, into the context of every render and every include.
+    """
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        return self.globals if not d else super().make_globals(d)
+
+
+def init_app(app: Quart) -> None:
+    """Give `app` the sync environment `render` uses."""
+    quart_env = app.jinja_env
+    env = PageEnvironment(
+        loader=quart_env.loader,
+        autoescape=quart_env.autoescape,
+        auto_reload=quart_env.auto_reload,
+    )
+    env.globals = quart_env.globals
+    env.filters = quart_env.filters
+    env.tests = quart_env.tests
+    env.policies = quart_env.policies
+    app.extensions[EXTENSION_KEY] = env
+
+
+def render(template: str, **context: Any) -> str:
+    """The template rendered with `context` (inside a request or app context)."""
+    env: Environment = current_app.extensions[EXTENSION_KEY]
+    return env.get_template(template).render(context)
