@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from sqlalchemy import MetaData, exc, text
+from sqlalchemy.engine.interfaces import IsolationLevel
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -29,6 +31,9 @@ NAMING_CONVENTION = {
 }
 
 
+TRANSACTIONS: IsolationLevel = "READ COMMITTED"
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -45,8 +50,35 @@ class DatabaseUnavailable(Exception):
         self.stale_connection = stale_connection
 
 
+@dataclass(frozen=True)
+class Database:
+    """A process's database: one pool, read from through `reader` (one statement each) and
+    written to through `sessions` (a transaction each)."""
+
+    engine: AsyncEngine
+    reader: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def open_database(settings: Settings) -> Database:
+    """The pool and what reads and writes through it; opens no connection yet."""
+    engine = make_engine(settings)
+    # PostgreSQL's engine is in autocommit mode already (see `make_engine`).
+    reader = engine if engine.dialect.name == "postgresql" else make_reader(engine)
+    return Database(engine=engine, reader=reader, sessions=make_sessionmaker(engine))
+
+
 def make_engine(settings: Settings) -> AsyncEngine:
-    """One engine per process; pooled for PostgreSQL, a connection per session for SQLite.
+    """One engine per process; pooled for PostgreSQL and MySQL, a connection per session for
+    SQLite.
+
+    PostgreSQL's connections are in autocommit mode: a read is one statement and one round
+    trip, with no BEGIN and COMMIT around it (a single SELECT sees one consistent snapshot
+    anyway), and no isolation level is switched on each checkout; a session asks for a
+    transaction (`make_sessionmaker`).
 
     Every wait is bounded, so that a request ends in a 503 rather than hangs: for a pooled
     connection, to connect, and for a statement (asyncpg's timeout is client-side, so it
@@ -66,15 +98,16 @@ def make_engine(settings: Settings) -> AsyncEngine:
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=3600,
         connect_args=_connect_args(url, settings),
-        **_isolation(url),
+        isolation_level=_isolation(url),
     )
 
 
-def _isolation(url: str) -> dict[str, str]:
-    """READ COMMITTED everywhere, PostgreSQL's default. MySQL's own, REPEATABLE READ, locks
-    the gaps between index entries too: concurrent writes that insert into one table and
-    delete from it by an index then deadlock (measured: 1213s, so 503s, with two processes)."""
-    return {"isolation_level": "READ COMMITTED"} if url.startswith("mysql") else {}
+def _isolation(url: str) -> IsolationLevel:
+    """Autocommit on PostgreSQL (see `make_engine`). READ COMMITTED on MySQL, PostgreSQL's
+    default: MySQL's own, REPEATABLE READ, locks the gaps between index entries too:
+    concurrent writes that insert into one table and delete from it by an index then
+    deadlock (measured: 1213s, so 503s, with two processes)."""
+    return "AUTOCOMMIT" if url.startswith("postgresql") else TRANSACTIONS
 
 
 def _connect_args(url: str, settings: Settings) -> dict[str, Any]:
@@ -93,8 +126,8 @@ def _connect_args(url: str, settings: Settings) -> dict[str, Any]:
 
 
 def make_reader(engine: AsyncEngine) -> AsyncEngine:
-    """The same pool in autocommit mode, for reads: one statement is one round trip, with
-    no BEGIN and COMMIT around it (a single SELECT sees one consistent snapshot anyway).
+    """`engine` in autocommit mode, for reads (see `make_engine`), on an engine that is not
+    already in it.
 
     But on MySQL, whose transactions begin by themselves (no BEGIN to save), the pool as
     it is: switching a pooled connection to autocommit and back costs a round trip each
@@ -106,8 +139,13 @@ def make_reader(engine: AsyncEngine) -> AsyncEngine:
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose connections are in a transaction, READ COMMITTED on PostgreSQL (whose
+    engine is in autocommit mode, see `make_engine`)."""
+    bind = engine
+    if engine.dialect.name == "postgresql":
+        bind = engine.execution_options(isolation_level=TRANSACTIONS)
     # expire_on_commit=False: reading an attribute after commit must not fire implicit IO.
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return async_sessionmaker(bind, expire_on_commit=False)
 
 
 # What a lost, refused or overloaded database raises, across asyncpg, aiosqlite and the pool.

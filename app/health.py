@@ -47,7 +47,7 @@ async def readyz() -> Response:
     state = get_state()
     cache = "ok" if await cache_reachable(state.cache) else "degraded"
     try:
-        await db.ping(state.reader)
+        await db.ping(state.database.reader)
     except db.DatabaseUnavailable:
         body = {"status": "unavailable", "database": "down", "cache": cache}
         response = jsonify(body)

@@ -38,8 +38,10 @@ class Settings:
     env: Environment = "production"
     secret_key: str = field(default=DEVELOPMENT_SECRET_KEY, repr=False)
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
-    db_pool_size: int = 5
-    db_max_overflow: int = 5
+    # Every connection a process may hold stays pooled: an overflow connection is closed
+    # when it comes back, so under load each request past the pool's size opened one.
+    db_pool_size: int = 10
+    db_max_overflow: int = 0
     db_pool_timeout: float = 5.0
     db_connect_timeout: float = 5.0
     db_statement_timeout: float = 5.0

@@ -8,14 +8,13 @@ import logging
 from dataclasses import dataclass
 
 from quart import Quart, current_app
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.cache import CacheClient, make_cache_client
 from app.cache.dashboard.history import HitRatioHistory
 from app.cache.dashboard.peers import Peers
 from app.cache.dashboard.report import published_counts, sample_hit_ratio
 from app.cache.service import CacheService
-from app.db import make_engine, make_reader, make_sessionmaker
+from app.db import Database, open_database
 from app.invalidation.courier import Courier
 from app.settings import Settings
 from app.tasks.service import TaskService
@@ -28,9 +27,7 @@ log = logging.getLogger("tasklist.state")
 @dataclass
 class AppState:
     settings: Settings
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
-    reader: AsyncEngine
+    database: Database
     cache: CacheClient
     cache_service: CacheService
     cache_history: HitRatioHistory
@@ -60,12 +57,13 @@ def init_app(app: Quart, settings: Settings, *, release: str) -> None:
 def open_state(settings: Settings) -> AppState:
     """The process's pools, clients and services, and its background tasks started (so it
     runs in the serving event loop). Opens no connection yet: each pool does on first use."""
-    engine = make_engine(settings)
-    sessions = make_sessionmaker(engine)
+    database = open_database(settings)
     cache = make_cache_client(settings)
     cache_service = CacheService(cache, enabled=settings.cache_enabled)
     history = HitRatioHistory()
-    courier = Courier(sessions, cache_service.bump) if settings.logs_invalidations else None
+    courier = None
+    if settings.logs_invalidations:
+        courier = Courier(database.sessions, cache_service.bump)
     peers = Peers(
         cache,
         lambda: published_counts(cache, history),
@@ -76,14 +74,12 @@ def open_state(settings: Settings) -> AppState:
         background.append(courier.run())
     return AppState(
         settings=settings,
-        engine=engine,
-        sessions=sessions,
-        reader=make_reader(engine),
+        database=database,
         cache=cache,
         cache_service=cache_service,
         cache_history=history,
         peers=peers,
-        tasks=TaskService(sessions, cache_service, courier),
+        tasks=TaskService(database, cache_service, courier),
         background=[asyncio.create_task(job) for job in background],
     )
 
@@ -95,7 +91,7 @@ async def close_state(state: AppState) -> None:
     await asyncio.gather(*state.background, return_exceptions=True)
     await state.peers.withdraw()  # gone from the dashboard now, not after its TTL
     await state.cache_service.close()
-    await state.engine.dispose()
+    await state.database.close()
     log.info("closed the database pool and the cache connections")
 
 

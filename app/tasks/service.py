@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.cache.service import CacheService
-from app.db import DatabaseUnavailable, make_reader, read, transaction
+from app.db import Database, DatabaseUnavailable, read, transaction
 from app.invalidation.courier import Courier
 from app.invalidation.log import Invalidation
 from app.tasks.repository import ListedTask, TaskRepository
@@ -70,13 +69,10 @@ class ListPage:
 
 class TaskService:
     def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        cache: CacheService,
-        courier: Courier | None = None,
+        self, database: Database, cache: CacheService, courier: Courier | None = None
     ) -> None:
-        self.sessions = sessions
-        self.reader = make_reader(sessions.kw["bind"])
+        self.sessions = database.sessions
+        self.reader = database.reader
         self.cache = cache
         self.courier = courier
         memoize = cache.memoize

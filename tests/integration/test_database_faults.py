@@ -139,11 +139,12 @@ async def test_a_read_on_a_connection_asyncpg_left_broken_drops_it_and_retries(
     async def query(connection: AsyncConnection) -> int:
         used.append(await driver_connection(connection))
         if len(used) == 1:
-            raise wrapped(state.engine, asyncpg.exceptions.InternalClientError(STATE_ERROR))
+            broken_state = asyncpg.exceptions.InternalClientError(STATE_ERROR)
+            raise wrapped(state.database.engine, broken_state)
         one: int = (await connection.execute(text("SELECT 1"))).scalar_one()
         return one
 
-    assert await read(state.reader, query) == 1
+    assert await read(state.database.reader, query) == 1
     assert used[0].is_closed(), "the broken connection went back to the pool"
     assert used[1] is not used[0]
 
@@ -154,12 +155,13 @@ async def test_a_write_on_a_connection_asyncpg_left_broken_drops_it_for_a_retry(
     state = find_state(app)
     assert state is not None
     with pytest.raises(DatabaseUnavailable) as raised:
-        async with transaction(state.sessions) as session:
+        async with transaction(state.database.sessions) as session:
             broken = await driver_connection(await session.connection())
-            raise wrapped(state.engine, asyncpg.exceptions.InternalClientError(STATE_ERROR))
+            broken_state = asyncpg.exceptions.InternalClientError(STATE_ERROR)
+            raise wrapped(state.database.engine, broken_state)
     assert raised.value.stale_connection, "the task service retries only a stale connection"
     assert broken.is_closed(), "the broken connection went back to the pool"
-    async with transaction(state.sessions) as session:
+    async with transaction(state.database.sessions) as session:
         assert await driver_connection(await session.connection()) is not broken
 
 

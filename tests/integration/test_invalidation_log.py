@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.cache import CacheClient, make_cache_client
 from app.cache.generations import Generations
 from app.cache.service import CacheService
-from app.db import make_engine, make_sessionmaker, transaction
+from app.db import open_database, transaction
 from app.invalidation import log
 from app.invalidation.courier import Courier
 from app.invalidation.log import Invalidation, InvalidationRow
@@ -74,12 +74,13 @@ async def processes(database: str) -> AsyncIterator[Callable[..., Awaitable[Proc
             memcache_servers=(memcached_address,),
             cache_connect_timeout=0.5,
         )
-        engine = make_engine(settings)
-        sessions = make_sessionmaker(engine)
+        opened = open_database(settings)
         cache = make_cache_client(settings)
         service = CacheService(cache)
-        courier = Courier(sessions, service.bump, **courier_options)
-        process = Process(engine, sessions, cache, courier, TaskService(sessions, service, courier))
+        courier = Courier(opened.sessions, service.bump, **courier_options)
+        process = Process(
+            opened.engine, opened.sessions, cache, courier, TaskService(opened, service, courier)
+        )
         started.append(process)
         return process
 

@@ -80,7 +80,7 @@ async def test_with_every_database_connection_held_a_request_is_a_503_in_the_poo
     client = small_pool_app.test_client()
     async with AsyncExitStack() as held:
         for _ in range(2):
-            await held.enter_async_context(state.engine.connect())
+            await held.enter_async_context(state.database.engine.connect())
         for what, send in requests(client).items():
             response, elapsed = await timed(send())
             assert response.status_code == 503, what

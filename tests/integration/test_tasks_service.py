@@ -5,36 +5,38 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
 from app.cache import CacheClient, KeyBuilder, MemoryBackend
 from app.cache.service import CacheService
-from app.db import DatabaseUnavailable, make_sessionmaker
+from app.db import Database, DatabaseUnavailable, open_database
+from app.settings import Settings
 from app.tasks.service import LIST_SOFT_TIMEOUT, TaskService
 from tests.support.clock import Clock
 
 
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url)
-    yield engine
-    await engine.dispose()
+async def database(database_url: str) -> AsyncIterator[Database]:
+    database = open_database(Settings(database_url=database_url))
+    yield database
+    await database.close()
 
 
 @pytest.fixture
-def selects(engine: AsyncEngine) -> list[str]:
+def selects(database: Database) -> list[str]:
     seen: list[str] = []
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if statement.lstrip().upper().startswith("SELECT") and "task" in statement:
             seen.append(statement)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    event.listen(database.engine.sync_engine, "before_cursor_execute", record)
     return seen
 
 
@@ -44,9 +46,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def tasks(engine: AsyncEngine, clock: Clock) -> TaskService:
+def tasks(database: Database, clock: Clock) -> TaskService:
     client = CacheClient(MemoryBackend(), keys=KeyBuilder("test"), clock=clock)
-    return TaskService(make_sessionmaker(engine), CacheService(client, clock=clock))
+    return TaskService(database, CacheService(client, clock=clock))
 
 
 async def stored_name(tasks: TaskService, task_id: int) -> str:
@@ -151,15 +153,18 @@ def _lose_the_ack(session: Session) -> None:
 
 
 async def test_a_commit_with_an_unknown_outcome_still_invalidates(
-    tasks: TaskService, engine: AsyncEngine
+    tasks: TaskService, database: Database
 ) -> None:
     task = await tasks.create("old")
     assert await listed_names(tasks) == ["old"]
     assert await stored_name(tasks, task.id) == "old"
-    lossy = async_sessionmaker(engine, expire_on_commit=False, sync_session_class=AckLost)
+    bind = database.sessions.kw["bind"]  # the transactions' engine (make_sessionmaker)
+    lossy = async_sessionmaker(bind, expire_on_commit=False, sync_session_class=AckLost)
 
     with pytest.raises(DatabaseUnavailable):
-        await TaskService(lossy, tasks.cache).update(task.id, name="new")
+        await TaskService(replace(database, sessions=lossy), tasks.cache).update(
+            task.id, name="new"
+        )
 
     assert await listed_names(tasks) == ["new"]
     assert await stored_name(tasks, task.id) == "new"

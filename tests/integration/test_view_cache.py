@@ -54,7 +54,7 @@ class QueryCounter:
 
     def __init__(self, app: Quart) -> None:
         self.count = 0
-        engine = app.extensions["tasklist"].engine.sync_engine
+        engine = app.extensions["tasklist"].database.engine.sync_engine
         event.listen(engine, "before_cursor_execute", self._seen)
 
     def _seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
