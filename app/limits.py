@@ -15,7 +15,7 @@ from functools import partial
 from quart import Quart, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from app.asgi import ASGIApp, HTTPMiddleware, Message, Receive, Send, wrap_asgi
+from app.asgi import ASGIApp, HeaderLookup, HTTPMiddleware, Message, Receive, Send, wrap_asgi
 
 
 class BodyLimit(HTTPMiddleware):
@@ -45,6 +45,17 @@ class BodyLimit(HTTPMiddleware):
         await self.app(scope, limited_receive, send)
 
 
+def may_have_body(http_version: str, headers: HeaderLookup) -> bool:
+    """False when the request has no body: an HTTP/1 request says so by sending neither
+    `Content-Length` nor `Transfer-Encoding` (RFC 9112, 6.3), or a length of 0."""
+    length = headers.get("content-length")
+    if headers.get("transfer-encoding") is not None:
+        return True
+    if length is None:
+        return not http_version.startswith("1")
+    return length.strip() != "0"
+
+
 def init_app(app: Quart) -> None:
     """Refuse a body over `MAX_CONTENT_LENGTH` with 413 on every route, before any view."""
     limit = app.config["MAX_CONTENT_LENGTH"]
@@ -52,6 +63,8 @@ def init_app(app: Quart) -> None:
 
     @app.before_request
     async def read_body() -> None:
+        if not may_have_body(request.http_version, request.headers):
+            return
         try:
             await request.get_data(cache=True)
         except RequestEntityTooLarge:

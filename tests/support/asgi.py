@@ -38,10 +38,13 @@ async def asgi_request(
     body: bytes = b"",
 ) -> Sent:
     path, _, query = target.partition("?")
+    headers = list(headers or [])
+    if body and not any(name in (b"content-length", b"transfer-encoding") for name, _ in headers):
+        headers.append((b"content-length", str(len(body)).encode()))  # as HTTP/1.1 says it
     scope: Message = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
         "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
-        "root_path": "", "headers": [(b"host", b"127.0.0.1"), *(headers or [])],
+        "root_path": "", "headers": [(b"host", b"127.0.0.1"), *headers],
         "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80), "extensions": {},
     }
     sent = Sent()
