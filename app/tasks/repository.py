@@ -39,6 +39,19 @@ NEWEST = (
     .limit(bindparam("limit"))
 )
 NEWEST_BEFORE = NEWEST.where(TASK.c.id < bindparam("before"))
+IN_ORDER = select(*COLUMNS, TOTAL).order_by(TASK.c.id).offset(bindparam("offset"))
+IN_ORDER_UP_TO = IN_ORDER.limit(bindparam("limit"))
+COUNT = select(func.count()).select_from(TASK)
+COUNT_UP_TO = select(func.count()).select_from(
+    select(TASK.c.id).limit(bindparam("up_to")).subquery()
+)
+ONE = select(*COLUMNS).where(TASK.c.id == bindparam("task_id"))
+# Writes: the SET and VALUES clauses are the keys of the parameters they are run with.
+ADD = insert(TASK)
+ADD_RETURNING = ADD.returning(*COLUMNS)
+CHANGE = update(TASK).where(TASK.c.id == bindparam("task_id"))
+CHANGE_RETURNING = CHANGE.returning(*COLUMNS)
+REMOVE = delete(TASK).where(TASK.c.id == bindparam("task_id"))
 
 
 class ListedTask(TypedDict):
@@ -74,8 +87,11 @@ class TaskRepository:
     async def list(self, *, limit: int | None = None, offset: int = 0) -> tuple[list[Task], int]:
         """A page of tasks in creation order, and how many there are in all (one statement
         unless the page is empty)."""
-        query = select(*COLUMNS, TOTAL).order_by(TASK.c.id).offset(offset).limit(limit)
-        rows = (await self.db.execute(query)).all()
+        if limit is None:
+            result = await self.db.execute(IN_ORDER, {"offset": offset})
+        else:
+            result = await self.db.execute(IN_ORDER_UP_TO, {"offset": offset, "limit": limit})
+        rows = result.all()
         total = rows[0].total if rows else await self.count()
         return [_to_task(row) for row in rows], total
 
@@ -83,23 +99,21 @@ class TaskRepository:
         """How many tasks there are, or `up_to` if there are at least that many (which reads
         only that many rows)."""
         if up_to is None:
-            query = select(func.count()).select_from(TASK)
-        else:
-            query = select(func.count()).select_from(select(TASK.c.id).limit(up_to).subquery())
-        return (await self.db.execute(query)).scalar_one()
+            return (await self.db.execute(COUNT)).scalar_one()
+        return (await self.db.execute(COUNT_UP_TO, {"up_to": up_to})).scalar_one()
 
     async def get(self, task_id: int) -> Task | None:
         if not is_task_id(task_id):
             return None
-        row = (await self.db.execute(select(*COLUMNS).where(TASK.c.id == task_id))).first()
+        row = (await self.db.execute(ONE, {"task_id": task_id})).first()
         return None if row is None else _to_task(row)
 
     async def add(self, name: str) -> Task:
         now = datetime.now(UTC)
-        query = insert(TASK).values(name=name, done=False, created_at=now, updated_at=now)
+        values = {"name": name, "done": False, "created_at": now, "updated_at": now}
         if self._returning:
-            return _to_task((await self.db.execute(query.returning(*COLUMNS))).one())
-        key = _cursor(await self.db.execute(query)).inserted_primary_key
+            return _to_task((await self.db.execute(ADD_RETURNING, values)).one())
+        key = _cursor(await self.db.execute(ADD, values)).inserted_primary_key
         assert key is not None  # typed Optional: a single-row INSERT always has one
         return await self._written(key[0])
 
@@ -108,26 +122,25 @@ class TaskRepository:
     ) -> Task | None:
         if not is_task_id(task_id):
             return None
-        values: dict[str, Any] = {"updated_at": datetime.now(UTC)}
+        values: dict[str, Any] = {"task_id": task_id, "updated_at": datetime.now(UTC)}
         if name is not None:
             values["name"] = name
         if done is not None:
             values["done"] = done
-        query = update(TASK).where(TASK.c.id == task_id).values(values)
         if not self._returning:
-            written = _cursor(await self.db.execute(query)).rowcount
+            written = _cursor(await self.db.execute(CHANGE, values)).rowcount
             return await self._written(task_id) if written else None
-        row = (await self.db.execute(query.returning(*COLUMNS))).first()
+        row = (await self.db.execute(CHANGE_RETURNING, values)).first()
         return None if row is None else _to_task(row)
 
     async def _written(self, task_id: int) -> Task:
         """The row this transaction has just written, where there is no RETURNING."""
-        return _to_task((await self.db.execute(select(*COLUMNS).where(TASK.c.id == task_id))).one())
+        return _to_task((await self.db.execute(ONE, {"task_id": task_id})).one())
 
     async def delete(self, task_id: int) -> bool:
         if not is_task_id(task_id):
             return False
-        result = await self.db.execute(delete(TASK).where(TASK.c.id == task_id))
+        result = await self.db.execute(REMOVE, {"task_id": task_id})
         return _cursor(result).rowcount > 0
 
 
