@@ -18,6 +18,7 @@ from functools import wraps
 from typing import Any
 
 from .client import CacheClient
+from .entry import Entry
 from .generations import Generations
 from .keys import Namespaces
 from .singleflight import SingleFlight
@@ -89,7 +90,7 @@ class CacheService:
     async def _load(self, key: str, load: Loader, ttl: int, soft_ttl: float | None) -> Any:
         lease = await self._take_lease(key, "load")
         if lease is None:
-            entry = await self._wait_for(key)
+            entry = await self.wait_for(key, lambda _: True)  # any value: its key is versioned
             if entry is not None:
                 return entry.value
         try:
@@ -102,6 +103,35 @@ class CacheService:
         # trips per miss (get, delete) are saved.
         await self.client.set(key, value, ttl, soft_ttl=soft_ttl)
         return value
+
+    async def claim(self, key: str, *version: str) -> str | None:
+        """A lease token if this process may compute `key` at `version` (e.g. the
+        generation tokens it was read under); None while another process holds the lease,
+        for `Leases.ttl` at most. A token when the cache cannot tell (see `_take_lease`)."""
+        return await self._take_lease(key, "load", *version)
+
+    async def release(self, key: str, token: str, *version: str) -> None:
+        """Give up a lease `claim` returned, when nothing was stored under `key` for the
+        others to wait for: they compute it at once rather than at the end of their wait."""
+        await self._release_lease(key, "load", token, *version)
+
+    async def wait_for(
+        self, key: str, usable: Callable[[Entry], bool], *version: str
+    ) -> Entry | None:
+        """The entry under `key` once it is `usable`, while another process holds the lease
+        to compute it at `version` (see `claim`): polled for up to `Leases.wait`. None if it
+        did not come, or the lease went without it (released, or expired)."""
+        lease_key = self._lease_key(key, "load", *version)
+        deadline = self.clock() + self.leases.wait
+        while self.clock() < deadline:
+            await asyncio.sleep(self.leases.poll)
+            found = await self.client.get_many([key, lease_key])
+            entry = found.get(key)
+            if entry is not None and usable(entry):
+                return entry
+            if lease_key not in found:
+                return None
+        return None
 
     def refresh_in_background(self, key: str, refresh: Callable[[], Awaitable[None]]) -> None:
         """Run `refresh()` in the background, unless `key` is already being refreshed by
@@ -125,36 +155,27 @@ class CacheService:
         self._refreshes.add(task)
         task.add_done_callback(self._refreshes.discard)
 
-    async def _take_lease(self, key: str, purpose: str) -> str | None:
+    async def _take_lease(self, key: str, purpose: str, *version: str) -> str | None:
         """A lease token if this process may compute `key`; `None` if another holds it.
 
         With the cache failing there is nobody to coordinate with: compute (a lease `add`
         cannot tell "taken" from "server down").
         """
         token = secrets.token_hex(8)
-        if await self.client.add(self._lease_key(key, purpose), token, self.leases.ttl):
+        if await self.client.add(self._lease_key(key, purpose, *version), token, self.leases.ttl):
             return token
         return None if self.client.healthy() else token
 
-    async def _release_lease(self, key: str, purpose: str, token: str) -> None:
-        lease_key = self._lease_key(key, purpose)
+    async def _release_lease(self, key: str, purpose: str, token: str, *version: str) -> None:
+        lease_key = self._lease_key(key, purpose, *version)
         entry = await self.client.get(lease_key)
         if entry is not None and entry.value == token:
             await self.client.delete(lease_key)
 
-    async def _wait_for(self, key: str) -> Any:
-        deadline = self.clock() + self.leases.wait
-        while self.clock() < deadline:
-            await asyncio.sleep(self.leases.poll)
-            entry = await self.client.get(key)
-            if entry is not None:
-                return entry
-        return None
-
-    def _lease_key(self, key: str, purpose: str) -> str:
+    def _lease_key(self, key: str, purpose: str, *version: str) -> str:
         """A load (on a miss) and a refresh (of a stale value) lease apart: a load's lease is
         left to expire once its value is stored, and must not hold up the first refresh."""
-        parts = (key,) if purpose == "load" else (purpose, key)
+        parts = (key, *version) if purpose == "load" else (purpose, key, *version)
         return self.keys.key(Namespaces.LEASE, *parts)
 
     def memoize(

@@ -76,9 +76,6 @@ class TaskService:
         self.cache = cache
         self.courier = courier
         memoize = cache.memoize
-        self._list_page = memoize(
-            LIST_TIMEOUT, soft_timeout=LIST_SOFT_TIMEOUT, namespaces=[ALL_TASKS]
-        )(self._load_list_page)
         self._page = memoize(
             LIST_TIMEOUT, soft_timeout=LIST_SOFT_TIMEOUT, namespaces=[ALL_TASKS]
         )(self._load_page)
@@ -86,9 +83,16 @@ class TaskService:
         self._task = memoize(LIST_TIMEOUT, namespaces=[ONE_TASK])(self._load_task)
 
     async def list_page(self, before: int | None = None) -> ListPage:
-        """The newest `PAGE_SIZE` tasks older than id `before` (all: the first page); memoized."""
-        data = await self._list_page(before=before)
-        tasks, next_before = data["tasks"], data["next_before"]
+        """The newest `PAGE_SIZE` tasks older than id `before` (all: the first page).
+
+        Not memoized: the page that shows it is cached whole (`@cached`), so a miss of that
+        page after a write would miss here too, and pay the round trips of a second lookup."""
+        tasks = await read(
+            self.reader, lambda db: TaskRepository(db).newest(limit=PAGE_SIZE + 1, before=before)
+        )
+        more = len(tasks) > PAGE_SIZE
+        del tasks[PAGE_SIZE:]
+        next_before = tasks[-1]["id"] if more else None
         return ListPage(tasks, next_before, None if before or next_before else len(tasks))
 
     async def page(self, *, limit: int, offset: int) -> TaskPage:
@@ -177,14 +181,6 @@ class TaskService:
             await self.cache.bump(*invalidation.namespaces)
         else:
             await self.courier.deliver(invalidation, committed=committed)
-
-    async def _load_list_page(self, *, before: int | None) -> dict[str, Any]:
-        tasks = await read(
-            self.reader, lambda db: TaskRepository(db).newest(limit=PAGE_SIZE + 1, before=before)
-        )
-        more = len(tasks) > PAGE_SIZE
-        del tasks[PAGE_SIZE:]
-        return {"tasks": tasks, "next_before": tasks[-1]["id"] if more else None}
 
     async def _load_page(self, *, limit: int, offset: int) -> dict[str, Any]:
         items, total = await read(

@@ -119,6 +119,7 @@ class ViewCacheMiddleware(HTTPMiddleware):
         self._routes: MapAdapter | None = None
         self._matches: dict[str, ViewMatch | None] = {}
         self._keys: dict[tuple[str, bytes, str], tuple[str, list[str], list[str]]] = {}
+        self._renders: dict[tuple[str, ...], asyncio.Future[None]] = {}  # misses being rendered
 
     async def handle(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
@@ -167,7 +168,72 @@ class ViewCacheMiddleware(HTTPMiddleware):
             stored, state = usable
             return await self._send(send, scope, stored, etag, state, gzip_ok)
         record = self._recording(send, service, key, spec, tokens, etag, scope["method"] == "GET")
-        await self.app(scope, receive, record)
+        if scope["method"] != "GET":
+            return await self.app(scope, receive, record)
+        rendered = await self._render_once(
+            service, key, spec, tokens, lambda: self.app(scope, receive, record)
+        )
+        if rendered is not None:
+            await self._send(send, scope, rendered, etag, "hit", gzip_ok)
+
+    async def _render_once(
+        self,
+        service: CacheService,
+        key: str,
+        spec: ViewCacheSpec,
+        tokens: list[Any],
+        render: Callable[[], Awaitable[None]],
+    ) -> StoredResponse | None:
+        """Run `render()` (a miss of `key` at `tokens`, which sends and stores the response)
+        unless the same response is being rendered already, and return None; or return the
+        response rendered elsewhere, to send instead: by an earlier request of this process,
+        or by another process that claimed it (a lease), once stored. If what is rendered
+        elsewhere does not come in time (`Leases.wait`), `render` runs after all."""
+        flight = (key, *map(str, tokens))
+        running = self._renders.get(flight)
+        if running is not None:
+            await asyncio.wait([running], timeout=service.leases.wait)
+            recent = self.recent.get(key)
+            if recent is not None and recent.tokens == tokens:
+                return recent
+            await render()
+            return None
+        done = asyncio.get_running_loop().create_future()
+        self._renders[flight] = done
+        try:
+            lease = await service.claim(*flight)
+            if lease is None:
+                stored = await self._stored_elsewhere(service, key, spec, flight[1:])
+                if stored is not None:
+                    self.recent.put(key, stored)
+                    return stored
+            await render()
+            recent = self.recent.get(key)
+            if lease is not None and (recent is None or recent.tokens != tokens):
+                await service.release(key, lease, *flight[1:])  # nothing stored: not shareable
+            return None
+        finally:
+            del self._renders[flight]
+            done.set_result(None)
+
+    async def _stored_elsewhere(
+        self, service: CacheService, key: str, spec: ViewCacheSpec, version: tuple[str, ...]
+    ) -> StoredResponse | None:
+        """The response another process stores under `key` for the tokens `version`
+        names, waited for while it holds the lease."""
+
+        def stored(entry: Entry) -> StoredResponse | None:
+            return StoredResponse.from_cache(
+                entry.value, entry.payload, created=entry.created,
+                soft_expires=entry.soft_expires, timeout=spec.timeout,
+            )
+
+        def current(entry: Entry) -> bool:
+            response = stored(entry)
+            return response is not None and tuple(map(str, response.tokens)) == version
+
+        entry = await service.wait_for(key, current, *version)
+        return None if entry is None else stored(entry)
 
     async def _usable(
         self,

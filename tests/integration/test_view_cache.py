@@ -229,14 +229,17 @@ async def test_head_of_a_cached_route_has_no_body(client: Client) -> None:
     assert await head.get_data() == b""
 
 
+@pytest.mark.parametrize("path", ["/api/tasks", "/"])
 async def test_concurrent_cold_requests_query_the_database_once(
-    client: Client, queries: QueryCounter
+    client: Client, queries: QueryCounter, path: str
 ) -> None:
     await create(client, "x")  # a write: every cached list is cold now
     before = queries.count
-    responses = await asyncio.gather(*(client.get("/api/tasks") for _ in range(100)))
+    responses = await asyncio.gather(*(client.get(path) for _ in range(100)))
     assert {r.status_code for r in responses} == {200}
-    # One memoized load of the page: one SELECT of its rows, which counts them all too.
+    assert {b"x" in await r.get_data() for r in responses} == {True}
+    # The API: one memoized load of the page, one SELECT of its rows that counts them all
+    # too. The page: one render, whose SELECT reads the newest rows.
     assert queries.count - before == 1
 
 

@@ -12,7 +12,7 @@ from quart import Quart, Response
 
 from app.asgi import ASGIApp, wrap_asgi
 from app.cache import CacheClient, KeyBuilder, MemcachedBackend
-from app.cache.service import CacheService
+from app.cache.service import CacheService, Leases
 from app.webcache.recent import RecentResponses, StoredResponse
 from app.webcache.views import ViewCacheMiddleware, cached
 from tests.support.asgi import asgi_request
@@ -303,3 +303,79 @@ def total_connections(memcached: MemcachedProcess) -> int:
     found = re.search(r"STAT total_connections (\d+)", stats)
     assert found is not None, stats
     return int(found.group(1))
+
+
+async def test_concurrent_misses_in_one_process_render_once(cache_client: CacheClient) -> None:
+    renders = 0
+
+    async def index() -> str:
+        nonlocal renders
+        renders += 1
+        await asyncio.sleep(0.05)  # long enough for all of them to arrive while it renders
+        return f"{PAGE} render {renders}"
+
+    client = make_app(CacheService(cache_client), index).test_client()
+    responses = await asyncio.gather(*(client.get("/") for _ in range(20)))
+    assert renders == 1
+    assert {await r.get_data(as_text=True) for r in responses} == {f"{PAGE} render 1"}
+    assert sorted(r.headers["X-Cache"] for r in responses) == ["hit"] * 19 + ["miss"]
+
+
+async def test_a_miss_another_process_is_rendering_is_served_what_it_stores(
+    cache_client: CacheClient,
+) -> None:
+    """Two apps on one cache stand for two processes: the one that claimed the page renders
+    it; the other waits for it rather than rendering it a second time."""
+    renders: list[str] = []
+    started, release = asyncio.Event(), asyncio.Event()
+
+    def index_of(name: str) -> View:
+        async def index() -> str:
+            renders.append(name)
+            started.set()
+            await release.wait()
+            return f"{PAGE} rendered by {name}"
+
+        return index
+
+    service = CacheService(cache_client, leases=Leases(ttl=5, wait=5.0, poll=0.01))
+    first = make_app(service, index_of("first")).test_client()
+    second = make_app(service, index_of("second")).test_client()
+    rendering = asyncio.create_task(first.get("/"))
+    await started.wait()
+    waiting = asyncio.create_task(second.get("/"))
+    await asyncio.sleep(0.1)
+    release.set()
+    answers = [await rendering, await waiting]
+    assert renders == ["first"]
+    assert [a.headers["X-Cache"] for a in answers] == ["miss", "hit"]
+    assert {await a.get_data(as_text=True) for a in answers} == {f"{PAGE} rendered by first"}
+
+
+async def test_a_claimed_miss_that_stores_nothing_lets_the_waiting_process_render(
+    cache_client: CacheClient,
+) -> None:
+    """A response that is not shared (a 404 here) releases its claim: the other process
+    stops waiting at once instead of at the end of its wait (5 s here)."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def missing() -> Response:
+        started.set()
+        await release.wait()
+        return Response("gone", status=404)
+
+    async def found() -> str:
+        return "found"
+
+    service = CacheService(cache_client, leases=Leases(ttl=30, wait=5.0, poll=0.01))
+    first = make_app(service, missing).test_client()
+    second = make_app(service, found).test_client()
+    rendering = asyncio.create_task(first.get("/"))
+    await started.wait()
+    waiting = asyncio.create_task(second.get("/"))
+    await asyncio.sleep(0.1)
+    assert not waiting.done(), "the second process waits for the claimed render"
+    release.set()
+    assert (await rendering).status_code == 404
+    answer = await asyncio.wait_for(waiting, 2.5)  # well before the 5 s wait ends
+    assert (answer.headers["X-Cache"], await answer.get_data(as_text=True)) == ("miss", "found")
