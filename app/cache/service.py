@@ -123,15 +123,14 @@ class CacheService:
         did not come, or the lease went without it (released, or expired)."""
         lease_key = self._lease_key(key, "load", *version)
         deadline = self.clock() + self.leases.wait
-        while self.clock() < deadline:
-            await asyncio.sleep(self.leases.poll)
+        while True:
             found = await self.client.get_many([key, lease_key])
             entry = found.get(key)
             if entry is not None and usable(entry):
                 return entry
-            if lease_key not in found:
+            if lease_key not in found or self.clock() >= deadline:
                 return None
-        return None
+            await asyncio.sleep(self.leases.poll)
 
     def refresh_in_background(self, key: str, refresh: Callable[[], Awaitable[None]]) -> None:
         """Run `refresh()` in the background, unless `key` is already being refreshed by

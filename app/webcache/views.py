@@ -253,6 +253,11 @@ class ViewCacheMiddleware(HTTPMiddleware):
             if recent.tokens == tokens and now < recent.soft_expires:
                 return recent, "hit"
             self.recent.discard(key)  # outdated, or due a refresh: the shared entry decides
+            if recent.tokens != tokens:
+                # A write since: the shared entry is all but sure to be older too. Not read
+                # here: the miss claims the render, and finds what another process rendered
+                # for these tokens if that one holds the claim.
+                return None
         entry = fetched.get(key) if fetched is not None else await service.client.get(key)
         if entry is None:
             return None
