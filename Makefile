@@ -75,10 +75,20 @@ test: $(BIN)/.installed $(ASSETS) system-packages
 	$(BIN)/pytest
 
 # Not part of `make test`: minutes of load on real servers (PostgreSQL as for the tests).
+# With the tutorial app beside the repository (PEER), its setup.sh makes (or finds) its
+# virtualenv and the HTTP benchmark measures this app beside it first (bench/side_by_side.py).
+PEER ?= ../shared/peers/tutorial
 bench: $(BIN)/.installed $(ASSETS)
 	@$(MAKE) --no-print-directory system-packages SYSTEM_PACKAGES="$(BENCH_SYSTEM_PACKAGES)"
 	$(BIN)/python bench/cache_client.py
-	$(BIN)/python bench/http_benchmark.py
+	@if [ -d "$(PEER)" ]; then \
+		printed=$$("$(PEER)/setup.sh") || exit 1; venv=$$(tail -n 1 <<< "$$printed"); \
+		echo "$(BIN)/python bench/http_benchmark.py --peer $(PEER) --peer-venv $$venv"; \
+		$(BIN)/python bench/http_benchmark.py --peer "$(PEER)" --peer-venv "$$venv"; \
+	else \
+		echo "No tutorial app at $(PEER) (PEER=...): the side-by-side is not run."; \
+		$(BIN)/python bench/http_benchmark.py; \
+	fi
 
 clean:
 	rm -rf $(VENV) node_modules instance test-output $(VENDOR)

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.cache import CacheClient, KeyBuilder, make_cache_client  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from bench.delay_proxy import DelayProxy  # noqa: E402
 from bench.report import write_results  # noqa: E402
 
 HEADING = "## Cache client"
@@ -42,6 +43,7 @@ GET_MANY_GOAL = 10.0  # get_many(50) at least 10x the rate of 50 sequential gets
 # Operations run under callgrind, twice; the difference per operation is what one costs.
 COUNTED_OPS = {"get": (320, 1920), "get_many": (32, 192)}
 ROUNDS = 5
+PROXY_DELAY_MS = 0.2  # each way: about 0.5 ms measured per round trip, the VM's wake-ups included
 VALUE = {"id": 1, "title": "write the benchmark", "done": False, "tags": ["perf", "cache"]}
 
 
@@ -155,16 +157,8 @@ def machine(network: str) -> str:
             f"{version.stdout.strip()}, {network}, pool of {POOL} connections each")
 
 
-def start_latency_proxy(server: str) -> tuple[subprocess.Popen[str], str]:
-    proxy = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "latency_proxy.py"), "--upstream", server],
-        stdout=subprocess.PIPE, text=True,
-    )
-    return proxy, proxy.stdout.readline().split()[-1]  # type: ignore[union-attr]
-
-
 async def over_a_round_trip(server: str, address: str, seconds: float) -> dict[str, float]:
-    """get_many(50) against 50 sequential gets of `CacheClient` through a latency proxy at
+    """get_many(50) against 50 sequential gets of `CacheClient` through a delay proxy at
     `address`: loopback has no network wait, real servers do. Also the round trip it adds."""
     host, _, port = address.rpartition(":")
     raw = aiomcache.Client(host, int(port), pool_size=1)
@@ -312,7 +306,7 @@ def section(
     speedup = delayed["get_many"] / delayed["sequential"]
     verdict = "met" if speedup >= GET_MANY_GOAL else "not met"
     lines.append(f"- get_many(50) over a {delayed['rtt'] * 1000:.2f} ms round trip (through "
-                 f"`bench/latency_proxy.py`), at concurrency 1: {delayed['get_many']:,.0f} "
+                 f"`bench/delay_proxy.py`), at concurrency 1: {delayed['get_many']:,.0f} "
                  f"against {delayed['sequential']:,.1f} ops/s of 50 sequential gets, "
                  f"{speedup:.1f}x: {verdict}.")
     if counted:
@@ -344,11 +338,9 @@ def main() -> None:
         proc, server = start_memcached()
     try:
         rows = asyncio.run(run(server, args.seconds, args.rounds))
-        proxy, delayed_at = start_latency_proxy(server)
-        try:
-            delayed = asyncio.run(over_a_round_trip(server, delayed_at, args.seconds))
-        finally:
-            proxy.kill()
+        with DelayProxy({"memcached": server}, PROXY_DELAY_MS) as proxy:
+            delayed = asyncio.run(over_a_round_trip(server, proxy.address("memcached"),
+                                                    args.seconds))
         counted = {}
         if not args.no_instructions and shutil.which("valgrind"):
             counted = instructions(server)

@@ -1,8 +1,15 @@
-"""Benchmark: the task list over HTTP, served as production serves it, in units of Q.
+"""Benchmark: the task list over HTTP, beside the tutorial app, then in units of Q.
 
-    .venv/bin/python bench/http_benchmark.py [--sizes 10,100,1000,10000] [--seconds 10]
+    .venv/bin/python bench/http_benchmark.py [--peer DIR [--peer-venv VENV]
+        [--network-delay-ms 1.25]] [--sizes 10,100,1000,10000] [--seconds 10]
         [--rounds 2] [--q-seconds N] [--write-sizes 10,100] [--write-seconds 10]
         [--workers N] [--servers hypercorn,uvicorn,granian] [--out DIR] [--no-write] [--smoke]
+
+With `--peer` (the MemCachier tutorial app's folder, ../shared/peers/tutorial), it first runs
+bench/side_by_side.py: this app beside the tutorial in the same run, on loopback and over a
+delayed network, at the sizes of `--sizes` up to 1,000 tasks. Its figures are the goals.
+Without `--peer` that section is not run (and the report says so). What follows are
+diagnostics.
 
 Starts its own services: a fresh PostgreSQL database and a fresh MariaDB one (migrated by
 Alembic, dropped at the end; `TASKLIST_TEST_POSTGRES_URL` and `TASKLIST_TEST_MARIADB_URL` as
@@ -30,7 +37,7 @@ possible cache hit (H: `hit_floor_app` under uvloop), measured in the same slots
 Writes docs/performance/http.json and http.png (or into `--out`) and its block of
 docs/PERFORMANCE.md (bench/report.py). `--smoke` is a one-minute check of the whole
 pipeline that writes to a temporary directory only. Not a test: the numbers depend on the
-machine; the goals are computed from the run.
+machine; the diagnostics are computed from the run.
 """
 
 from __future__ import annotations
@@ -44,12 +51,9 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import gzip  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
 import platform  # noqa: E402
-import re  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
@@ -57,14 +61,11 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import tomllib  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
 from contextlib import ExitStack, contextmanager  # noqa: E402
 from dataclasses import asdict, dataclass, field, replace  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
-from email.message import Message  # noqa: E402
 from html.parser import HTMLParser  # noqa: E402
 from importlib.metadata import version  # noqa: E402
 from typing import Any  # noqa: E402
@@ -78,6 +79,23 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 from app.tasks.repository import TASK  # noqa: E402
+from bench import side_by_side  # noqa: E402
+from bench.harness import (  # noqa: E402
+    CONNECTIONS,
+    THREADS,
+    WRK,
+    Goal,
+    Probe,
+    Record,
+    Server,
+    WrkResult,
+    percentile,
+    probe,
+    running,
+    stop_all,
+    warm,
+    wrk,
+)
 from bench.report import DOC, write_results  # noqa: E402
 from tests.support.databases import (  # noqa: E402
     create_postgres_database,
@@ -87,120 +105,19 @@ from tests.support.databases import (  # noqa: E402
 from tests.support.machine import describe_machine  # noqa: E402
 from tests.support.mariadb import create_mariadb_database, drop_mariadb_database  # noqa: E402
 from tests.support.memcached import MEMCACHED, MemcachedProcess, free_port  # noqa: E402
-from tests.support.servers import LiveServer, ServerFailed  # noqa: E402
+from tests.support.servers import ServerFailed  # noqa: E402
 
 SCRIPT = "bench/http_benchmark.py"
 HEADING = "## Task list over HTTP"
 OUT = ROOT / "docs" / "performance"
 BIN = Path(sys.executable).parent  # .venv/bin: the script runs under .venv/bin/python
-WRK = "/usr/bin/wrk"
-THREADS, CONNECTIONS = 2, 32
 WRITERS = 8
-WARM_TRIES = 10
-START_TIMEOUT = 60.0
 GZIP = (("Accept-Encoding", "gzip"),)
 HTMX = (("HX-Request", "true"), ("HX-Request-Type", "partial"))
 NEXT_PAGE = "<the first page's rel=next link>"
-Record = dict[str, Any]
 
 
 # --- servers -----------------------------------------------------------------------------
-
-
-class Server:
-    """A server process started from `argv` in the repository root; up once `ready_path`
-    answers 200. The app's variables are removed from the inherited environment first, as
-    LiveServer does, so that only `env` configures it."""
-
-    def __init__(self, name: str, argv: Sequence[str], port: int, env: Mapping[str, str],
-                 log: Path, ready_path: str = "/healthz") -> None:
-        self.name, self.argv, self.port, self.log = name, list(argv), port, log
-        self.ready_path = ready_path
-        inherited = {k: v for k, v in os.environ.items()
-                     if not k.startswith(LiveServer.APP_VARIABLES)}
-        self.env = {**inherited, **env}
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def spawn(self) -> Server:
-        """Start the process without waiting for it (see `running`)."""
-        with self.log.open("ab") as sink:
-            self._proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=sink,
-                                          stderr=subprocess.STDOUT)
-        return self
-
-    def start(self) -> Server:
-        self.spawn()
-        try:
-            self.wait_until_up()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def wait_until_up(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise ServerFailed(f"{self.name} exited with {self._proc.returncode}:\n"
-                                   f"{self.log_tail()}")
-            if probe(self.url + self.ready_path, timeout=1).status == 200:
-                return
-            time.sleep(0.1)
-        raise ServerFailed(f"{self.name} did not answer {self.ready_path} within "
-                           f"{START_TIMEOUT:.0f} s:\n{self.log_tail()}")
-
-    def terminate(self) -> None:
-        """SIGTERM without waiting (`stop` waits)."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 10 s."""
-        self.terminate()
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def log_tail(self, lines: int = 30) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> Server:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-@contextmanager
-def running(*servers: Server) -> Iterator[None]:
-    """Start `servers` all at once (their start-ups overlap), wait until each is up, and stop
-    them all afterwards (stopping one earlier is allowed)."""
-    with ExitStack() as stack:
-        stack.callback(stop_all, servers)
-        for server in servers:
-            server.spawn()
-        for server in servers:
-            server.wait_until_up()
-        yield
-
-
-def stop_all(servers: Sequence[Server]) -> None:
-    """Stop `servers` together: SIGTERM to all, then wait for each."""
-    for server in servers:
-        server.terminate()
-    for server in servers:
-        server.stop()
 
 
 @dataclass
@@ -260,102 +177,6 @@ def baseline_server(services: Services, app: str, loop: str) -> Server:
 
 
 # --- measuring ---------------------------------------------------------------------------
-
-
-@dataclass
-class WrkResult:
-    rps: float
-    latency_avg_ms: float
-    latency_p99_ms: float
-    requests: int
-    non_2xx: int
-    socket_errors: dict[str, int]
-
-    def notes(self) -> str:
-        bad = [f"{self.non_2xx:,} non-2xx/3xx"] if self.non_2xx else []
-        bad += [f"{n:,} {kind} errors" for kind, n in self.socket_errors.items() if n]
-        return ", ".join(bad)
-
-
-UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
-
-
-def milliseconds(text: str) -> float:
-    """wrk's `23.90ms`, `1.08s`, `512.00us` in milliseconds."""
-    number, unit = re.fullmatch(r"([\d.]+)([a-z]+)", text).groups()  # type: ignore[union-attr]
-    return float(number) * UNITS_MS[unit]
-
-
-def parse_wrk(out: str) -> WrkResult:
-    def find(pattern: str) -> str:
-        match = re.search(pattern, out)
-        if match is None:
-            raise RuntimeError(f"wrk output lacks {pattern!r}:\n{out}")
-        return match.group(1)
-
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    socket_errors = {kind: int(n) for kind, n in
-                     re.findall(r"(\w+) (\d+)", errors.group(1) if errors else "")}
-    return WrkResult(
-        rps=float(find(r"Requests/sec:\s+([\d.]+)")),
-        latency_avg_ms=milliseconds(find(r"Latency\s+(\S+)")),
-        latency_p99_ms=milliseconds(find(r"\s99%\s+(\S+)")),
-        requests=int(find(r"(\d+) requests in")),
-        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
-        socket_errors=socket_errors,
-    )
-
-
-def wrk(url: str, seconds: int, headers: Sequence[tuple[str, str]] = ()) -> WrkResult:
-    args = [WRK, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
-    for name, value in headers:
-        args += ["-H", f"{name}: {value}"]
-    done = subprocess.run([*args, url], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed on {url}: {done.stderr or done.stdout}")
-    return parse_wrk(done.stdout)
-
-
-@dataclass
-class Probe:
-    """One answer as a client without decompression sees it (like wrk)."""
-
-    status: int
-    headers: Message
-    body: bytes
-
-    def summary(self) -> Record:
-        return {"status": self.status,
-                "content_encoding": self.headers.get("Content-Encoding") or "identity",
-                "body_bytes": len(self.body), "x_cache": self.headers.get("X-Cache")}
-
-    def text(self) -> str:
-        raw = gzip.decompress(self.body) if self.headers.get("Content-Encoding") == "gzip" \
-            else self.body
-        return raw.decode(errors="replace")
-
-
-def probe(url: str, headers: Sequence[tuple[str, str]] = (), timeout: float = 30) -> Probe:
-    """GET with urllib, which sends no Accept-Encoding unless told and never decodes."""
-    request = urllib.request.Request(url, headers=dict(headers))
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return Probe(response.status, response.headers, response.read())
-    except urllib.error.HTTPError as error:  # 304 and 4xx/5xx come here
-        return Probe(error.code, error.headers, error.read())
-    except OSError as error:
-        return Probe(0, Message(), str(error).encode())
-
-
-def warm(url: str, headers: Sequence[tuple[str, str]], cache: bool) -> Probe:
-    """Request `url` until an answer is a cache hit (cached app) or twice (uncached)."""
-    answer = probe(url, headers)
-    for _ in range(WARM_TRIES if cache else 1):
-        answer = probe(url, headers)
-        if cache and answer.headers.get("X-Cache") == "hit":
-            break
-    return answer
 
 
 class _NextLink(HTMLParser):
@@ -784,13 +605,6 @@ def write_then_read(run: Run, tasks: int, *, invalidation_log: bool = True,
             "pair_p99_ms": 1000 * percentile(log.durations, 99), "notes": notes}
 
 
-def percentile(values: Sequence[float], pct: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
-
-
 # --- what the run was on -----------------------------------------------------------------
 
 
@@ -836,17 +650,6 @@ def production_config() -> dict[str, Any]:
 # --- goals, report, chart ----------------------------------------------------------------
 
 
-@dataclass
-class Goal:
-    text: str
-    met: bool | None  # None: not measured in this run
-    detail: str
-
-    def line(self) -> str:
-        verdict = {True: "met", False: "not met", None: "not measured"}[self.met]
-        return f"- {self.text}: {self.detail}: **{verdict}**."
-
-
 class Results:
     """Look-ups over the records and slots of one run."""
 
@@ -870,7 +673,9 @@ class Results:
         return self.find(group="page", server="hypercorn", cache=cache, tasks=tasks, case=case)
 
 
-def goals(res: Results) -> list[Goal]:
+def diagnostics(res: Results) -> list[Goal]:
+    """The checks of the Q-based figures: no longer goals (those are bench/side_by_side.py's,
+    against the tutorial), kept as diagnostics."""
     return [*cached_page_goals(res), *uncached_page_goals(res), *write_read_goals(res),
             *not_modified_goals(res), p99_goal(res)]
 
@@ -1147,13 +952,23 @@ def short_run(meta: Record) -> list[str]:
             "runs or rounds; what it did not measure is \"not measured\" below.", ""]
 
 
+def side_by_side_line(meta: Record) -> str:
+    if meta.get("peer"):
+        return ("This run measured the app beside the tutorial app first (`--peer`): those "
+                "figures, under \"Beside the tutorial app\", are the goals; what follows are "
+                "diagnostics.")
+    return ("The side-by-side with the tutorial app was **not run** (no `--peer`): the figures "
+            "under \"Beside the tutorial app\" are from an earlier run. What follows are "
+            "diagnostics, not goals.")
+
+
 def render(res: Results, meta: Record) -> str:
     v, m, config = meta["versions"], meta["machine"], meta["hypercorn_toml"]
     packages = ", ".join(f"{p} {v[p]}" for p in PACKAGES)
     workers = meta["workers"] or config.get("workers", 1)
     lines = [
         f"Written by `{SCRIPT}` on {meta['date']}. Command:", "", "```", meta["command"], "```",
-        "", *short_run(meta),
+        "", *short_run(meta), side_by_side_line(meta), "",
         f"Each measurement: {meta['rounds']} round(s) of `wrk -t{THREADS} -c{CONNECTIONS} "
         f"-d{meta['seconds']}s --latency` against "
         "`hypercorn --config hypercorn.toml 'app:create_app()'` "
@@ -1183,8 +998,9 @@ def render(res: Results, meta: Record) -> str:
         *write_read_table(res),
         *mysql_table(res),
         *servers_table(res, meta["server_size"]),
-        "Goals (computed from the figures above, in paired Q):", "",
-        *[goal.line() for goal in goals(res)],
+        "Diagnostics (computed from the figures above, in paired Q; not goals: the goals "
+        "are the side-by-side's, under \"Beside the tutorial app\"):", "",
+        *[goal.line() for goal in diagnostics(res)],
     ]
     return "\n".join(lines)
 
@@ -1272,6 +1088,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None,
                         help=f"where http.json and http.png go (default {OUT.relative_to(ROOT)})")
     parser.add_argument("--no-write", action="store_true", help="leave PERFORMANCE.md alone")
+    parser.add_argument("--peer", type=Path, default=None,
+                        help="the tutorial app's folder: run bench/side_by_side.py first")
+    parser.add_argument("--peer-venv", type=Path, default=None,
+                        help="the tutorial's virtualenv (default: its setup.sh's)")
+    parser.add_argument("--network-delay-ms", type=float, default=1.25,
+                        help="the side-by-side's delayed network, each way")
     parser.add_argument("--smoke", action="store_true",
                         help="size 150 (on MariaDB too), 1 s runs, 1 round, a Q run only every "
                         f"{SMOKE_PAIR_EVERY} rounds; writes no docs")
@@ -1336,6 +1158,7 @@ def measure(args: argparse.Namespace,
         "server_size": server_size(args), "hypercorn_toml": production_config(),
         "versions": versions(services.database_url, services.mariadb_url),
         "machine": describe_machine(), "mysql_sizes": args.mysql_sizes,
+        "peer": str(args.peer) if args.peer else None,
     }
     print(json.dumps({k: meta[k] for k in ("versions", "machine")}, indent=1), flush=True)
     servers = {app_loop: baseline_server(services, *app_loop) for app_loop in BASELINES}
@@ -1367,7 +1190,8 @@ def save(args: argparse.Namespace, records: list[Record], slots: list[Record],
                       "seconds": meta["q_seconds"]},
                 "floor": {"app": FLOOR_CASE, "median": res.floor, "runs": res.floor_runs,
                           "in_q": res.floor_in_q},
-                "slots": slots, "goals": [asdict(g) for g in goals(res)], "cases": records}
+                "slots": slots, "diagnostics": [asdict(g) for g in diagnostics(res)],
+                "cases": records}
     (args.out / "http.json").write_text(json.dumps(document, indent=1) + "\n")
     chart(res, args.out / "http.png")
     if not args.no_write:
@@ -1375,10 +1199,25 @@ def save(args: argparse.Namespace, records: list[Record], slots: list[Record],
     return text
 
 
+def side_by_side_args(args: argparse.Namespace) -> list[str]:
+    """bench/side_by_side.py's arguments for this run: its sizes are ours up to 1,000 tasks
+    (the tutorial renders its whole table)."""
+    sizes = [n for n in args.sizes if n <= 1000] or [min(args.sizes)]
+    argv = ["--peer", str(args.peer), "--sizes", ",".join(map(str, sizes)),
+            "--seconds", str(args.seconds), "--rounds", str(args.rounds),
+            "--delay-ms", str(args.network_delay_ms), "--out", str(args.out)]
+    argv += ["--peer-venv", str(args.peer_venv)] if args.peer_venv else []
+    return argv + (["--no-write"] if args.no_write else [])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if not shutil.which(WRK):
         sys.exit(f"{WRK} is missing: apt-get install wrk (make bench installs it)")
+    if args.peer:
+        side_by_side.main(side_by_side_args(args), command=args.command)
+    else:
+        print("The side-by-side with the tutorial app is not run: no --peer.", flush=True)
     with started_services() as services:
         records, slots, meta = measure(args, services)
     text = save(args, records, slots, meta)

@@ -8,23 +8,36 @@ failed request in the cached cases. No rates are compared.
 
 The smoke run's one size (150 tasks) is above a page, so the next page is always measured;
 gzip is checked only when the app serves it.
+
+The side-by-side with the tutorial app (bench/side_by_side.py) needs the tutorial, so only
+the parts of it that run without it are checked here: the round-trip table of this app alone
+(`--round-trips-only --no-peer`) and the delay proxy it is built on (a round trip through it
+takes twice its delay, and it uses no CPU while nothing flows: sanity bounds only).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import statistics
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
 
 from app.settings import PROJECT_ROOT
+from bench.delay_proxy import DelayProxy, cpu_seconds
+from tests.support.memcached import MemcachedProcess
 
 pytestmark = pytest.mark.postgres
 
 SCRIPT = PROJECT_ROOT / "bench" / "http_benchmark.py"
+SIDE_BY_SIDE = PROJECT_ROOT / "bench" / "side_by_side.py"
+ROUND_TRIP_PATHS = {"cached GET /", "uncached GET /", "write", "GET / after a write"}
+DELAY_MS = 5.0  # large beside this machine's wake-up latency (tens of microseconds)
 WRK = "/usr/bin/wrk"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIZES = (150,)  # --smoke's task counts, on PostgreSQL and on MariaDB
@@ -142,6 +155,63 @@ def test_write_then_read_has_no_stale_read(results: dict[str, Any]) -> None:
         assert loop["errors"] == 0, loop["error_examples"]
 
 
-def test_goals_are_computed(results: dict[str, Any]) -> None:
-    assert results["goals"]
-    assert all(goal["met"] in (True, False, None) and goal["detail"] for goal in results["goals"])
+def test_diagnostics_are_computed(results: dict[str, Any]) -> None:
+    assert results["diagnostics"]
+    assert all(check["met"] in (True, False, None) and check["detail"]
+               for check in results["diagnostics"])
+
+
+@pytest.fixture(scope="module")
+def round_trips(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> dict[str, Any]:
+    """The round-trip table of this app alone, a few requests a path."""
+    out = tmp_path_factory.mktemp("round-trips")
+    done = subprocess.run([sys.executable, str(SIDE_BY_SIDE), "--round-trips-only", "--no-peer",
+                           "--sizes", "10", "--requests", "3", "--out", str(out)],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=HANG_GUARD)
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-5000:]}\nstderr:\n{done.stderr[-5000:]}"
+    assert "#### Round trips per request" in done.stdout
+    found: dict[str, Any] = json.loads((out / "side_by_side.json").read_text())["round_trips"]
+    return found
+
+
+def test_round_trips_are_counted_for_every_path(round_trips: dict[str, Any]) -> None:
+    paths = {r["path"]: r for r in round_trips["paths"]}
+    assert set(paths) == ROUND_TRIP_PATHS
+    for row in paths.values():
+        assert row["app"] == "this app" and row["tasks"] == 10 and row["requests"] == 3, row
+        assert set(row["statuses"]) <= {200, 201}, row
+        for key in ("db_before", "mc_before", "db_after", "mc_after", "db_connections",
+                    "mc_connections"):
+            low, high = row[key + "_range"]
+            assert 0 <= low <= row[key] <= high, (key, row)
+    assert paths["write"]["db_before"] >= 1  # a write reaches the database before its answer
+    assert {(i["app"], i["cache"]) for i in round_trips["idle"]} == {
+        ("this app", "on"), ("this app", "off")
+    }
+
+
+def test_the_delay_proxy_delays_each_way_counts_turns_and_idles(
+    memcached: MemcachedProcess,
+) -> None:
+    delay = DELAY_MS / 1000
+    with DelayProxy({"mc": memcached.address}, DELAY_MS) as proxy:
+        host, _, port = proxy.address("mc").rpartition(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            trips = []
+            for _ in range(11):
+                started = time.monotonic()
+                sock.sendall(b"version\r\n")
+                assert sock.recv(100).startswith(b"VERSION")
+                trips.append(time.monotonic() - started)
+        counts = proxy.take()["mc"]
+        idle_cpu = cpu_seconds(proxy.pid)
+        time.sleep(1.0)
+        idle_cpu = cpu_seconds(proxy.pid) - idle_cpu
+    # The first trip also waits for the handshake's round trip; then 2 x delay each. Sanity
+    # bounds: a timer is never early by more than its learnt lead (< 1 ms), and a busy
+    # machine may make it late, never by this much.
+    assert trips[0] >= 4 * delay - 0.001
+    assert 2 * delay - 0.001 <= statistics.median(trips[1:]) <= 2 * delay + 0.05
+    assert len(counts["turns"]) == 11 and len(counts["connections"]) == 1
+    assert idle_cpu < 0.2  # a busy loop would use the whole second
