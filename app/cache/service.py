@@ -36,7 +36,7 @@ class Leases:
 
     ttl: int = 10
     wait: float = 0.5
-    poll: float = 0.02
+    poll: float = 0.005
 
 
 class CacheService:
@@ -111,8 +111,8 @@ class CacheService:
         return await self._take_lease(key, "load", *version)
 
     async def release(self, key: str, token: str, *version: str) -> None:
-        """Give up a lease `claim` returned, when nothing was stored under `key` for the
-        others to wait for: they compute it at once rather than at the end of their wait."""
+        """Give up a lease `claim` returned: the processes waiting for `key` stop waiting
+        (see `wait_for`) rather than at the end of their wait."""
         await self._release_lease(key, "load", token, *version)
 
     async def wait_for(

@@ -208,9 +208,11 @@ class ViewCacheMiddleware(HTTPMiddleware):
                     self.recent.put(key, stored)
                     return stored
             await render()
-            recent = self.recent.get(key)
-            if lease is not None and (recent is None or recent.tokens != tokens):
-                await service.release(key, lease, *flight[1:])  # nothing stored: not shareable
+            if lease is not None:
+                # Released even when stored: the entry's key is the page's, not the tokens',
+                # and a render for newer tokens may replace it before a waiter reads it; a
+                # waiter stops waiting once the lease is gone, and renders itself.
+                await service.release(key, lease, *flight[1:])
             return None
         finally:
             del self._renders[flight]
