@@ -15,14 +15,18 @@ a traceback included.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import random
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from select import PIPE_BUF
 from typing import Any
 
 import orjson
@@ -162,30 +166,87 @@ class LineFormatter(logging.Formatter):
 
 class StdoutHandler(logging.Handler):
     """One line per record on whatever `sys.stdout` is at the time (a test runner swaps
-    it), flushed at once: the platform collects stdout as the app's log stream."""
+    it): the platform collects stdout as the app's log stream.
+
+    A record is written at once. A request's line (`write_line`) waits up to `FLUSH_DELAY`
+    for the lines of the requests that end after it, and goes out with them in one write:
+    a write per line cost more than the rest of a cached request's own work. Writes hold
+    whole lines, at most `PIPE_BUF` bytes each, so that the lines of processes that share
+    the stream (a server's workers) never interleave mid-line. Pending lines go first
+    whenever a record is written, and when the app stops serving (`flush_lines`); a
+    process killed outright loses what it had pending."""
 
     formatter: LineFormatter
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: list[str] = []
+        self._pending_bytes = 0
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._lines_lock = threading.RLock()  # a record may come from another thread
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._write(self.format(record))
+            self.flush_lines()
+            self._write(self.format(record) + "\n")
         except Exception:
             self.handleError(record)
 
     def write_line(self, data: dict[str, Any]) -> None:
-        """`data` as a line in the configured format, without a record."""
+        """`data` as a line in the configured format, without a record (see above)."""
         try:
-            self._write(self.formatter.line(data))
+            line = self.formatter.line(data) + "\n"
         except Exception:
             self.handleError(logging.makeLogRecord({"msg": "request log line", "args": ()}))
+            return
+        with self._lines_lock:
+            self._pending.append(line)
+            self._pending_bytes += _size(line)
+            if self._pending_bytes >= PIPE_BUF:
+                self.flush_lines()
+            elif self._flush_timer is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # no loop to flush later: now
+                    self.flush_lines()
+                else:
+                    self._flush_timer = loop.call_later(FLUSH_DELAY, self.flush_lines)
 
-    def _write(self, line: str) -> None:
+    def flush_lines(self) -> None:
+        """Write the pending request lines now."""
+        with self._lines_lock:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
+            lines, self._pending, self._pending_bytes = self._pending, [], 0
+            chunk: list[str] = []
+            size = 0
+            try:
+                for line in lines:
+                    if chunk and size + _size(line) > PIPE_BUF:
+                        self._write("".join(chunk))
+                        chunk, size = [], 0
+                    chunk.append(line)
+                    size += _size(line)
+                if chunk:
+                    self._write("".join(chunk))
+            except Exception:
+                self.handleError(logging.makeLogRecord({"msg": "request log lines", "args": ()}))
+
+    def _write(self, text: str) -> None:
         stream = sys.stdout
-        stream.write(line + "\n")
+        stream.write(text)
         stream.flush()
 
 
+def _size(line: str) -> int:
+    """The bytes `line` takes in UTF-8 (what stdout writes)."""
+    return len(line) if line.isascii() else len(line.encode())
+
+
+FLUSH_DELAY = 0.05  # seconds a request's line may wait for others to share its write
 HANDLER = StdoutHandler()
+atexit.register(HANDLER.flush_lines)
 LINES: dict[LogFormat, Callable[[dict[str, Any]], str]] = {
     "plain": logfmt_line,
     "json": json_line,
@@ -211,3 +272,8 @@ def init_app(app: Quart) -> None:
     """Log every request; call last, so that the log is the outermost middleware and
     sees the responses (and headers) of every layer below it."""
     wrap_asgi(app, RequestLog)
+    app.after_serving(_flush_lines)
+
+
+async def _flush_lines() -> None:
+    HANDLER.flush_lines()

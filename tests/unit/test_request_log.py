@@ -9,6 +9,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from select import PIPE_BUF
 from typing import Any
 
 import pytest
@@ -37,6 +38,7 @@ def log_output(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
     returns the lines written to stdout since (parsed, for JSON)."""
 
     def read(log_format: LogFormat = "json") -> list[Any]:
+        HANDLER.flush_lines()  # the request lines it has not written yet
         out = capsys.readouterr().out.splitlines()
         return [json.loads(line) for line in out] if log_format == "json" else out
 
@@ -223,3 +225,53 @@ def test_configuring_twice_keeps_one_handler_in_the_last_format(log_output: Any)
 def test_the_request_log_is_the_outermost_middleware(tmp_path: Path) -> None:
     app = create_app(Settings(env="development", database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db"))
     assert isinstance(app.asgi_app, RequestLog)
+
+
+class Writes:
+    """What the handler writes to stdout, write by write."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Writes]:
+    configure_logging("plain")
+    HANDLER.flush_lines()
+    stream = Writes()
+    monkeypatch.setattr(HANDLER, "_write", stream.write)
+    yield stream
+    HANDLER.flush_lines()
+
+
+async def test_the_lines_of_requests_that_end_together_share_one_write(writes: Writes) -> None:
+    app = RequestLog(responding())
+    await asyncio.gather(*(asgi_request(app, "GET", f"/{n}") for n in range(5)))
+    assert writes.writes == [], "held for the others"
+    await asyncio.sleep(request_log.FLUSH_DELAY * 2)
+    [written] = writes.writes
+    assert [line.split(" path=")[1].split()[0] for line in written.splitlines()] == [
+        f"/{n}" for n in range(5)
+    ]
+
+
+async def test_a_write_holds_whole_lines_of_at_most_pipe_buf_bytes(writes: Writes) -> None:
+    app = RequestLog(responding())
+    paths = [f"/{n}/" + "é" * 300 for n in range(40)]  # 2-byte characters: ~650 bytes a line
+    for path in paths:
+        await asgi_request(app, "GET", path)
+    HANDLER.flush_lines()
+    assert len(writes.writes) > 1
+    for written in writes.writes:
+        assert written.endswith("\n") and len(written.encode()) <= PIPE_BUF
+    assert [parse_logfmt(line)["path"] for w in writes.writes for line in w.splitlines()] == paths
+
+
+async def test_a_record_is_written_after_the_request_lines_before_it(writes: Writes) -> None:
+    await asgi_request(RequestLog(responding()), "GET", "/first")
+    logging.getLogger("app.cache").warning("then this")
+    assert len(writes.writes) == 2
+    assert " path=/first " in writes.writes[0] and "then this" in writes.writes[1]
