@@ -407,12 +407,5 @@ class DelayProxy:
         self.stop()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of `pid` so far (from /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime: fields 14, 15
-
-
 if __name__ == "__main__":
     main()

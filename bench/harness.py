@@ -293,19 +293,35 @@ def rss_kib(pid: int) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def worker_rss(server: Server) -> list[Record]:
-    """Each worker of `server` (the children of its master, multiprocessing's helper
-    processes left out) with its VmRSS in KiB; the master itself if it has no children."""
+def workers(server: Server) -> list[int]:
+    """The worker processes of `server`: the children of its master, multiprocessing's
+    helper processes left out; the master itself if it has no children."""
     if server.pid is None:
         return []
-    workers = []
+    found = []
     for pid in children(server.pid) or [server.pid]:
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "resource_tracker" in command or "forkserver" in command:
+        if "resource_tracker" not in command and "forkserver" not in command:
+            found.append(pid)
+    return found
+
+
+def worker_rss(server: Server) -> list[Record]:
+    """Each worker of `server` with its VmRSS in KiB."""
+    return [{"pid": pid, "rss_kib": rss} for pid in workers(server)
+            if (rss := rss_kib(pid)) is not None]
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """The CPU time (user and system) the processes `pids` have used so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
             continue
-        if (rss := rss_kib(pid)) is not None:
-            workers.append({"pid": pid, "rss_kib": rss})
-    return workers
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
+    return ticks / os.sysconf("SC_CLK_TCK")

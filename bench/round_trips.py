@@ -3,9 +3,11 @@
 Each app server (one worker) reaches PostgreSQL and memcached through routes of its own on
 bench/delay_proxy.py at 0 delay (a pure counting proxy), and gets requests one at a time,
 `PAUSE` apart. A request's round trips *before* the answer are the turns that began between
-its start and the client having the whole response; *after* are those up to the next
-request (work the app does once it has answered); new connections are those opened from its
-start to the next request's. Both clocks are CLOCK_MONOTONIC. Figures are medians over the
+its start and the answer's status line and headers reaching the client (both apps render a
+page whole before they send any of it); *after* are those up to the next request (work the
+app does once it has answered: a cache store, say, which may start while the client is
+still reading a large page); new connections are those opened from its start to the next
+request's. Both clocks are CLOCK_MONOTONIC. Figures are medians over the
 requests of a path (a background poll now and then lands in one request's window; the idle
 rate of each server, measured with no request, says how often).
 
@@ -53,7 +55,8 @@ class Call:
 class Timed:
     call: Call
     started: float
-    answered: float
+    answered: float  # the status line and headers in
+    done: float  # the whole body in
     status: int
 
 
@@ -68,7 +71,8 @@ def write_call(app: str, number: int) -> Call:
 
 def send(server: Server, calls: Sequence[Call]) -> tuple[list[Timed], float]:
     """`calls` one at a time, `PAUSE` apart (and after the last): each timed with
-    time.monotonic() from before its request to its whole response read; and the end."""
+    time.monotonic() from before its request to its answer's headers, and to its whole
+    body; and the end."""
     host, _, port = server.url.removeprefix("http://").rpartition(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
     timed = []
@@ -78,8 +82,9 @@ def send(server: Server, calls: Sequence[Call]) -> tuple[list[Timed], float]:
             started = time.monotonic()
             connection.request(call.method, call.target, body=call.body, headers=headers)
             response = connection.getresponse()
+            answered = time.monotonic()
             response.read()
-            timed.append(Timed(call, started, time.monotonic(), response.status))
+            timed.append(Timed(call, started, answered, time.monotonic(), response.status))
             time.sleep(PAUSE)
     finally:
         connection.close()
@@ -97,7 +102,7 @@ def attribute(timed: Sequence[Timed], end: float, db: Record, mc: Record) -> lis
             return sum(start <= x < stop for x in times)
 
         rows.append({"path": t.call.path, "status": t.status,
-                     "ms": 1000 * (t.answered - t.started),
+                     "ms": 1000 * (t.done - t.started),
                      "db_before": count(db["turns"], t.started, t.answered),
                      "mc_before": count(mc["turns"], t.started, t.answered),
                      "db_after": count(db["turns"], t.answered, following),
@@ -213,8 +218,9 @@ def table(result: Record | None) -> list[str]:
              f"at 0 delay (counting only); {result['requests']} requests per path, one at a "
              f"time, {result['pause_ms']:.0f} ms apart; medians, with the range when the "
              "requests differed. Before: turns that began between the request leaving and its "
-             "whole answer arriving; after: from then to the next request; connections: "
-             "opened from the request to the next.", "",
+             "answer's headers arriving (both apps render a page whole before sending any of "
+             "it); after: from then to the next request; connections: opened from the request "
+             "to the next; time: to the whole answer.", "",
              "| path | tasks | app | database before | memcached before | database after "
              "| memcached after | new connections (db, memcached) | median time |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]

@@ -42,6 +42,7 @@ import math  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+import tomllib  # noqa: E402
 from collections.abc import Iterator, Sequence  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import asdict  # noqa: E402
@@ -51,8 +52,8 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench import apps, peer, round_trips, write_read  # noqa: E402
 from bench.apps import OURS, PEER, Services  # noqa: E402
-from bench.checkout import Checkout  # noqa: E402
-from bench.delay_proxy import DelayProxy, cpu_seconds  # noqa: E402
+from bench.checkout import THIS_BIN, Checkout  # noqa: E402
+from bench.delay_proxy import DelayProxy  # noqa: E402
 from bench.harness import (  # noqa: E402
     CONNECTIONS,
     THREADS,
@@ -60,14 +61,17 @@ from bench.harness import (  # noqa: E402
     Record,
     Server,
     WrkResult,
+    cpu_seconds,
     probe,
     running,
     warm,
     worker_rss,
+    workers,
     wrk,
 )
 from bench.report import DOC, write_results  # noqa: E402
 from tests.support.machine import describe_machine  # noqa: E402
+from tests.support.memcached import free_port  # noqa: E402
 
 SCRIPT = "bench/side_by_side.py"
 HEADING = "## Beside the tutorial app"
@@ -78,6 +82,7 @@ PEER_WARM_GETS = 3  # the tutorial has no X-Cache header: a few GETs fill its ca
 RTT_SAMPLES = 50
 WRK_TIMEOUT = 30  # seconds: the tutorial's slowest pages take over wrk's default 2 s
 CACHED, UNCACHED = "cached GET /", "uncached GET /"
+FLOORS = ("hit_floor_app", "quart_app")  # bench/baselines.py
 WRITE_ON, WRITE_OFF = "write then read, cache on", "write then read, cache off"
 PATHS = (CACHED, UNCACHED, WRITE_ON, WRITE_OFF)
 LOOPBACK_GOAL, DELAYED_GOAL, OWN_LOOPBACK_GOAL = 1.5, 3.0, 0.8
@@ -115,9 +120,9 @@ def network(services: Services, name: str, delay_ms: float) -> Iterator[Record]:
         net = {"name": name, "postgres": proxy.address("db"),
                "memcached": proxy.address("mc"), "delay_ms": delay_ms,
                "round_trip_ms": measured_round_trips(services, proxy)}
-        cpu, started = cpu_seconds(proxy.pid), time.monotonic()
+        cpu, started = cpu_seconds([proxy.pid]), time.monotonic()
         yield net
-        net["proxy_cpu"] = (cpu_seconds(proxy.pid) - cpu) / (time.monotonic() - started)
+        net["proxy_cpu"] = (cpu_seconds([proxy.pid]) - cpu) / (time.monotonic() - started)
 
 
 def measured_round_trips(services: Services, proxy: DelayProxy) -> Record:
@@ -170,6 +175,48 @@ def warm_up(app: str, server: Server, cache: bool) -> Record:
     return answer.summary()
 
 
+def measured_wrk(server: Server, seconds: int, path: str = "/") -> tuple[WrkResult, float]:
+    """`wrk` on `path`, and the CPU time its workers spent per request (microseconds)."""
+    pids = workers(server)
+    before = cpu_seconds(pids)
+    result = wrk(server.url + path, seconds, timeout=WRK_TIMEOUT)
+    spent = cpu_seconds(pids) - before
+    return result, 1e6 * spent / result.requests if result.requests else math.nan
+
+
+def floors(services: Services, cached: Record, args: argparse.Namespace,
+           say: Progress) -> list[Record]:
+    """The bench/baselines.py apps served as this app is (`hypercorn --config
+    hypercorn.toml`): a bare Quart app's constant page, and a bare ASGI app sending a page
+    it reads with one memcached `get_many`, the least a cache hit can cost on this server.
+    Beside `cached` (both apps' cached `GET /`, measured just before), they say how far any
+    app on this server can be from the tutorial."""
+    found = []
+    servers = {app: floor_server(services, app) for app in FLOORS}
+    with running(*servers.values()):
+        for app, server in servers.items():
+            results, cpus = [], []
+            for number in range(1, args.rounds + 1):
+                probe(server.url + "/")
+                result, cpu = measured_wrk(server, args.seconds)
+                results.append(result)
+                cpus.append(cpu)
+                say(f"server floor {app}: round {number}: {result.rps:,.0f} req/s")
+            figures = {**rate_of(results), "cpu_us": statistics.median(cpus)}
+            found.append({"app": app, "tasks": cached["tasks"], **figures,
+                          "to_peer": figures["rate"] / cached["peer"]["rate"],
+                          "to_ours": figures["rate"] / cached["ours"]["rate"]})
+    return found
+
+
+def floor_server(services: Services, app: str) -> Server:
+    port = free_port()
+    argv = [str(THIS_BIN / "hypercorn"), "--config", "hypercorn.toml",
+            "--bind", f"127.0.0.1:{port}", f"bench.baselines:{app}"]
+    env = {"BENCH_MEMCACHED": services.memcached.address}
+    return Server(app, argv, port, env, services.log(app), ready_path="/", cwd=ROOT)
+
+
 def rate_of(results: Sequence[WrkResult]) -> Record:
     return {"rate": statistics.median(r.rps for r in results),
             "rounds": [r.rps for r in results],
@@ -191,17 +238,20 @@ def reads(servers: dict[tuple[str, bool], Server], cache: bool, record: Record,
           args: argparse.Namespace, say: Progress) -> Record:
     """`wrk` on `GET /` of both apps, alternating round by round."""
     results: dict[str, list[WrkResult]] = {OURS: [], PEER: []}
+    cpus: dict[str, list[float]] = {OURS: [], PEER: []}
     answers: dict[str, Record] = {}
     for number, order in alternating(args.rounds):
         for app in order:
             server = servers[app, cache]
             answer = warm_up(app, server, cache)  # before every round
             answers.setdefault(app, answer)  # the first is reported
-            result = wrk(server.url + "/", args.seconds, timeout=WRK_TIMEOUT)
+            result, cpu = measured_wrk(server, args.seconds)
             results[app].append(result)
+            cpus[app].append(cpu)
             say(f"{line(record)} round {number}, {app}: {result.rps:,.0f} req/s"
                 + (f" ({result.notes()})" if result.notes() else ""))
     ours, theirs = rate_of(results[OURS]), rate_of(results[PEER])
+    ours["cpu_us"], theirs["cpu_us"] = (statistics.median(cpus[app]) for app in (OURS, PEER))
     for app, figures in ((OURS, ours), (PEER, theirs)):
         figures["served"] = served = answers[app]
         if served["status"] != 200:
@@ -247,8 +297,9 @@ def line(record: Record) -> str:
 
 
 def on_network(services: Services, net: Record, args: argparse.Namespace,
-               say: Progress) -> tuple[list[Record], list[Record]]:
-    """Every path at every size on one network; then each worker's RSS."""
+               say: Progress) -> tuple[list[Record], list[Record], list[Record]]:
+    """Every path at every size on one network; then each worker's RSS. On loopback, the
+    server floors too, right after the first size's cached reads (see `floors`)."""
     servers = {}
     for app, make in ((OURS, services.ours), (PEER, services.tutorial)):
         for cache in (True, False):
@@ -256,12 +307,15 @@ def on_network(services: Services, net: Record, args: argparse.Namespace,
                    f"{'on' if cache else 'off'}"
             servers[app, cache] = make(name, cache, postgres=net["postgres"],
                                        memcached=net["memcached"])
-    records = []
+    records: list[Record] = []
+    floor_records: list[Record] = []
     with running(*servers.values()):
         for tasks in args.sizes:
             services.seed(tasks)
             base = {"network": net["name"], "tasks": tasks}
             records.append(reads(servers, True, {**base, "path": CACHED}, args, say))
+            if net["name"] == "loopback" and not floor_records:
+                floor_records = floors(services, records[-1], args, say)
             records.append(reads(servers, False, {**base, "path": UNCACHED}, args, say))
             if not args.no_loops:
                 for cache, path in ((True, WRITE_ON), (False, WRITE_OFF)):
@@ -269,7 +323,7 @@ def on_network(services: Services, net: Record, args: argparse.Namespace,
                                           args, say))
         memory = [{"network": net["name"], "app": app, "cache": "on" if cache else "off",
                    "workers": worker_rss(server)} for (app, cache), server in servers.items()]
-    return records, memory
+    return records, memory, floor_records
 
 
 # --- goals -------------------------------------------------------------------------------
@@ -423,6 +477,30 @@ def loops_table(records: Sequence[Record]) -> list[str]:
     return [*lines, *examples[:10], ""]
 
 
+def cpu_table(records: Sequence[Record], floor_records: Sequence[Record]) -> list[str]:
+    """CPU time per request of each app's workers (user and system, from /proc, over each
+    wrk run), and the server floors beside the tutorial's cached GET /."""
+    rows = [r for r in records if r["path"] in (CACHED, UNCACHED)]
+    if not rows:
+        return []
+    lines = ["CPU time of the workers per request (medians over rounds; what a request costs "
+             "the machine's two cores, the kernel's share included):", "",
+             "| network | path | tasks | tutorial | this app |", "|---|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['network']} | {r['path']} | {r['tasks']:,} | "
+                     f"{r['peer']['cpu_us']:,.0f} us | {r['ours']['cpu_us']:,.0f} us |")
+    if floor_records:
+        lines += ["", "Server floors (diagnostic): the bench/baselines.py apps served as this "
+                  "app is (`hypercorn --config hypercorn.toml`), measured just after the "
+                  f"cached `GET /` at {floor_records[0]['tasks']} tasks above:", "",
+                  "| app | req/s | CPU per request | / tutorial's cached GET / "
+                  "| / this app's cached GET / |", "|---|---:|---:|---:|---:|"]
+        for f in floor_records:
+            lines.append(f"| `{f['app']}` | {f['rate']:,.0f} | {f['cpu_us']:,.0f} us | "
+                         f"{f['to_peer']:.2f}x | {f['to_ours']:.2f}x |")
+    return [*lines, ""]
+
+
 def memory_table(memory: Sequence[Record], recent_bytes: int) -> list[str]:
     if not memory:
         return []
@@ -503,6 +581,7 @@ def render(doc: Record) -> str:
     if doc["round_trips_only"]:
         return "\n".join([*header(doc), *round_trips.table(doc["round_trips"])])
     lines = [*header(doc), *networks_text(doc), *loops_table(doc["records"]),
+             *cpu_table(doc["records"], doc.get("floors", [])),
              *round_trips.table(doc["round_trips"]),
              *memory_table(doc["memory"], doc["recent_bytes"]),
              "Goals (issue 20; computed from the figures above):", "",
@@ -618,10 +697,10 @@ def measure(args: argparse.Namespace) -> Record:
             "app": checkout.describe(), "sizes": args.sizes, "seconds": args.seconds,
             "write_seconds": args.write_seconds, "rounds": args.rounds,
             "network": args.network, "delay_ms": args.delay_ms,
-            "round_trips_only": args.round_trips_only, "workers": workers(checkout),
+            "round_trips_only": args.round_trips_only, "workers": configured_workers(checkout),
             "machine": describe_machine(), "versions": versions(checkout, services),
             "recent_bytes": checkout.recent_bytes(), "networks": [], "records": [],
-            "memory": [],
+            "memory": [], "floors": [],
         }
         doc["round_trips"] = None
         if not args.no_round_trips:
@@ -633,16 +712,16 @@ def measure(args: argparse.Namespace) -> Record:
             with network(services, name, args.delay_ms) as net:
                 if "round_trip_ms" in net:
                     say(f"{name}: measured round trip {net['round_trip_ms']}")
-                records, memory = on_network(services, net, args, say)
+                records, memory, floor_records = on_network(services, net, args, say)
             doc["networks"].append(net)
             doc["records"] += records
             doc["memory"] += memory
+            doc["floors"] += floor_records
     return doc
 
 
-def workers(checkout: Checkout) -> int:
-    import tomllib
-
+def configured_workers(checkout: Checkout) -> int:
+    """The workers the checkout's hypercorn.toml asks for."""
     with (checkout.root / "hypercorn.toml").open("rb") as config:
         return int(tomllib.load(config).get("workers", 1))
 

@@ -29,7 +29,8 @@ from typing import Any
 import pytest
 
 from app.settings import PROJECT_ROOT
-from bench.delay_proxy import DelayProxy, cpu_seconds
+from bench.delay_proxy import DelayProxy
+from bench.harness import cpu_seconds
 from tests.support.memcached import MemcachedProcess
 
 pytestmark = pytest.mark.postgres
@@ -205,9 +206,9 @@ def test_the_delay_proxy_delays_each_way_counts_turns_and_idles(
                 assert sock.recv(100).startswith(b"VERSION")
                 trips.append(time.monotonic() - started)
         counts = proxy.take()["mc"]
-        idle_cpu = cpu_seconds(proxy.pid)
+        idle_cpu = cpu_seconds([proxy.pid])
         time.sleep(1.0)
-        idle_cpu = cpu_seconds(proxy.pid) - idle_cpu
+        idle_cpu = cpu_seconds([proxy.pid]) - idle_cpu
     # The first trip also waits for the handshake's round trip; then 2 x delay each. Sanity
     # bounds: a timer is never early by more than its learnt lead (< 1 ms), and a busy
     # machine may make it late, never by this much.
