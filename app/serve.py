@@ -7,8 +7,9 @@ kill), and exits 0 when the app refuses to start. This master:
 
 - loads the app once before it starts any worker, so a refusal to start (a missing
   `SECRET_KEY`, a malformed setting) exits non-zero with the reason, before a port is taken;
-- refuses more than one worker on the in-process cache (each worker would keep its own
-  cache and sessions, and serve what another worker has already invalidated);
+- serves with one worker when more are asked for on the in-process cache (each worker
+  would keep its own cache and sessions, and serve what another has already invalidated),
+  saying so in its log: `docker run` of the image with no memcached still serves;
 - starts a new worker in place of one that dies, while the others go on serving, and
   gives up (exit 1) when new workers keep dying before they are ready to serve;
 - on SIGTERM or SIGINT lets every worker drain its requests (hypercorn's
@@ -66,31 +67,34 @@ def supervise(config: Config) -> int:
     if config.worker_class not in ("asyncio", "uvloop"):
         log.error("worker_class %r is not supported: use asyncio or uvloop", config.worker_class)
         return 2
-    refusal = _refusal(config)
-    if refusal is not None:
-        log.error("refusing to start: %s", refusal)
+    settings = _load(config)
+    if isinstance(settings, str):
+        log.error("refusing to start: %s", settings)
         return 1
+    if config.workers > 1 and not settings.memcache_servers:
+        log.warning(
+            "serving with 1 worker on the in-process cache, not %d: MEMCACHIER_SERVERS is "
+            "not set, and several workers would each keep their own cache and sessions; "
+            "set it to a memcached server to run %d",
+            config.workers, config.workers,
+        )
+        config.workers = 1
     return Master(config).run()
 
 
-def _refusal(config: Config) -> str | None:
-    """Why the app cannot be served with `config`, or None. Loading it here runs
-    `create_app`, which reads and checks every setting (and opens nothing)."""
+def _load(config: Config) -> Settings | str:
+    """The settings the app will run with, or why it cannot be served with `config`.
+    Loading the app here runs `create_app`, which reads and checks every setting (and
+    opens nothing)."""
     if config.workers < 1:
         return "--workers must be at least 1"
     try:
         load_application(config.application_path, config.wsgi_max_body_size)
-        settings = Settings.from_env()  # after create_app has read `.env`
+        return Settings.from_env()  # after create_app has read `.env`
     except SettingsError as error:
         return str(error)
     except Exception as error:  # an import error, a typo in the app path: say which
         return f"{config.application_path} does not load: {error!r}"
-    if config.workers > 1 and not settings.memcache_servers:
-        return (
-            f"{config.workers} workers would each keep their own in-process cache and "
-            "sessions; set MEMCACHIER_SERVERS to a memcached server, or run one worker"
-        )
-    return None
 
 
 class Master:

@@ -6,8 +6,8 @@ over sockets and signals.
 - a SIGKILLed worker is replaced while the other one goes on answering;
 - SIGTERM lets the request in flight finish, then the master exits 0;
 - a stalled header or body is closed by the server within the configured read timeout;
-- a refusal to start (no SECRET_KEY, the in-process cache with two workers, workers that
-  keep dying at start) exits non-zero and says why.
+- a refusal to start (no SECRET_KEY, workers that keep dying at start) exits non-zero and
+  says why; two workers asked for on the in-process cache serve as one, saying so.
 """
 
 from __future__ import annotations
@@ -336,11 +336,21 @@ def test_production_without_secret_key_exits_non_zero_and_names_it(
     assert "Running on" not in result.stderr  # no worker was started, no port taken
 
 
-def test_two_workers_on_the_in_process_cache_are_refused(services: dict[str, str]) -> None:
+def test_two_workers_on_the_in_process_cache_serve_as_one(
+    services: dict[str, str], tmp_path: Path
+) -> None:
+    """The image run with no memcached (`docker run` with a database and a secret only)."""
     env = {k: v for k, v in services.items() if k != "MEMCACHIER_SERVERS"}
-    result = run_until_exit(env)
-    assert result.returncode != 0
-    assert "in-process cache" in result.stderr and "MEMCACHIER_SERVERS" in result.stderr
+    with serve(env, tmp_path / "serve.log", workers=2) as server:
+        assert server.pid is not None
+        with httpx.Client(base_url=server.url, timeout=5) as http:
+            assert http.get("/").status_code == 200
+            assert http.get("/readyz").json()["cache"] == "ok"
+        log = server.log.read_text()
+        said = "serving with 1 worker on the in-process cache, not 2: MEMCACHIER_SERVERS"
+        assert said in log, log
+        assert len(running_workers(server)) == 1, log
+        assert len(workers_of(server.pid)) == 1, log
 
 
 def test_workers_that_keep_dying_at_start_stop_the_master(services: dict[str, str]) -> None:
