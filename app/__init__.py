@@ -6,7 +6,7 @@ from dotenv import load_dotenv
 from quart import Quart
 from quart_schema import QuartSchema
 
-from app import errors, limits, request_log, security, state, templating
+from app import errors, limits, proxies, request_log, security, state, templating
 from app.api.body import StrictJSONRequest
 from app.api.openapi import ApiDescription
 from app.asgi import ASGIApp, HeaderLookup, wrap_asgi
@@ -41,7 +41,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     state.init_app(app, settings, release=release)
     install_view_cache(app, release, settings.cache_recent_bytes)
     security.init_app(app)  # around the cache: cached responses get the security headers too
-    request_log.init_app(app)  # outermost: every response is logged, cached ones too
+    request_log.init_app(app)  # every response is logged, cached ones too
+    # Outermost: every layer sees the client a trusted proxy forwarded (FORWARDED_ALLOW_IPS).
+    proxies.init_app(app, settings.forwarded_allow_ips)
     return app
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -25,6 +26,8 @@ Environment = Literal["production", "development"]
 ENVIRONMENTS: tuple[Environment, ...] = get_args(Environment)
 LogFormat = Literal["plain", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+Networks = tuple[IPv4Network | IPv6Network, ...]
+EVERY_ADDRESS: Networks = (ip_network("0.0.0.0/0"), ip_network("::/0"))
 
 
 class SettingsError(ValueError):
@@ -65,6 +68,9 @@ class Settings:
     cache_enabled: bool = True
     cache_stats_publish_seconds: float = 2.0  # how often each process publishes its counters
     log_format: LogFormat = "plain"
+    # The reverse proxies whose X-Forwarded-For names the client (app/proxies.py); none:
+    # a request's client is the address its connection came from.
+    forwarded_allow_ips: Networks = ()
 
     @property
     def development(self) -> bool:
@@ -117,6 +123,7 @@ class Settings:
                 env, "CACHE_STATS_PUBLISH_SECONDS", cls.cache_stats_publish_seconds
             ),
             log_format=_choice(env, "LOG_FORMAT", LOG_FORMATS, cls.log_format),
+            forwarded_allow_ips=parse_networks(env.get("FORWARDED_ALLOW_IPS", "")),
         )
 
 
@@ -234,6 +241,25 @@ def parse_servers(value: str) -> tuple[str, ...]:
             raise SettingsError(f"MEMCACHIER_SERVERS: {item!r} is not host:port")
         servers.append(f"{host}:{port}")
     return tuple(servers)
+
+
+def parse_networks(value: str) -> Networks:
+    """`FORWARDED_ALLOW_IPS`: `"10.0.0.5, 172.29.87.0/24"` -> those networks (an address is a
+    network of one); `*` is every address (for an app nothing but its proxy can reach)."""
+    networks: list[IPv4Network | IPv6Network] = []
+    for item in value.split(","):
+        item = item.strip()
+        if item == "*":
+            networks.extend(EVERY_ADDRESS)
+        elif item:
+            try:
+                networks.append(ip_network(item))
+            except ValueError:
+                raise SettingsError(
+                    f"FORWARDED_ALLOW_IPS: {item!r} is not an IP address or network "
+                    "(e.g. 10.0.0.5 or 172.29.87.0/24, with no host bits set)"
+                ) from None
+    return tuple(networks)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool | None:
