@@ -9,9 +9,14 @@ BIN := $(VENV)/bin
 PYTHON313 := $(shell (python3.13 -c 'import sys' >/dev/null 2>&1 && command -v python3.13) \
 	|| ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | sort -V | tail -n 1)
 # Debian packages (package:path) the tests drive as real processes, and the benchmarks' tools.
-# docker-compose (1.29, needs no engine) validates compose.yaml in tests/deploy.
+# The container tests (tests/containers) build and run the image with podman (runc, netavark,
+# aardvark-dns and iptables are its runtime and network), bring compose.yaml up with
+# docker-compose against podman's API, and build base images that cannot be pulled with
+# mmdebstrap (tests/support/stand_in_images).
 TEST_SYSTEM_PACKAGES := memcached:/usr/bin/memcached chromium:/usr/bin/chromium wrk:/usr/bin/wrk \
-	docker-compose:/usr/bin/docker-compose
+	docker-compose:/usr/bin/docker-compose podman:/usr/bin/podman runc:/usr/sbin/runc \
+	netavark:/usr/lib/podman/netavark aardvark-dns:/usr/lib/podman/aardvark-dns \
+	iptables:/usr/sbin/iptables mmdebstrap:/usr/bin/mmdebstrap
 BENCH_SYSTEM_PACKAGES := memcached:/usr/bin/memcached wrk:/usr/bin/wrk valgrind:/usr/bin/valgrind
 SYSTEM_PACKAGES ?= $(TEST_SYSTEM_PACKAGES)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

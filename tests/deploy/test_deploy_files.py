@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tomllib
 from fnmatch import fnmatch
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -310,15 +311,39 @@ def seconds(duration: str) -> float:
     return sum(float(number) * units[unit] for number, unit in parts)
 
 
-def test_compose_runs_two_web_replicas_on_distinct_host_ports() -> None:
-    web = compose()["services"]["web"]
-    replicas = web["deploy"]["replicas"]
-    assert replicas == 2
-    for mapping in web["ports"]:
-        host, _, container = str(mapping).rpartition(":")
-        assert container == "8000", "the image's PORT"
-        low, _, high = host.partition("-")
-        assert int(high or low) - int(low) + 1 >= replicas, f"{mapping}: a host port each"
+def resolved(value: str) -> str:
+    """A compose value with each `${NAME:-default}` as its default."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+
+def test_compose_publishes_one_port_the_proxy_spreads_over_the_replicas() -> None:
+    services = compose()["services"]
+    assert services["web"]["deploy"]["replicas"] == 2
+    published = {name: s["ports"] for name, s in services.items() if "ports" in s}
+    assert published == {"proxy": ["${TASKLIST_PORT:-8000}:8000"]}, "one address, no range"
+    proxy = services["proxy"]
+    assert re.fullmatch(r"haproxy:\d+\.\d+", proxy["image"]), proxy["image"]
+    config = (ROOT / "deploy/haproxy.cfg").read_text()
+    mounted = {volume.split(":")[0] for volume in proxy["volumes"]}
+    assert mounted == {"./deploy/haproxy.cfg"}
+    assert re.search(r"^\s*bind :8000$", config, re.M)
+    assert re.search(r"^\s*server-template web- \d+ web:8000 check ", config, re.M)
+    assert re.search(r"^\s*option forwardfor$", config, re.M)
+    assert re.search(r"^\s*retry-on conn-failure$", config, re.M)
+
+
+def test_compose_app_trusts_the_forwarded_address_from_the_proxy_alone() -> None:
+    services = compose()["services"]
+    proxy_ip = services["proxy"]["networks"]["default"]["ipv4_address"]
+    subnet = compose()["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ip_address(resolved(proxy_ip)) in ip_network(resolved(subnet))
+    for role in ("web", "migrate"):
+        trusted = services[role]["environment"]["FORWARDED_ALLOW_IPS"]
+        assert trusted == proxy_ip
+        settings = Settings.from_env(
+            {"SECRET_KEY": "not-a-real-secret", "FORWARDED_ALLOW_IPS": resolved(trusted)}
+        )
+        assert settings.forwarded_allow_ips == (ip_network(resolved(proxy_ip)),)
 
 
 def test_compose_stop_grace_outlasts_hypercorns_graceful_timeout() -> None:
@@ -360,7 +385,7 @@ def test_compose_app_environment_matches_its_services() -> None:
     }
     assert memcached == {"memcached-1", "memcached-2"}
     for name in ("memcached-1", "memcached-2"):
-        assert services[name]["image"] == "memcached:1.6-alpine"
+        assert services[name]["image"] == "memcached:1.6-bookworm"
         assert services[name]["command"][-2:] == ["-m", "64"]
     db_env = services["db"]["environment"]
     for role in ("web", "migrate"):
@@ -375,7 +400,8 @@ def test_compose_app_environment_matches_its_services() -> None:
             db_env["POSTGRES_PASSWORD"],
         )
         # ... and the app reads them as meant: asyncpg, both servers.
-        settings = Settings.from_env({**env, "SECRET_KEY": "not-a-real-secret"})
+        values = {name: resolved(value) for name, value in env.items()}
+        settings = Settings.from_env({**values, "SECRET_KEY": "not-a-real-secret"})
         assert settings.database_url.startswith("postgresql+asyncpg://app:app@db:5432/")
         assert settings.memcache_servers == ("memcached-1:11211", "memcached-2:11211")
 
