@@ -8,6 +8,7 @@ import asyncio
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 
 import asyncpg
@@ -58,6 +59,9 @@ def served(image: str, migrated: dict[str, str]) -> Iterator[Container]:
 
 
 def test_the_image_serves_with_two_workers_on_memcached(served: Container) -> None:
+    deadline = time.monotonic() + 15  # /healthz answers once the first worker runs
+    while len(RUNNING.findall(served.logs())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert len(RUNNING.findall(served.logs())) == 2, served.logs()
 
 
@@ -76,7 +80,8 @@ def test_list_form_api_and_htmx_fragment_against_postgres(served: Container) -> 
         fragment = http.post("/", data={"name": "added with htmx"}, headers=HTMX)
         assert fragment.status_code == 200, fragment.text
         assert "added with htmx" in fragment.text and "<html" not in fragment.text.lower()
-        assert http.get("/readyz").json() == {"status": "ok", "database": "ok", "cache": "ok"}
+        ready = {"status": "ok", "database": "ok", "cache": "ok", "write_limit": "ok"}
+        assert http.get("/readyz").json() == ready
 
 
 def test_it_runs_as_a_non_root_user(served: Container) -> None:
