@@ -6,13 +6,24 @@ from dotenv import load_dotenv
 from quart import Quart
 from quart_schema import QuartSchema
 
-from app import errors, limits, proxies, request_log, security, state, templating
+from app import (
+    errors,
+    limits,
+    operator_access,
+    proxies,
+    request_log,
+    security,
+    state,
+    templating,
+    write_limit,
+)
 from app.api.body import StrictJSONRequest
 from app.api.openapi import ApiDescription
 from app.asgi import ASGIApp, HeaderLookup, wrap_asgi
 from app.cache.service import CacheService
 from app.htmx import wants_partial
 from app.release import release_digest
+from app.request_metrics import RequestMetrics
 from app.settings import PROJECT_ROOT, Settings
 from app.webcache.fragments import init_fragment_cache
 from app.webcache.sessions import CacheSessionInterface, has_session_cookie
@@ -36,12 +47,15 @@ def create_app(settings: Settings | None = None) -> Quart:
     )
     init_fragment_cache(app.jinja_env, None)
     errors.init_app(app)
+    operator_access.init_app(app, settings)
     limits.init_app(app)  # right around Quart: it sees every body the app is sent
     release = release_digest()
-    state.init_app(app, settings, release=release)
+    metrics = RequestMetrics(app.url_map)
+    state.init_app(app, settings, release=release, requests=metrics)
     install_view_cache(app, release, settings.cache_recent_bytes)
     security.init_app(app)  # around the cache: cached responses get the security headers too
-    request_log.init_app(app)  # every response is logged, cached ones too
+    write_limit.init_app(app)  # after the cross-origin check: a refused write is not counted
+    request_log.init_app(app, metrics)  # every response is logged and counted, cached ones too
     # Outermost: every layer sees the client a trusted proxy forwarded (FORWARDED_ALLOW_IPS).
     proxies.init_app(app, settings.forwarded_allow_ips)
     return app

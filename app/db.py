@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+from weakref import WeakKeyDictionary
 
 import asyncpg
 from sqlalchemy import MetaData, exc, text
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import Pool, QueuePool
 
 from app.settings import Settings
 
@@ -59,8 +61,29 @@ class Database:
     reader: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
 
+    def pool_usage(self) -> dict[str, int]:
+        """The pool's connections held now (`in_use`), and the callers waiting to get one
+        (`waiting`: for a free connection, or for a new one to connect)."""
+        pool = self.engine.sync_engine.pool
+        in_use = pool.checkedout() if isinstance(pool, QueuePool) else 0
+        return {"in_use": in_use, "waiting": _waiting.get(pool, 0)}
+
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+# Callers waiting for a connection, per pool (an engine and its option engines share one).
+_waiting: WeakKeyDictionary[Pool, int] = WeakKeyDictionary()
+
+
+@contextmanager
+def _waiting_for(engine: AsyncEngine) -> Iterator[None]:
+    pool = engine.sync_engine.pool
+    _waiting[pool] = _waiting.get(pool, 0) + 1
+    try:
+        yield
+    finally:
+        _waiting[pool] -= 1
 
 
 def open_database(settings: Settings) -> Database:
@@ -206,6 +229,8 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     become `DatabaseUnavailable` so that the views can answer 503."""
     with _raising_unavailable():
         async with sessions() as session, session.begin():
+            with _waiting_for(cast(AsyncEngine, sessions.kw["bind"])):
+                await session.connection()  # now, not at the first statement: no round trip
             try:
                 yield session
             except exc.DBAPIError as error:
@@ -232,7 +257,9 @@ async def read[R](reader: AsyncEngine, query: Callable[[AsyncConnection], Awaita
 async def _read_once[R](
     reader: AsyncEngine, query: Callable[[AsyncConnection], Awaitable[R]]
 ) -> R:
-    async with reader.connect() as connection:
+    async with AsyncExitStack() as stack:
+        with _waiting_for(reader):
+            connection = await stack.enter_async_context(reader.connect())
         try:
             return await query(connection)
         except exc.DBAPIError as error:

@@ -10,6 +10,7 @@ from quart_schema import document_response
 
 from app import db
 from app.cache import CacheClient
+from app.settings import Settings
 from app.state import get_state
 
 bp = Blueprint("health", __name__)
@@ -27,6 +28,9 @@ class Readiness(BaseModel):
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "down"]
     cache: Literal["ok", "degraded"]
+    # WRITE_RATE_LIMIT: counted ("ok"), not counted while the cache cannot ("failing open"),
+    # or set to 0 ("off").
+    write_limit: Literal["ok", "failing open", "off"]
 
 
 @bp.get("/healthz")
@@ -43,17 +47,30 @@ async def readyz() -> Response:
     """Readiness: 503 while the database is unreachable.
 
     A cache that is down only makes the app slower (every read misses), so it reports
-    `"cache": "degraded"` with a 200."""
+    `"cache": "degraded"` with a 200; the write limit, which the cache counts, then lets
+    every write through (`"write_limit": "failing open"`)."""
     state = get_state()
-    cache = "ok" if await cache_reachable(state.cache) else "degraded"
+    reachable = await cache_reachable(state.cache)
+    body = {
+        "status": "ok",
+        "database": "ok",
+        "cache": "ok" if reachable else "degraded",
+        "write_limit": _write_limit(state.write_limit is not None, reachable, state.settings),
+    }
     try:
         await db.ping(state.database.reader)
     except db.DatabaseUnavailable:
-        body = {"status": "unavailable", "database": "down", "cache": cache}
-        response = jsonify(body)
+        response = jsonify({**body, "status": "unavailable", "database": "down"})
         response.status_code = 503
         return response
-    return jsonify({"status": "ok", "database": "ok", "cache": cache})
+    return jsonify(body)
+
+
+def _write_limit(limited: bool, reachable: bool, settings: Settings) -> str:
+    """Whether writes are being counted: not while the cache is down or switched off."""
+    if not limited:
+        return "off"
+    return "ok" if reachable and settings.cache_enabled else "failing open"
 
 
 async def cache_reachable(cache: CacheClient) -> bool:

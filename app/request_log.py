@@ -32,7 +32,8 @@ from typing import Any
 import orjson
 from quart import Quart
 
-from app.asgi import HTTPMiddleware, Message, Receive, Send, wrap_asgi
+from app.asgi import ASGIApp, HTTPMiddleware, Message, Receive, Send, wrap_asgi
+from app.request_metrics import RequestMetrics
 from app.settings import LogFormat
 
 log = logging.getLogger("tasklist.request")
@@ -46,15 +47,22 @@ NEEDS_QUOTES = re.compile(r'[\s"=\\\x00-\x1f\x7f]')
 
 class RequestLog(HTTPMiddleware):
     """ASGI middleware: log each HTTP request once it is over, whatever ended it (the
-    response sent, the app raising, the client gone), and tag it with `X-Request-ID`."""
+    response sent, the app raising, the client gone), count it in `metrics`, and tag it
+    with `X-Request-ID`."""
+
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics) -> None:
+        super().__init__(app)
+        self.metrics = metrics
 
     async def handle(self, scope: Message, receive: Receive, send: Send) -> None:
         exchange = Exchange(request_id_of(scope["headers"]), send)
         try:
             await self.app(scope, receive, exchange.send)
         finally:
+            seconds = (exchange.finished or time.perf_counter()) - exchange.started
+            self.metrics.observe(scope["method"], scope["path"], exchange.status, seconds)
             if log.isEnabledFor(logging.INFO):
-                _log(scope, exchange)
+                _log(scope, exchange, seconds)
 
 
 @dataclass
@@ -82,11 +90,11 @@ class Exchange:
             self.finished = time.perf_counter()  # the client has it; a cache store may follow
 
 
-def _log(scope: Message, exchange: Exchange) -> None:
+def _log(scope: Message, exchange: Exchange, seconds: float) -> None:
     """Write the request's line straight to the handler: a `LogRecord` per request (and the
     logging machinery that makes and routes it) would cost more than the line itself."""
     now = time.time()
-    duration_ms = ((exchange.finished or time.perf_counter()) - exchange.started) * 1000
+    duration_ms = seconds * 1000
     HANDLER.write_line({
         "time": utc_time(now),
         "level": "info",
@@ -268,10 +276,10 @@ def configure_logging(log_format: LogFormat) -> None:
     logging.getLogger("tasklist").propagate = False
 
 
-def init_app(app: Quart) -> None:
-    """Log every request; call last, so that the log is the outermost middleware and
-    sees the responses (and headers) of every layer below it."""
-    wrap_asgi(app, RequestLog)
+def init_app(app: Quart, metrics: RequestMetrics) -> None:
+    """Log and count every request; call after the layers whose responses (and headers) it
+    should see."""
+    wrap_asgi(app, lambda inner: RequestLog(inner, metrics))
     app.after_serving(_flush_lines)
 
 

@@ -71,6 +71,10 @@ class Settings:
     # The reverse proxies whose X-Forwarded-For names the client (app/proxies.py); none:
     # a request's client is the address its connection came from.
     forwarded_allow_ips: Networks = ()
+    # The operator surfaces (/stats, /api/stats, /metrics) need it (app/operator_access.py);
+    # empty: open in development, absent (404) in production.
+    operator_token: str = field(default="", repr=False)
+    write_rate_limit: int = 30  # writes a minute per client, across processes; 0: no limit
 
     @property
     def development(self) -> bool:
@@ -124,6 +128,8 @@ class Settings:
             ),
             log_format=_choice(env, "LOG_FORMAT", LOG_FORMATS, cls.log_format),
             forwarded_allow_ips=parse_networks(env.get("FORWARDED_ALLOW_IPS", "")),
+            operator_token=env.get("OPERATOR_TOKEN", "").strip(),
+            write_rate_limit=_not_negative(env, "WRITE_RATE_LIMIT", cls.write_rate_limit),
         )
 
 
@@ -292,6 +298,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return _parsed(env, name, float, default, "a number")
+
+
+def _not_negative(env: Mapping[str, str], name: str, default: int) -> int:
+    number = _int(env, name, default)
+    if number < 0:
+        raise SettingsError(f"{name} must be 0 or more, not {number}")
+    return number
 
 
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from quart import Quart, current_app
 
@@ -13,9 +14,11 @@ from app.cache import CacheClient, make_cache_client
 from app.cache.dashboard.history import HitRatioHistory
 from app.cache.dashboard.peers import Peers
 from app.cache.dashboard.report import published_counts, sample_hit_ratio
+from app.cache.rate_limit import RateLimit
 from app.cache.service import CacheService
 from app.db import Database, open_database
 from app.invalidation.courier import Courier
+from app.request_metrics import RequestMetrics
 from app.settings import Settings
 from app.tasks.service import TaskService
 from app.webcache.fragments import FragmentCache, init_fragment_cache
@@ -33,16 +36,20 @@ class AppState:
     cache_history: HitRatioHistory
     peers: Peers
     tasks: TaskService
+    write_limit: RateLimit | None  # WRITE_RATE_LIMIT (app/write_limit.py)
     background: list[asyncio.Task[None]]
 
 
-def init_app(app: Quart, settings: Settings, *, release: str) -> None:
+def init_app(
+    app: Quart, settings: Settings, *, release: str, requests: RequestMetrics
+) -> None:
     """Open the resources when `app` starts serving; `release` names its code (fragments
-    rendered by another release are not served)."""
+    rendered by another release are not served); `requests` are published with the
+    process's other figures."""
 
     @app.before_serving
     async def open_resources() -> None:
-        state = app.extensions[EXTENSION_KEY] = open_state(settings)
+        state = app.extensions[EXTENSION_KEY] = open_state(settings, requests)
         if settings.cache_enabled:
             init_fragment_cache(app.jinja_env, FragmentCache(state.cache, release=release))
 
@@ -54,7 +61,7 @@ def init_app(app: Quart, settings: Settings, *, release: str) -> None:
             await close_state(state)
 
 
-def open_state(settings: Settings) -> AppState:
+def open_state(settings: Settings, requests: RequestMetrics) -> AppState:
     """The process's pools, clients and services, and its background tasks started (so it
     runs in the serving event loop). Opens no connection yet: each pool does on first use."""
     database = open_database(settings)
@@ -64,11 +71,16 @@ def open_state(settings: Settings) -> AppState:
     courier = None
     if settings.logs_invalidations:
         courier = Courier(database.sessions, cache_service.bump)
-    peers = Peers(
-        cache,
-        lambda: published_counts(cache, history),
-        interval=settings.cache_stats_publish_seconds,
-    )
+
+    def published() -> dict[str, Any]:
+        """What this process tells the others: the dashboard's and `/metrics`' figures."""
+        return {
+            **published_counts(cache, history),
+            "requests": requests.published(),
+            "pool": database.pool_usage(),
+        }
+
+    peers = Peers(cache, published, interval=settings.cache_stats_publish_seconds)
     background = [sample_hit_ratio(cache, history), peers.run()]
     if courier is not None:
         background.append(courier.run())
@@ -80,8 +92,13 @@ def open_state(settings: Settings) -> AppState:
         cache_history=history,
         peers=peers,
         tasks=TaskService(database, cache_service, courier),
+        write_limit=_write_limit(cache, settings.write_rate_limit),
         background=[asyncio.create_task(job) for job in background],
     )
+
+
+def _write_limit(cache: CacheClient, per_minute: int) -> RateLimit | None:
+    return RateLimit(cache, "writes", per_minute, window=60) if per_minute else None
 
 
 async def close_state(state: AppState) -> None:

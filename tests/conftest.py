@@ -41,7 +41,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(env="development", database_url=database_url)
+    """The app's settings for a test. Apps in the tests take writes without a limit
+    (`write_rate_limit=0`, here and wherever a test makes its own settings), as the
+    benchmarks' servers do: their loops write far more than a client may.
+    tests/integration/test_write_limit.py turns the limit on."""
+    return Settings(write_rate_limit=0, env="development", database_url=database_url)
 
 
 @pytest.fixture

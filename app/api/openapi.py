@@ -2,8 +2,8 @@
 its decorators cannot say.
 
 - the errors an operation can answer (`@problems(...)`, `json_body`'s own), problem+json
-  with its schema under /api; 413 everywhere (`app.limits` reads every body), 403 on every
-  unsafe method (the cross-origin check runs on every route);
+  with its schema under /api; 413 everywhere (`app.limits` reads every body), 403 and 429
+  on every unsafe method (the cross-origin check and the write limit run on every route);
 - 304 (and `If-None-Match`, `ETag`) on views the view cache serves; answers without a body
   (`@empty_response(204, ...)`);
 - response headers (`@headers(...)`), at the level OpenAPI reads them;
@@ -35,14 +35,19 @@ SAFE_METHODS = frozenset({"get", "head", "options", "trace"})
 
 ERROR_DESCRIPTIONS = {
     400: "The body is not JSON: malformed, not UTF-8, or nested too deeply.",
+    401: "The operator credential (`OPERATOR_TOKEN`) is missing or wrong: send it as a Bearer "
+    "token or as the password of HTTP Basic.",
     403: "Refused: a browser sent this unsafe request from another site (`Sec-Fetch-Site`, "
     "or `Origin` without it).",
     404: "There is no task with this id.",
     413: "The body is larger than {limit} bytes.",
     415: "The body is not `application/json`.",
     422: "The request does not fit the schema; `errors` says what is wrong with each field.",
+    429: "This client made its `WRITE_RATE_LIMIT` writes this minute: nothing was stored; try "
+    "again after `Retry-After` seconds.",
     503: "The database is unavailable; try again after `Retry-After` seconds.",
 }
+RETRY_AFTER = {"Retry-After": {"description": "Seconds.", "schema": {"type": "integer"}}}
 ABOUT = (
     "Every error under `/api` is an RFC 9457 `application/problem+json` document, also an "
     "unknown route (404) and a method a route does not take (405, with `Allow`)."
@@ -144,7 +149,7 @@ class ApiDescription(OpenAPIProvider):
             responses[status] = {"description": description}
         statuses = {413, *getattr(view, PROBLEMS_ATTRIBUTE, ())}  # `app.limits`: every route
         if method not in SAFE_METHODS:
-            statuses.add(403)
+            statuses |= {403, 429}  # the cross-origin check, the write limit
         for status in sorted(statuses):
             responses[status] = self._error(status, api=endpoint.startswith("api."))
         for status, named in getattr(view, HEADERS_ATTRIBUTE, {}).items():
@@ -166,10 +171,8 @@ class ApiDescription(OpenAPIProvider):
             "description": ERROR_DESCRIPTIONS[status].format(limit=limit),
             "content": content,
         }
-        if status == 503:
-            response["headers"] = {
-                "Retry-After": {"description": "Seconds.", "schema": {"type": "integer"}}
-            }
+        if status in (429, 503):
+            response["headers"] = RETRY_AFTER
         return response
 
 

@@ -8,7 +8,9 @@ from pydantic import BaseModel
 from quart_schema import document_response
 
 from app.api import bp
+from app.api.openapi import headers, problems
 from app.cache.dashboard.report import cache_report
+from app.operator_access import operator_only
 from app.state import get_state
 
 
@@ -85,11 +87,13 @@ class CacheReport(BaseModel):
 
 @bp.get("/stats")
 @document_response(CacheReport)
-async def stats() -> tuple[dict[str, Any], int, dict[str, str]]:
-    """The cache dashboard's data.
+@problems(401)
+@headers(401, WWW_Authenticate="The schemes the credential is taken in: Basic and Bearer.")
+@operator_only
+async def stats() -> dict[str, Any]:
+    """The cache dashboard's data, for operators (`OPERATOR_TOKEN`).
 
     Counters per kind summed over the app's processes, each process's own, each server's
     state, the hit-ratio history."""
     state = get_state()
-    report = await cache_report(state.cache, state.peers, state.cache_history)
-    return report, 200, {"Cache-Control": "no-store"}
+    return await cache_report(state.cache, state.peers, state.cache_history)

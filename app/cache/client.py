@@ -192,6 +192,19 @@ class CacheClient:
             self._count("sets", key)
         return stored
 
+    async def count(self, key: str, ttl: float) -> int | None:
+        """Add one to the counter at `key`, made at 0 to live `ttl` seconds if absent: the
+        count now (`add` then `incr`, so concurrent callers never lose a count), or None
+        when the cache could not count (a failure, the cache off, the key evicted between).
+
+        A counter is a bare number, not an entry: `get` does not read it."""
+        try:
+            await self.backend.add(key, b"0", _ttl(ttl))
+            return await self.backend.incr(key, 1)
+        except Exception as exc:
+            self._failed(key, exc, read=False)
+            return None
+
     async def delete(self, key: str, *, urgent: bool = False) -> bool:
         """True if the key existed; False if absent or on failure; `urgent` as for `set`."""
         try:

@@ -32,6 +32,7 @@ class Namespaces:
     GENERATION: Final = "gen"  # generation tokens
     LEASE: Final = "lease"  # who is computing a missing value
     PEERS: Final = "peers"  # the directory of app processes
+    LIMIT: Final = "limit"  # counters of a rate limit
 
 
 class InvalidKey(ValueError):

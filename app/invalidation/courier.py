@@ -78,6 +78,11 @@ class Courier:
     def engine(self) -> AsyncEngine:
         return cast(AsyncEngine, self.sessions.kw["bind"])  # the engine its sessions are bound to
 
+    async def backlog(self) -> int:
+        """The rows in the log now, every process's."""
+        async with transaction(self.sessions) as session:
+            return await log.backlog(session)
+
     async def record(self, session: AsyncSession, invalidation: Invalidation) -> None:
         """Store `invalidation` in the write's transaction (`session`)."""
         await log.record(session, invalidation, lease_ms=self._lease_ms)

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
+    func,
     insert,
     select,
     text,
@@ -108,6 +109,14 @@ _record = insert(_log).values(
     namespace=bindparam("namespace"),
     due_ms=clock_ms() + bindparam("lease_ms"),
 )
+
+
+COUNT_ROWS = select(func.count()).select_from(_log)
+
+
+async def backlog(session: AsyncSession) -> int:
+    """The rows in the log: invalidations not yet delivered and forgotten."""
+    return (await session.execute(COUNT_ROWS)).scalar_one()
 
 
 async def record(session: AsyncSession, invalidation: Invalidation, *, lease_ms: int) -> None:

@@ -82,6 +82,16 @@ class TaskService:
         self._count = memoize(LIST_TIMEOUT, namespaces=[ALL_TASKS])(self._load_count)
         self._task = memoize(LIST_TIMEOUT, namespaces=[ONE_TASK])(self._load_task)
 
+    async def invalidation_backlog(self) -> int | None:
+        """Rows in the invalidation log not yet delivered; None without the log, or while
+        the database cannot be read."""
+        if self.courier is None:
+            return None
+        try:
+            return await self.courier.backlog()
+        except DatabaseUnavailable:
+            return None
+
     async def list_page(self, before: int | None = None) -> ListPage:
         """The newest `PAGE_SIZE` tasks older than id `before` (all: the first page).
 

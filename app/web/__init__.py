@@ -52,4 +52,4 @@ def _page_url(endpoint: str, root_path: str) -> str:
     return url_for(endpoint)
 
 
-from app.web import stats, views  # noqa: E402,F401  (registers the routes)
+from app.web import metrics, stats, views  # noqa: E402,F401  (registers the routes)

@@ -12,6 +12,7 @@ from quart_schema import hide
 
 from app.cache.dashboard.report import cache_report
 from app.htmx import add_vary, wants_partial
+from app.operator_access import operator_only
 from app.state import get_state
 from app.templating import render
 from app.web import bp
@@ -21,6 +22,7 @@ POLL_SECONDS = 2
 
 @bp.get("/stats")
 @hide
+@operator_only
 async def stats() -> Response:
     state = get_state()
     report = await cache_report(state.cache, state.peers, state.cache_history)
@@ -29,9 +31,7 @@ async def stats() -> Response:
     body = render(
         template, report=report, chart=chart(report["history"]), poll_seconds=POLL_SECONDS
     )
-    response = add_vary(Response(body))
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return add_vary(Response(body))
 
 
 def chart(history: dict[str, Any], width: int = 600, height: int = 120) -> dict[str, Any]:

@@ -22,9 +22,9 @@ moves only the tokens over the network, and is exactly as fresh as the shared en
 On a miss the request runs through the app and the response is stored only if it is
 shareable: status 200, no `Set-Cookie`, not `private`/`no-store`, no `Vary: *`, and the
 request carried no session cookie (a request with a session may hold a pending flash: it
-bypasses the cache entirely, as does one that sends a body). The response streams to the
-client as it is produced and is stored once complete, so a miss costs the client nothing
-extra.
+bypasses the cache entirely, as does one that sends a body or credentials). The response
+streams to the client as it is produced and is stored once complete, so a miss costs the
+client nothing extra.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class ViewCacheMiddleware(HTTPMiddleware):
             return await self.app(scope, receive, send)
         spec, view_args = route
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.has_session(headers) or _has_body(headers):
+        if self.has_session(headers) or _has_body(headers) or "authorization" in headers:
             bypass = partial(_merge, extra=_cache_headers(spec, "bypass"))
             return await self.app(scope, receive, with_response_headers(send, bypass))
         await self._serve(service, spec, view_args, scope, headers, receive, send)

@@ -76,6 +76,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> I
         **{k: v for k, v in os.environ.items() if not k.startswith("MEMCACHIER_")},
         "APP_ENV": "development",
         "DATABASE_URL": sqlite_url(tmp_path_factory.mktemp("e2e-db")),
+        "WRITE_RATE_LIMIT": "0",  # the browser tests write more than a client may
     }
     # In a subprocess, like a deploy: Playwright's sync API may already own this thread's loop.
     alembic = Path(sys.executable).with_name("alembic")

@@ -216,7 +216,7 @@ ROUTES = [
 @pytest.fixture
 async def sqlite_app(sqlite_database: str) -> AsyncIterator[Quart]:
     """The app on SQLite only: the body limit does not depend on the database."""
-    app = create_app(Settings(env="development", database_url=sqlite_database))
+    app = create_app(Settings(write_rate_limit=0, env="development", database_url=sqlite_database))
     async with app.test_app():
         yield app
 

@@ -41,6 +41,7 @@ async def app(postgres_url: str) -> AsyncIterator[Quart]:
     """The app on PostgreSQL with caching off, so that every request uses the database."""
     await empty_tables(postgres_url)
     settings = Settings(
+        write_rate_limit=0,
         env="development", database_url=postgres_url, cache_enabled=False, db_pool_size=4
     )
     app = create_app(settings)

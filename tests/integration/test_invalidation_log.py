@@ -69,6 +69,7 @@ async def processes(database: str) -> AsyncIterator[Callable[..., Awaitable[Proc
 
     async def start(memcached_address: str, **courier_options: Any) -> Process:
         settings = Settings(
+            write_rate_limit=0,
             env="development",
             database_url=database,
             memcache_servers=(memcached_address,),

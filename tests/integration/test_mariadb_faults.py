@@ -50,6 +50,7 @@ async def app(mariadb_url: str, proxy: CutProxy) -> AsyncIterator[Quart]:
     """The app on MariaDB through the proxy, caching off (every request needs the database)."""
     await empty_tables(mariadb_url)
     settings = Settings(
+        write_rate_limit=0,
         env="development", database_url=through(proxy, mariadb_url), cache_enabled=False,
         db_pool_size=16, db_max_overflow=0, db_pool_timeout=1, db_connect_timeout=2,
         invalidation_log=False,

@@ -53,6 +53,7 @@ async def small_pool_app(postgres_url: str) -> AsyncIterator[Quart]:
     every request needs the database)."""
     await empty_tables(postgres_url)
     settings = Settings(
+        write_rate_limit=0,
         env="development", database_url=postgres_url, cache_enabled=False,
         db_pool_size=2, db_max_overflow=0, db_pool_timeout=POOL_TIMEOUT,
     )
@@ -160,6 +161,7 @@ async def cached_app(
     sqlite_database: str, memcached_server: MemcachedProcess
 ) -> AsyncIterator[Quart]:
     settings = Settings(
+        write_rate_limit=0,
         env="development", database_url=sqlite_database,
         memcache_servers=(memcached_server.address,),
     )

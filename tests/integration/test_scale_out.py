@@ -22,6 +22,9 @@ from tests.support.servers import LiveServer
 
 pytestmark = pytest.mark.postgres
 
+OPERATOR_TOKEN = "scale-out-operator"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
 WRITERS = 6
 SECONDS = 6.0
 WORKERS = 2  # per replica
@@ -49,6 +52,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
             "WEB_CONCURRENCY": str(WORKERS),
             "CACHE_DEAD_TIMEOUT": "2",  # a restarted server is back in use within 2 s
             "CACHE_STATS_PUBLISH_SECONDS": "0.5",
+            "OPERATOR_TOKEN": OPERATOR_TOKEN,  # production: the dashboard needs it
         }
         for name in ("a", "b"):
             servers.append(
@@ -116,7 +120,9 @@ def test_the_dashboard_through_either_replica_shows_the_same_totals(replicas: Re
             for server in (a, b):
                 assert http.get(f"{server.url}/").status_code == 200
         while True:
-            views = [http.get(f"{server.url}/api/stats").json() for server in (a, b)]
+            views = [
+                http.get(f"{server.url}/api/stats", headers=OPERATOR).json() for server in (a, b)
+            ]
             reporting = [v["processes"]["reporting"] for v in views]
             totals = [v["total"] for v in views]
             if reporting == [processes] * 2 and totals[0] == totals[1] and all(

@@ -161,6 +161,7 @@ async def shared_app(
 ) -> AsyncIterator[Quart]:
     """The app on memcached, publishing every 0.2 s."""
     settings = Settings(
+        write_rate_limit=0,
         env="development",
         database_url=sqlite_database,
         memcache_servers=(memcached_server.address,),
@@ -179,7 +180,9 @@ OTHER_POINT_AT = 5.0 * round(time.time() / 5) - 60  # a sampling time before the
 @pytest.fixture
 async def other_process(memcached_server: MemcachedProcess) -> AsyncIterator[Peers]:
     """Another app process publishing to the same memcached (its counts are made up)."""
-    settings = Settings(env="development", memcache_servers=(memcached_server.address,))
+    settings = Settings(
+        write_rate_limit=0, env="development", memcache_servers=(memcached_server.address,)
+    )
     cache = make_cache_client(settings)
     kinds = {"view": {"hits": 10, "misses": 5, "sets": 5, "deletes": 1}}
     history = [{"at": OTHER_POINT_AT, "ratio": 0.5, "lookups": 4, "hits": 2}]

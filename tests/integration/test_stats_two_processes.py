@@ -16,16 +16,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.databases import create_postgres_database, drop_postgres_database, run_alembic
-from tests.support.memcached import MemcachedProcess
-from tests.support.servers import LiveServer
+from tests.support.cluster import Cluster
+from tests.support.cluster import cluster as app_processes
 
 pytestmark = pytest.mark.postgres
 
@@ -33,47 +30,15 @@ COUNTS = ("hits", "misses", "sets", "deletes")
 TTL = 2  # of a 0.2 s publish interval (`app.cache.dashboard.peers`)
 
 
-@dataclass
-class Cluster:
-    env: dict[str, str]
-    logs: Path
-    memcached: tuple[MemcachedProcess, MemcachedProcess]
-    servers: tuple[LiveServer, LiveServer]
-
-    @property
-    def urls(self) -> tuple[str, str]:
-        return self.servers[0].url, self.servers[1].url
-
-    def another(self, name: str) -> LiveServer:
-        return LiveServer(self.env, log=self.logs / f"server-{name}.log")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    url = create_postgres_database()
-    memcached: list[MemcachedProcess] = []
-    servers: list[LiveServer] = []
-    try:
-        run_alembic(url, ("upgrade", "head"))
-        memcached += [MemcachedProcess().start(), MemcachedProcess().start()]
-        logs = tmp_path_factory.mktemp("stats-two-processes")
-        env = {
-            "APP_ENV": "development",
-            "DATABASE_URL": url,
-            "MEMCACHIER_SERVERS": ",".join(m.address for m in memcached),
-            "CACHE_STATS_PUBLISH_SECONDS": "0.2",
-            "CACHE_RETRY_TIMEOUT": "0.5",
-            "CACHE_DEAD_TIMEOUT": "1",
-        }
-        for name in ("a", "b"):
-            servers.append(LiveServer(env, log=logs / f"server-{name}.log").start())
-        yield Cluster(env, logs, (memcached[0], memcached[1]), (servers[0], servers[1]))
-    finally:
-        for server in servers:
-            server.stop()
-        for process in memcached:
-            process.kill()
-        drop_postgres_database(url)
+    env = {
+        "CACHE_STATS_PUBLISH_SECONDS": "0.2",
+        "CACHE_RETRY_TIMEOUT": "0.5",
+        "CACHE_DEAD_TIMEOUT": "1",
+    }
+    with app_processes(tmp_path_factory.mktemp("stats-two-processes"), env) as processes:
+        yield processes
 
 
 async def traffic(client: httpx.AsyncClient, urls: tuple[str, ...], rounds: int) -> Counter[int]:

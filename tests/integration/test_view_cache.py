@@ -41,6 +41,7 @@ def cache_servers(memcached_process: MemcachedProcess | None) -> tuple[str, ...]
 @pytest.fixture
 def settings(database_url: str, cache_servers: tuple[str, ...]) -> Settings:
     return Settings(
+        write_rate_limit=0,
         env="development",
         database_url=database_url,
         memcache_servers=cache_servers,
@@ -249,6 +250,7 @@ async def memcached_app(
     database_url: str, memcached_server: MemcachedProcess
 ) -> AsyncIterator[Quart]:
     settings = Settings(
+        write_rate_limit=0,
         env="development",
         database_url=database_url,
         memcache_servers=(memcached_server.address,),
@@ -270,7 +272,9 @@ async def test_readyz_reports_the_cache(
     memcached_server.kill()
     degraded = await client.get("/readyz")
     assert degraded.status_code == 200
-    assert (await degraded.get_json()) == {"status": "ok", "database": "ok", "cache": "degraded"}
+    assert (await degraded.get_json()) == {
+        "status": "ok", "database": "ok", "cache": "degraded", "write_limit": "off"
+    }
 
 
 async def test_with_memcached_dead_every_request_succeeds_and_reads_are_fresh(

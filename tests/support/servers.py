@@ -49,7 +49,7 @@ class LiveServer:
 
     APP_VARIABLES = (
         "DATABASE_URL", "MEMCACHIER_", "CACHE_", "APP_ENV", "SECRET_KEY", "DB_", "LOG_",
-        "INVALIDATION_", "RDS_",
+        "INVALIDATION_", "RDS_", "WRITE_RATE_LIMIT", "OPERATOR_TOKEN", "FORWARDED_ALLOW_IPS",
     )
 
     def __init__(
@@ -73,7 +73,8 @@ class LiveServer:
         base = {
             k: v for k, v in os.environ.items() if not k.startswith(self.APP_VARIABLES)
         }
-        self.env = {**base, "APP_ENV": "development", **env}
+        # No write limit unless `env` sets one: tests and benchmarks write in loops.
+        self.env = {**base, "APP_ENV": "development", "WRITE_RATE_LIMIT": "0", **env}
         if command is not None:
             path = f"{HYPERCORN.parent}{os.pathsep}{self.env.get('PATH', '')}"
             self.env.update(PORT=str(self.port), PATH=path)

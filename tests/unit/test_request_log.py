@@ -13,11 +13,18 @@ from select import PIPE_BUF
 from typing import Any
 
 import pytest
+from werkzeug.routing import Map
 
 from app import create_app, request_log
 from app.request_log import HANDLER, RequestLog, configure_logging, request_id_of
+from app.request_metrics import RequestMetrics
 from app.settings import LogFormat, Settings
 from tests.support.asgi import DictASGIApp, Message, Receive, Send, asgi_request
+
+
+def counted() -> RequestMetrics:
+    return RequestMetrics(Map())
+
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 LOGFMT_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
@@ -86,7 +93,8 @@ def test_a_request_without_an_id_gets_a_new_one_each_time() -> None:
 
 async def test_a_request_is_logged_once_with_its_outcome_and_id(log_output: Any) -> None:
     read = log_output("json")
-    app = RequestLog(responding(200, [(b"x-cache", b"hit"), (b"content-type", b"text/plain")]))
+    answer = responding(200, [(b"x-cache", b"hit"), (b"content-type", b"text/plain")])
+    app = RequestLog(answer, counted())
 
     sent = await asgi_request(app, "GET", "/tasks?token=s3cret", [(b"x-request-id", b"abc-1")])
 
@@ -104,7 +112,7 @@ async def test_a_request_is_logged_once_with_its_outcome_and_id(log_output: Any)
 
 async def test_without_x_cache_the_outcome_is_a_dash(log_output: Any) -> None:
     read = log_output("json")
-    sent = await asgi_request(RequestLog(responding(404)), "POST", "/x")
+    sent = await asgi_request(RequestLog(responding(404), counted()), "POST", "/x")
     [line] = read()
     assert (line["method"], line["status"], line["cache"]) == ("POST", 404, "-")
     assert line["request_id"] == sent.headers[b"x-request-id"].decode()
@@ -114,7 +122,7 @@ async def test_without_x_cache_the_outcome_is_a_dash(log_output: Any) -> None:
 async def test_the_duration_ends_when_the_client_has_the_response(log_output: Any) -> None:
     """A view-cache miss stores the page after the last body message: not the client's wait."""
     read = log_output("json")
-    await asgi_request(RequestLog(responding(after=0.3)), "GET", "/")
+    await asgi_request(RequestLog(responding(after=0.3), counted()), "GET", "/")
     [line] = read()
     assert line["duration_ms"] < 200
 
@@ -126,7 +134,7 @@ async def test_an_app_that_raises_before_answering_is_logged_as_a_500(log_output
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        await asgi_request(RequestLog(broken), "GET", "/", [(b"x-request-id", b"r-500")])
+        await asgi_request(RequestLog(broken, counted()), "GET", "/", [(b"x-request-id", b"r-500")])
     [line] = read()
     assert (line["status"], line["request_id"]) == (500, "r-500")
 
@@ -145,7 +153,7 @@ async def test_a_client_gone_mid_response_is_logged_once_with_the_status_sent(
             raise OSError("connection reset")
 
     with pytest.raises(OSError):
-        await RequestLog(responding(200))(scope, receive, send)
+        await RequestLog(responding(200), counted())(scope, receive, send)
     [line] = read()
     assert line["status"] == 200
 
@@ -158,7 +166,7 @@ async def test_lifespan_passes_through_unlogged(log_output: Any) -> None:
         seen.append(scope["type"])
 
     # No receive or send: a lifespan scope passes through, and the app here calls neither.
-    await RequestLog(app)({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
+    await RequestLog(app, counted())({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
     assert seen == ["lifespan"] and read() == []
 
 
@@ -169,7 +177,7 @@ async def test_nothing_is_formatted_when_the_request_log_is_off(
     monkeypatch.setattr(request_log.log, "makeRecord", lambda *a, **k: pytest.fail("a record"))
     request_log.log.setLevel(logging.WARNING)
     try:
-        sent = await asgi_request(RequestLog(responding(200)), "GET", "/")
+        sent = await asgi_request(RequestLog(responding(200), counted()), "GET", "/")
     finally:
         request_log.log.setLevel(logging.NOTSET)
     assert GENERATED_ID.fullmatch(sent.headers[b"x-request-id"].decode()), "still tagged"
@@ -179,7 +187,7 @@ async def test_nothing_is_formatted_when_the_request_log_is_off(
 async def test_logfmt_quotes_what_would_break_a_line(log_output: Any) -> None:
     read = log_output("plain")
     path = '/a b"c=d\\e\nforged=1'
-    await asgi_request(RequestLog(responding(200, [(b"x-cache", b"miss")])), "GET", path,
+    await asgi_request(RequestLog(responding(200, [(b"x-cache", b"miss")]), counted()), "GET", path,
                        [(b"x-request-id", b"r-1")])
     [line] = read()
     fields = parse_logfmt(line)
@@ -223,7 +231,7 @@ def test_configuring_twice_keeps_one_handler_in_the_last_format(log_output: Any)
 
 
 def test_the_request_log_is_the_outermost_middleware(tmp_path: Path) -> None:
-    app = create_app(Settings(env="development", database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db"))
+    app = create_app(Settings(write_rate_limit=0, env="development", database_url=f"sqlite+aiosqlite:///{tmp_path}/x.db"))
     assert isinstance(app.asgi_app, RequestLog)
 
 
@@ -248,7 +256,7 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Writes]:
 
 
 async def test_the_lines_of_requests_that_end_together_share_one_write(writes: Writes) -> None:
-    app = RequestLog(responding())
+    app = RequestLog(responding(), counted())
     await asyncio.gather(*(asgi_request(app, "GET", f"/{n}") for n in range(5)))
     assert writes.writes == [], "held for the others"
     await asyncio.sleep(request_log.FLUSH_DELAY * 2)
@@ -259,7 +267,7 @@ async def test_the_lines_of_requests_that_end_together_share_one_write(writes: W
 
 
 async def test_a_write_holds_whole_lines_of_at_most_pipe_buf_bytes(writes: Writes) -> None:
-    app = RequestLog(responding())
+    app = RequestLog(responding(), counted())
     paths = [f"/{n}/" + "é" * 300 for n in range(40)]  # 2-byte characters: ~650 bytes a line
     for path in paths:
         await asgi_request(app, "GET", path)
@@ -271,7 +279,7 @@ async def test_a_write_holds_whole_lines_of_at_most_pipe_buf_bytes(writes: Write
 
 
 async def test_a_record_is_written_after_the_request_lines_before_it(writes: Writes) -> None:
-    await asgi_request(RequestLog(responding()), "GET", "/first")
+    await asgi_request(RequestLog(responding(), counted()), "GET", "/first")
     logging.getLogger("app.cache").warning("then this")
     assert len(writes.writes) == 2
     assert " path=/first " in writes.writes[0] and "then this" in writes.writes[1]

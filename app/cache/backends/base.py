@@ -21,6 +21,10 @@ class ServerUnavailable(Exception):
         self.server = server
 
 
+class NotANumber(ValueError):
+    """`incr` of a value that is not a decimal number: the key's fault, not the server's."""
+
+
 class ValueTooLarge(Exception):
     """The server refused a value over its item size limit."""
 
@@ -69,6 +73,11 @@ class CacheBackend(Protocol):
 
     async def delete(self, key: str, *, urgent: bool = False) -> bool:
         """True if the key existed; `urgent` as for `set`."""
+        ...
+
+    async def incr(self, key: str, delta: int) -> int | None:
+        """Add `delta` to the decimal number stored at `key`, atomically: the new number,
+        or None if the key is absent."""
         ...
 
     async def server_stats(self) -> list[ServerStatus]: ...

@@ -144,6 +144,12 @@ class MemcachedBackend:
             lambda conn: self._codec.delete_key(conn, raw), write=True, urgent=urgent
         )
 
+    async def incr(self, key: str, delta: int) -> int | None:
+        raw = self._raw(key)
+        return await self._server(key).call(
+            lambda conn: self._codec.increment(conn, raw, delta), write=True
+        )
+
     async def server_stats(self) -> list[ServerStatus]:
         """Each server's state and ``stats``; an unreachable server has empty stats."""
         results = await asyncio.gather(

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from ..keys import validate_key
-from .base import ServerStatus
+from .base import NotANumber, ServerStatus
 
 ADDRESS = "memory"
 
@@ -75,6 +75,17 @@ class MemoryBackend:
             return False
         self._store(key, value, ttl)
         return True
+
+    async def incr(self, key: str, delta: int) -> int | None:
+        validate_key(key)
+        value = self._live(key)
+        if value is None:
+            return None
+        if not value.isdigit():
+            raise NotANumber(f"incr of a value that is not a number: {key!r}")
+        number = int(value) + delta
+        self._items[key] = (b"%d" % number, self._items[key][1])  # its expiry stays
+        return number
 
     async def delete(self, key: str, *, urgent: bool = False) -> bool:
         validate_key(key)

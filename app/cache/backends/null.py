@@ -27,6 +27,9 @@ class NullBackend:
     async def add(self, key: str, value: bytes, ttl: int) -> bool:
         return True
 
+    async def incr(self, key: str, delta: int) -> int | None:
+        return None  # nothing is stored, so nothing is counted
+
     async def delete(self, key: str, *, urgent: bool = False) -> bool:
         return False
 

@@ -18,7 +18,7 @@ import aiomcache
 from aiomcache.exceptions import ClientException
 from aiomcache.pool import Connection
 
-from .base import ValueTooLarge
+from .base import NotANumber, ValueTooLarge
 
 _CHUNK = 1 << 16
 _MAX_HEADER = 512  # "VALUE <key of <= 250 bytes> <flags> <bytes>" fits many times over
@@ -93,6 +93,17 @@ class Codec(aiomcache.Client):
             if "SERVER_ERROR object too large" in str(exc):
                 raise ValueTooLarge("the server refused the value: too large") from None
             raise
+
+    async def increment(self, conn: Connection, key: bytes, delta: int) -> int | None:
+        """``incr``: the new value, or None when the key is absent (aiomcache raises)."""
+        reply = await self._execute_simple_command(conn, b"incr %b %d\r\n" % (key, delta))
+        if reply == b"NOT_FOUND":
+            return None
+        if reply.startswith(b"CLIENT_ERROR"):  # "cannot increment ... non-numeric value"
+            raise NotANumber(reply.decode("latin-1"))
+        if not reply.isdigit():
+            raise ClientException("incr failed", reply)
+        return int(reply)
 
     async def delete_key(self, conn: Connection, key: bytes) -> bool:
         return await _delete(self, conn, key)

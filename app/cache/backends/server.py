@@ -30,7 +30,7 @@ from typing import NoReturn, TypeVar
 from aiomcache.exceptions import ValidationException
 
 from ..keys import InvalidKey
-from .base import ServerState, ServerUnavailable, ValueTooLarge
+from .base import NotANumber, ServerState, ServerUnavailable, ValueTooLarge
 from .deadlines import Deadlines
 from .pool import ConnectionPool, PoolTimeout
 from .protocol import Codec, Connection
@@ -38,7 +38,9 @@ from .protocol import Codec, Connection
 logger = logging.getLogger("app.cache")
 T = TypeVar("T")
 # Errors that say nothing about the server's health.
-_NOT_THE_SERVERS_FAULT = (PoolTimeout, ValidationException, InvalidKey, ValueTooLarge)
+_NOT_THE_SERVERS_FAULT = (
+    PoolTimeout, ValidationException, InvalidKey, ValueTooLarge, NotANumber
+)
 
 
 class Server:
