@@ -1,9 +1,10 @@
 """`python -m app.serve`: hypercorn, with a master that replaces a worker that dies.
 
-It takes hypercorn's own arguments (`--config hypercorn.toml --bind ... --workers N APP`)
-and serves with hypercorn's own workers; only the master differs from hypercorn 0.18's,
-which stops every worker and exits when one of them dies (a SIGKILLed worker, an OOM
-kill), and exits 0 when the app refuses to start. This master:
+It takes the arguments of hypercorn's command line that deploys use (`--config FILE.toml`,
+`--bind` (repeatable), `--workers`, `--worker-class`, and the app) into hypercorn's own
+`Config`, and serves with hypercorn's own workers; only the master differs from hypercorn
+0.18's, which stops every worker when one dies and exits 0 when the app refuses to start.
+This master:
 
 - loads the app once before it starts any worker, so a refusal to start (a missing
   `SECRET_KEY`, a malformed setting) exits non-zero with the reason, before a port is taken;
@@ -19,6 +20,7 @@ kill), and exits 0 when the app refuses to start. This master:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -31,7 +33,6 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from types import FrameType
 
-import hypercorn.__main__ as hypercorn_cli
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
@@ -55,11 +56,32 @@ BOOT_FAILURES = 3
 SHUTDOWN_GRACE = 5.0
 
 
-def main() -> None:
-    """Parse hypercorn's command line and serve with `supervise` instead of its `run`."""
-    # The CLI builds the Config, then calls `run(config)`: a name it imports, not exports.
-    hypercorn_cli.run = supervise  # type: ignore[attr-defined]  # hypercorn's CLI hook
-    sys.exit(hypercorn_cli.main())
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(supervise(parse_config(argv)))
+
+
+def parse_config(argv: list[str] | None = None) -> Config:
+    """hypercorn's `Config` from the command line: the TOML file's settings, then the
+    options given, as hypercorn's own command line reads them."""
+    parser = argparse.ArgumentParser(
+        prog="python -m app.serve", description="Serve the app with hypercorn's workers."
+    )
+    parser.add_argument("application", help="the app, as path.to.module:factory()")
+    parser.add_argument("-c", "--config", help="a hypercorn TOML file (hypercorn.toml)")
+    parser.add_argument("-b", "--bind", action="append", default=[],
+                        help="HOST:PORT or unix:PATH; repeat for several")
+    parser.add_argument("-w", "--workers", type=int, help="worker processes")
+    parser.add_argument("-k", "--worker-class", choices=("asyncio", "uvloop"))
+    args = parser.parse_args(argv)
+    config = Config.from_toml(args.config) if args.config else Config()
+    config.application_path = args.application
+    if args.bind:
+        config.bind = args.bind
+    if args.workers is not None:
+        config.workers = args.workers
+    if args.worker_class is not None:
+        config.worker_class = args.worker_class
+    return config
 
 
 def supervise(config: Config) -> int:
