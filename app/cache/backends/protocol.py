@@ -1,11 +1,12 @@
-"""memcached's text protocol on one connection we own, using aiomcache's codec.
+"""memcached's text protocol on a connection the caller holds: the one module that uses
+aiomcache's internals, because its public methods borrow connections from its own pool,
+which hands one back with an unread reply after a cancellation (aiomcache #91).
 
-aiomcache's public methods borrow a connection from its own pool, which hands back
-connections with an unread reply after a cancellation (aiomcache #91). Here the codec runs
-on a connection the caller holds, so the caller decides whether the connection is reusable.
-`_execute_simple_command` is replaced because aiomcache's loops forever on EOF (#502).
-Retrieval replies are parsed here too (`get_many`): aiomcache awaits a ``readline`` and a
-``readexactly`` per key; we scan what the reader already holds, awaiting only for more bytes.
+`Codec` is aiomcache's client used as a codec: its command encoding and reply parsing run on
+the caller's connection (its own pool is made and never used). Its `_execute_simple_command`
+is replaced (it loops forever on EOF, #502), and retrieval replies are parsed here
+(`get_many`). tests/integration/cache/test_aiomcache_adapter.py fails if what this module
+relies on in aiomcache changes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aiomcache.pool import Connection
 
 from .base import NotANumber, ValueTooLarge
 
+UNUSED_POOL_HOST = "aiomcache-pool-unused.invalid"
 _CHUNK = 1 << 16
 _MAX_HEADER = 512  # "VALUE <key of <= 250 bytes> <flags> <bytes>" fits many times over
 _ABSENT: Any = object()
@@ -32,11 +34,10 @@ class ConnectionClosed(ClientException):
 
 
 class Codec(aiomcache.Client):
-    """aiomcache's command encoding and reply parsing, minus its pool (never created)."""
+    """aiomcache's command encoding and reply parsing, on connections the caller holds."""
 
-    def __init__(self) -> None:  # no super(): its pool would go unused
-        self._get_flag_handler = None
-        self._set_flag_handler = None
+    def __init__(self) -> None:
+        super().__init__(UNUSED_POOL_HOST, pool_size=1)  # the pool never opens a connection
 
     async def _execute_simple_command(self, conn: Connection, raw_command: bytes) -> bytes:
         conn.writer.write(raw_command)
