@@ -104,7 +104,7 @@ def install_view_cache(app: Quart, release: str, recent_bytes: int) -> None:
 
     def get_service() -> CacheService | None:
         found = state.find_state(app)
-        if found is None or not found.settings.cache_enabled:
+        if found is None or not found.cache_service.enabled:
             return None
         return found.cache_service
 

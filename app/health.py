@@ -10,7 +10,6 @@ from quart_schema import document_response
 
 from app import db
 from app.cache import CacheClient
-from app.settings import Settings
 from app.state import get_state
 
 bp = Blueprint("health", __name__)
@@ -55,7 +54,9 @@ async def readyz() -> Response:
         "status": "ok",
         "database": "ok",
         "cache": "ok" if reachable else "degraded",
-        "write_limit": _write_limit(state.write_limit is not None, reachable, state.settings),
+        "write_limit": _write_limit(
+            state.write_limit is not None, reachable and state.cache_service.enabled
+        ),
     }
     try:
         await db.ping(state.database.reader)
@@ -66,11 +67,11 @@ async def readyz() -> Response:
     return jsonify(body)
 
 
-def _write_limit(limited: bool, reachable: bool, settings: Settings) -> str:
+def _write_limit(limited: bool, counting: bool) -> str:
     """Whether writes are being counted: not while the cache is down or switched off."""
     if not limited:
         return "off"
-    return "ok" if reachable and settings.cache_enabled else "failing open"
+    return "ok" if counting else "failing open"
 
 
 async def cache_reachable(cache: CacheClient) -> bool:

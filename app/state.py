@@ -10,7 +10,8 @@ from typing import Any
 
 from quart import Quart, current_app
 
-from app.cache import CacheClient, make_cache_client
+from app.cache import CacheBackend, CacheClient, KeyBuilder, MemcachedBackend, MemoryBackend
+from app.cache.backends.null import NullBackend
 from app.cache.dashboard.history import HitRatioHistory
 from app.cache.dashboard.peers import Peers
 from app.cache.dashboard.report import published_counts, sample_hit_ratio
@@ -50,7 +51,7 @@ def init_app(
     @app.before_serving
     async def open_resources() -> None:
         state = app.extensions[EXTENSION_KEY] = open_state(settings, requests)
-        if settings.cache_enabled:
+        if state.cache_service.enabled:
             init_fragment_cache(app.jinja_env, FragmentCache(state.cache, release=release))
 
     @app.after_serving
@@ -66,7 +67,7 @@ def open_state(settings: Settings, requests: RequestMetrics) -> AppState:
     runs in the serving event loop). Opens no connection yet: each pool does on first use."""
     database = open_database(settings)
     cache = make_cache_client(settings)
-    cache_service = CacheService(cache, enabled=settings.cache_enabled)
+    cache_service = CacheService(cache, enabled=not isinstance(cache.backend, NullBackend))
     history = HitRatioHistory()
     courier = None
     if settings.logs_invalidations:
@@ -99,6 +100,35 @@ def open_state(settings: Settings, requests: RequestMetrics) -> AppState:
 
 def _write_limit(cache: CacheClient, per_minute: int) -> RateLimit | None:
     return RateLimit(cache, "writes", per_minute, window=60) if per_minute else None
+
+
+def make_cache_client(settings: Settings) -> CacheClient:
+    """memcached when `settings.memcache_servers` is set, else the in-process LRU; a
+    backend that stores nothing when the cache is switched off (`CACHE_ENABLED=0`: the one
+    place that reads it; everything else asks `CacheService.enabled`). No I/O."""
+    backend: CacheBackend
+    if not settings.cache_enabled:
+        backend = NullBackend()
+    elif settings.memcache_servers:
+        backend = MemcachedBackend(
+            settings.memcache_servers,
+            username=settings.memcache_username,
+            password=settings.memcache_password,
+            auth_mode=settings.memcache_auth_mode,
+            connect_timeout=settings.cache_connect_timeout,
+            op_timeout=settings.cache_op_timeout,
+            pool_size=settings.cache_pool_size,
+            retry_timeout=settings.cache_retry_timeout,
+            dead_timeout=settings.cache_dead_timeout,
+            failure_limit=settings.cache_failure_limit,
+        )
+    else:
+        backend = MemoryBackend(max_items=settings.cache_memory_max_items)
+    return CacheClient(
+        backend,
+        keys=KeyBuilder(settings.cache_key_prefix),
+        max_item_size=settings.cache_max_item_size,
+    )
 
 
 async def close_state(state: AppState) -> None:

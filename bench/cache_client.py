@@ -31,8 +31,9 @@ import aiomcache
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.cache import CacheClient, KeyBuilder, make_cache_client  # noqa: E402
+from app.cache import CacheClient, KeyBuilder  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from app.state import make_cache_client  # noqa: E402
 from bench.delay_proxy import DelayProxy  # noqa: E402
 from bench.report import write_results  # noqa: E402
 

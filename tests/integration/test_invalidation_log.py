@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.cache import CacheClient, make_cache_client
+from app.cache import CacheClient
 from app.cache.generations import Generations
 from app.cache.service import CacheService
 from app.db import open_database, transaction
@@ -28,6 +28,7 @@ from app.invalidation import log
 from app.invalidation.courier import Courier
 from app.invalidation.log import Invalidation, InvalidationRow
 from app.settings import Settings
+from app.state import make_cache_client
 from app.tasks.service import ALL_TASKS, TaskService, task_namespace
 from tests.support.databases import empty_tables
 from tests.support.fake_servers import CutProxy

@@ -11,12 +11,11 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from app import create_app
-from app.cache import make_cache_client
 from app.cache.dashboard.history import HitRatioHistory, Point, summed
 from app.cache.dashboard.peers import Peers
 from app.cache.dashboard.report import KINDS
 from app.settings import Settings, SettingsError
-from app.state import get_state
+from app.state import get_state, make_cache_client
 from app.web.stats import chart
 from tests.support.clock import Clock
 from tests.support.memcached import MemcachedProcess

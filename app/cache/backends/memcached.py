@@ -33,7 +33,7 @@ class MemcachedBackend:
 
     `servers` are ``"host:port"`` strings. Nothing connects until the first operation.
     The deadlines (seconds), pool size and failure limit have no defaults here: the app's
-    are its settings (`make_cache_client`).
+    are its settings (`app.state.make_cache_client`).
     """
 
     name = "memcached"

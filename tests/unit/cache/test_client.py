@@ -7,11 +7,12 @@ from unittest.mock import ANY
 import aiomcache
 import pytest
 
-from app.cache import CacheBackend, CacheClient, KeyBuilder, MemoryBackend, make_cache_client
+from app.cache import CacheBackend, CacheClient, KeyBuilder, MemoryBackend
 from app.cache.backends import MemcachedBackend, ServerStatus, ServerUnavailable
 from app.cache.backends.base import MAX_TTL
 from app.cache.entry import Entry, decode
 from app.settings import Settings
+from app.state import make_cache_client
 
 keys = KeyBuilder()
 
