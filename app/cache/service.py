@@ -198,14 +198,6 @@ class CacheService:
 
         return decorator
 
-    async def delete_memoized(self, function: Memoized, *args: Any, **kwargs: Any) -> None:
-        """Without arguments: drop every cached result of `function` in O(1) (a generation
-        bump). With arguments: drop exactly that call's result."""
-        if not args and not kwargs:
-            await self.bump(function.generation)
-            return
-        await self.client.delete(await function.make_cache_key(*args, **kwargs), urgent=True)
-
     async def close(self) -> None:
         """Wait for background refreshes to finish (bounded), then close the client."""
         if self._refreshes:

@@ -158,29 +158,6 @@ async def test_positional_and_keyword_calls_share_an_entry(service: CacheService
     assert calls == [(1, 2), (2, 2)]
 
 
-@pytest.mark.parametrize(
-    ("args", "reloaded"),
-    [((), [2, 3]), ((2,), [2])],
-    ids=["without-args-drops-every-argument-set", "with-args-drops-exactly-that-call"],
-)
-async def test_delete_memoized(
-    service: CacheService, args: tuple[int, ...], reloaded: list[int]
-) -> None:
-    calls: list[int] = []
-
-    async def square(n: int) -> int:
-        calls.append(n)
-        return n * n
-
-    memoized = service.memoize(60)(square)
-    await memoized(2)
-    await memoized(3)
-    await service.delete_memoized(memoized, *args)
-    await memoized(2)
-    await memoized(3)
-    assert calls == [2, 3, *reloaded]
-
-
 async def test_self_is_not_in_the_key(service: CacheService) -> None:
     calls = 0
 
