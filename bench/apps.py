@@ -22,12 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
-import pytest
 from sqlalchemy.engine import make_url
 
 from bench import peer as peers
 from bench.checkout import Checkout
-from bench.harness import Server
+from bench.harness import Server, started_or_exit
 from bench.peer import TASK_NAME, Peer
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.memcached import MemcachedProcess, free_port
@@ -100,7 +99,7 @@ def at(database_url: str, host_port: str) -> str:
 
 
 async def seed_ours(database_url: str, count: int) -> None:
-    """As bench/http_benchmark.py's `seed`, in plain SQL (so that any checkout's schema of
+    """As bench/http_servers.py's `seed`, in plain SQL (so that any checkout's schema of
     the task table takes it): the same names, every third task done."""
     now = datetime.now(UTC)
     url = make_url(database_url).set(drivername="postgresql").render_as_string(False)
@@ -121,13 +120,9 @@ def started(checkout: Checkout, peer_dir: Path | None,
     """The run's databases, memcached and log directory (the tutorial's part only if
     `peer_dir`)."""
     with ExitStack() as stack:
-        try:
-            database_url = create_postgres_database()
-            stack.callback(drop_postgres_database, database_url)
-            memcached = MemcachedProcess().start()
-            stack.callback(memcached.kill)
-        except (pytest.fail.Exception, pytest.skip.Exception) as error:  # the tests' helpers
-            sys.exit(str(error))
+        database_url = started_or_exit(stack, create_postgres_database, drop_postgres_database)
+        memcached = started_or_exit(stack, lambda: MemcachedProcess().start(),
+                                    MemcachedProcess.kill)
         checkout.migrate(database_url)
         peer = stack.enter_context(peers.prepared(peer_dir, peer_venv)) if peer_dir else None
         logs = Path(tempfile.mkdtemp(prefix="bench-side-by-side-logs-"))

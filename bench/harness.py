@@ -1,8 +1,9 @@
-"""What the benchmarks share: servers started as subprocesses, wrk and its output, probes,
-percentiles, goals, and the resident size of a server's workers.
+"""What the benchmarks share: servers started as subprocesses, the tests' services started
+for a run, wrk and its output, probes, percentiles, goals, and the resident size of a
+server's workers.
 
-Used by bench/http_benchmark.py and bench/side_by_side.py. Plain helpers: each benchmark
-owns its servers' lifetimes.
+Used by bench/http_benchmark.py (and its bench/http_*.py) and bench/side_by_side.py. Plain
+helpers: each benchmark owns its servers' lifetimes.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
-from collections.abc import Iterator, Mapping, Sequence  # noqa: E402
+from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
 from contextlib import ExitStack, contextmanager  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from email.message import Message  # noqa: E402
 from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
 
 from tests.support.servers import LiveServer, ServerFailed  # noqa: E402
 
@@ -138,6 +141,19 @@ def stop_all(servers: Sequence[Server]) -> None:
         server.terminate()
     for server in servers:
         server.stop()
+
+
+def started_or_exit[T](stack: ExitStack, start: Callable[[], T],
+                       stop: Callable[[T], object]) -> T:
+    """`start()` (one of the tests' helpers: a database, a memcached), with `stop` of what
+    it made on `stack`; the run ends with the helper's message if it fails or skips, as it
+    does when its server is missing."""
+    try:
+        started = start()
+    except (pytest.fail.Exception, pytest.skip.Exception) as error:
+        sys.exit(str(error))
+    stack.callback(stop, started)
+    return started
 
 
 # --- measuring ---------------------------------------------------------------------------

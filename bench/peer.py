@@ -26,7 +26,7 @@ from tests.support.databases import POSTGRES_ADMIN_URL
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "peers" / "tutorial"
 DEFAULT_VENV = Path.home() / ".cache" / "tasklist-peer" / "venv-flask"
-TASK_NAME = "Task number {i}: buy milk, call Bob"  # as bench/http_benchmark.py seeds the app
+TASK_NAME = "Task number {i}: buy milk, call Bob"  # as bench/http_servers.py seeds the app
 PACKAGES = ("Flask", "Flask-Caching", "Flask-SQLAlchemy", "SQLAlchemy", "gunicorn", "pylibmc",
             "psycopg2-binary")
 SETUP_TIMEOUT = 900  # seconds: a first setup installs the tutorial's packages

@@ -115,10 +115,24 @@ class Target:
 
 @dataclass
 class PairLog:
+    """What write-then-read pairs saw: each pair's seconds, its read's X-Cache, and the
+    stale reads and errors (a line each)."""
+
     durations: list[float] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     x_cache: Counter[str] = field(default_factory=Counter)
+
+    def read(self, seconds: float, name: str, status: int, x_cache: str | None, fresh: bool,
+             via: str = "") -> None:
+        """A pair done in `seconds`, its `GET /` answered `status`: stale unless `fresh`
+        (the page shows the task `name` just written); `via` says where, in the lines."""
+        self.durations.append(seconds)
+        self.x_cache["-" if x_cache is None else x_cache] += 1
+        if status != 200:
+            self.errors.append(f"GET /{via}: {status}")
+        elif not fresh:
+            self.stale.append(f"GET /{via} lacks {name} (X-Cache {x_cache})")
 
 
 async def client(target: Target, number: int, deadline: float, log: PairLog) -> None:
@@ -140,12 +154,8 @@ async def client(target: Target, number: int, deadline: float, log: PairLog) -> 
                 connection.close()
                 log.errors.append(f"{error.__class__.__name__}: {error}")
                 continue
-            log.durations.append(time.monotonic() - started)
-            log.x_cache[page.headers.get("x-cache", "-")] += 1
-            if page.status != 200:
-                log.errors.append(f"GET /: {page.status}")
-            elif name.encode() not in page.body:
-                log.stale.append(f"GET / lacks {name} (X-Cache {page.headers.get('x-cache')})")
+            log.read(time.monotonic() - started, name, page.status, page.headers.get("x-cache"),
+                     name.encode() in page.body)
     finally:
         connection.close()
 
