@@ -2,15 +2,13 @@
 
 It reads the hypercorn arguments deploys use (`--config FILE.toml`, `--bind` (repeatable),
 `--workers`, `--worker-class`, the app) into hypercorn's `Config` and serves with hypercorn's
-own workers. The master:
-- loads the app once before any worker starts: a refusal to start exits non-zero with the
-  reason, before a port is taken;
-- serves with one worker on the in-process cache, whatever is asked for, and logs it;
-- replaces a worker that dies while the others serve; exits 1 when new ones keep dying
-  before they are ready;
-- on SIGTERM or SIGINT lets every worker drain (`graceful_timeout`) and close its pools, and
-  exits 0 when all did; a worker sent SIGTERM itself drains too (docs/OPERATIONS.md,
-  "The server process (`app.serve`)").
+own workers. The master loads the app once before any worker starts, so a refusal to start
+exits non-zero with the reason, before a port is taken; serves with one worker on the
+in-process cache, whatever is asked for, and logs it; replaces a worker that dies while the
+others serve, and exits 1 when new ones keep dying before they are ready; on SIGTERM or
+SIGINT lets every worker drain (`graceful_timeout`) and close its pools, and exits 0 when
+all did. A worker sent SIGTERM itself drains too (docs/OPERATIONS.md, "The server process
+(`app.serve`)").
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from .server import Server
 # Keys memoised (validated bytes, ring lookups) per process. Many keys are used once: a
 # memoized result's key holds its generation tokens, so every write makes new ones. A larger
 # bound only holds more dead keys; this one hits as often (docs/RELIABILITY.md, "Findings",
-# finding 4).
+# the one on worker RSS).
 MEMO_SIZE = 8_192
 
 

@@ -7,9 +7,9 @@
   it. `failure_limit` consecutive failures make it ``dead``: probed every `dead_timeout`.
 - A server that was dead, or that dropped or failed a write while not ``up``, is flushed by
   the probe before it serves again.
-- An operation past `op_timeout` has its connection aborted and raises `TimeoutError` (one
-  timer per server, `deadlines.py`). The caller's own cancellation propagates untouched and
-  only closes the connection: it is no failure (docs/CACHE.md, "Servers, deadlines and failover").
+- An operation past `op_timeout` has its connection aborted and raises `TimeoutError`. The
+  caller's own cancellation propagates untouched and only closes the connection: it is no
+  failure (docs/CACHE.md, "Servers, deadlines and failover").
 """
 
 from __future__ import annotations
