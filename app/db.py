@@ -129,7 +129,7 @@ def _isolation(url: str) -> IsolationLevel:
     """Autocommit on PostgreSQL (see `make_engine`). READ COMMITTED on MySQL, PostgreSQL's
     default: MySQL's own, REPEATABLE READ, locks the gaps between index entries too:
     concurrent writes that insert into one table and delete from it by an index then
-    deadlock (measured: 1213s, so 503s, with two processes)."""
+    deadlock (error 1213; docs/PLATFORMS.md, "MySQL and MariaDB")."""
     return "AUTOCOMMIT" if url.startswith("postgresql") else TRANSACTIONS
 
 

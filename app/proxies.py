@@ -1,17 +1,12 @@
 """The client's address behind a reverse proxy: `X-Forwarded-For`, believed only from the
-proxies named by `FORWARDED_ALLOW_IPS` (the compose stack's HAProxy, a PaaS router).
+proxies named by `FORWARDED_ALLOW_IPS`.
 
-A proxy appends the address a request came to it from to `X-Forwarded-For` (a new header line
-or the end of the last one), after whatever the client sent. So the header is read from the
-right: when the connection comes from a trusted proxy, the entries that are trusted proxies
-too are hops of the chain, and the first one that is not is the client, the address the
-outermost trusted proxy saw. Entries further left came from that client and prove nothing.
-A request from anyone else keeps its connection's address, whatever its header says; so does
-a request whose header holds something that is not an address where the client should be.
-
-The middleware replaces the ASGI scope's `client`, so everything inside (Quart's
-`request.remote_addr`, logs, limits) sees the same address. It is installed only when
-`FORWARDED_ALLOW_IPS` names a proxy.
+The header is read from the right: on a connection from a trusted proxy, the entries that
+are trusted proxies too are hops, and the first one that is not is the client. A request
+from anyone else keeps its connection's address, and so does one whose header holds
+something that is not an address where the client should be. The middleware replaces the
+ASGI scope's `client`, so everything inside sees the same address; it is installed only
+when `FORWARDED_ALLOW_IPS` names a proxy (docs/OPERATIONS.md, "The client's address").
 """
 
 from __future__ import annotations

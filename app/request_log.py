@@ -1,16 +1,12 @@
 """The access log: one line per HTTP request, as logfmt or (`LOG_FORMAT=json`) as JSON.
 
-It is an ASGI middleware around the whole app, not the server's access log, so it is the
-same under hypercorn, uvicorn or granian and sees the responses the view cache serves
-without reaching Quart. A line holds what operating the app needs: method, path, status,
+An ASGI middleware around the whole app: the same under any ASGI server, and it sees the
+responses the view cache serves without reaching Quart. A line holds method, path, status,
 duration, the view cache's `X-Cache` outcome and a request id (the client's `X-Request-ID`
-when it is sane, else a new one, sent back in the response). Never headers, cookies, bodies
-or the client's address. The query string is left out too: it is where a URL carries a
-token, and logs travel further (log drains, support tickets) than the database does.
-
-The app's other records (`tasklist.*`, and `app.*`: the modules' loggers and Quart's app
-logger, which is named `app`) go to the same handler in the same format, one line each,
-a traceback included.
+when it is sane, else a new one; sent back in the response); never headers, cookies, bodies,
+the query string or the client's address. The app's other records (`tasklist.*`, `app.*`)
+go to the same handler in the same format, one line each, a traceback included
+(docs/OPERATIONS.md, "The access log").
 """
 
 from __future__ import annotations

@@ -1,21 +1,14 @@
 """`python -m app.serve`: hypercorn, with a master that replaces a worker that dies.
 
-It takes the arguments of hypercorn's command line that deploys use (`--config FILE.toml`,
-`--bind` (repeatable), `--workers`, `--worker-class`, and the app) into hypercorn's own
-`Config`, and serves with hypercorn's own workers; only the master differs from hypercorn
-0.18's, which stops every worker when one dies and exits 0 when the app refuses to start.
-This master:
-
-- loads the app once before it starts any worker, so a refusal to start (a missing
-  `SECRET_KEY`, a malformed setting) exits non-zero with the reason, before a port is taken;
-- serves with one worker when more are asked for on the in-process cache (each worker
-  would keep its own cache and sessions, and serve what another has already invalidated),
-  saying so in its log: `docker run` of the image with no memcached still serves;
-- starts a new worker in place of one that dies, while the others go on serving, and
-  gives up (exit 1) when new workers keep dying before they are ready to serve;
-- on SIGTERM or SIGINT lets every worker drain its requests (hypercorn's
-  `graceful_timeout`) and close its pools, and exits 0 when they all did. A worker that is
-  sent SIGTERM itself (Heroku and honcho signal every process) drains in the same way.
+It reads the hypercorn arguments deploys use (`--config FILE.toml`, `--bind` (repeatable),
+`--workers`, `--worker-class`, the app) into hypercorn's `Config` and serves with hypercorn's
+own workers. The master loads the app once before any worker starts, so a refusal to start
+exits non-zero with the reason, before a port is taken; serves with one worker on the
+in-process cache, whatever is asked for, and logs it; replaces a worker that dies while the
+others serve, and exits 1 when new ones keep dying before they are ready; on SIGTERM or
+SIGINT lets every worker drain (`graceful_timeout`) and close its pools, and exits 0 when
+all did. A worker sent SIGTERM itself drains too (docs/OPERATIONS.md, "The server process
+(`app.serve`)").
 """
 
 from __future__ import annotations

@@ -1,29 +1,14 @@
 """The value envelope: what the cache stores for every entry (JSON, never pickle).
 
-Wire format: one header byte then the payload.
-``O`` + JSON ``{"value": value, "created": created, "soft_expires": soft_expires}`` that
-orjson reads exactly as the stdlib does (no run of 20+ digits: checked when written, so
-reads skip the scan);
-``J`` + the same JSON when it holds such a run (or written before ``O`` existed);
-``Z`` + the JSON zlib-compressed (used from `compress_threshold` bytes);
-``B`` + the JSON's length (4 bytes, big-endian) + the JSON + raw bytes: an entry with a
-`payload` (a response body, say), stored as it is, never inside a JSON string nor
-compressed again (its owner chooses its encoding). Anything else is not an entry (a miss).
-A reader that predates ``O`` reads an ``O`` entry as garbage, i.e. a miss (fail open), and
-rewrites it. The ``O`` header is trusted (only `encode` writes it): its payload is not
-scanned again.
-
-Releases share memcached while a deploy rolls (generation tokens and memoized data are not
-keyed by release), so a change here must leave each release reading the other's entries
-either right or as misses. The field names were ``d``, ``t`` and ``x`` before: those are
-still read, so the new release keeps the old one's generation tokens and sessions; the old
-release reads the new names as garbage, i.e. misses. They can go once no entry of that
-release can be alive: 30 days (`MAX_TTL`, the tokens' TTL) after it stopped running.
-
-Encoding stays with the stdlib (it rejects NaN and non-JSON types; orjson would write NaN
-as null and accept UUIDs, enums, dataclasses). Decoding uses orjson (~0.5 us against ~2.5 us)
-whenever it gives exactly the stdlib's answer: not for a payload with a run of 20+ digits
-(orjson reads integers beyond 64 bits as floats) nor for one it rejects (the stdlib decides).
+One header byte, then: ``O`` + JSON ``{"value": ..., "created": ..., "soft_expires": ...}``
+with no run of 20+ digits (read with orjson; trusted, never scanned again); ``J`` + the same
+JSON when it holds such a run (read with the stdlib); ``Z`` + the JSON zlib-compressed (from
+`compress_threshold` bytes); ``B`` + the JSON's length (4 bytes, big-endian) + the JSON + a
+raw `payload`, stored as it is. Anything else is not an entry: a miss. Encoding uses the
+stdlib (NaN and non-JSON types are rejected); decoding always gives the stdlib's answer.
+Releases share memcached while a deploy rolls: a change here must leave each release reading
+the other's entries right or as misses; the old field names ``d``, ``t``, ``x`` are still
+read (docs/CACHE.md, "Keys and values").
 """
 
 from __future__ import annotations

@@ -1,22 +1,13 @@
 """The courier: delivers the invalidation log's rows to the cache, in every app process.
 
-A write's own process delivers its invalidation right after commit (`deliver`, the fast
-path) and forgets its rows. Should that bump fail (this process cannot reach the memcached
-server of a token, while others can), it releases its rows, due at once, and whichever
-process claims them first bumps the tokens (`deliver_due`). Processes hear of released
-rows by LISTEN/NOTIFY on PostgreSQL, and poll the log in any case: for the rows of a writer
-that died or hung before it could release them (they fall due a lease after the write), and
-for a notification missed while the listening connection was down. A row is deleted once
-delivered; one that the claiming process could not deliver is released again for another
-process to try, and that process leaves the log alone for a while.
-
-Only releases notify: a NOTIFY in every write's transaction would serialise the commits
-(PostgreSQL holds a global lock from a notifying transaction's commit until its WAL is
-flushed), and measured, cost about a third of the write throughput.
-
-Delivery bound, from the commit: the time to release, claim and bump when the writer's bump
-fails outright; at most a lease (0.25 s) plus a poll interval (0.5 s) when it hangs or its
-process dies, or the notification is lost.
+A writer bumps its rows' tokens right after commit (`deliver`) and forgets the rows; if
+that bump fails it releases them, due at once, for whichever process claims them first
+(`deliver_due`). Only releases notify (LISTEN/NOTIFY on PostgreSQL), never writes. Every
+process also polls the log every `POLL` seconds, for the rows of a writer that died or hung
+(due a `LEASE` after the write) and for missed notifications. A delivered row is deleted;
+one the claimer could not deliver is released again, and that claimer leaves the log to
+the others for `BACKOFF`. Delivery bound, from the commit: at most `LEASE` + `POLL` plus the
+time to claim and bump (docs/CACHE.md, "Invalidation log (PostgreSQL and MySQL)").
 """
 
 from __future__ import annotations

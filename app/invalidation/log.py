@@ -1,16 +1,13 @@
 """The invalidation log: the cache namespaces each write made stale, stored by the write's
 own transaction, so that an acknowledged write has a durable invalidation.
 
-A row says "what is cached under `namespace` is dead since this row's transaction
-committed". It is delivered by replacing the namespace's generation token with a fresh
-random one; any replacement made after the commit will do, so rows need no order, and
-several rows of one namespace are delivered by one bump.
-
-Rows are leased, by the database's clock (one clock for every process, whatever their own
-say): a new row is `due` a lease after its write, which gives the writer time to deliver
-it itself and forget it; a writer that could not deliver makes its rows due at once. A row
-still there when due is claimed by one process, which extends its lease while it
-delivers, so two processes do not bump the same row twice.
+A row means "what is cached under `namespace` is dead since this row's transaction
+committed". Any replacement of the namespace's generation token by a fresh random one after
+that commit delivers it: rows need no order, and one bump delivers all the rows of a
+namespace. Rows are leased by the database's clock: a new row is `due` a lease after its
+write (its writer's time to deliver it); a writer that could not deliver makes its rows due
+at once; a due row is claimed by one process, which extends the lease while it delivers
+(docs/CACHE.md, "Invalidation log (PostgreSQL and MySQL)").
 """
 
 from __future__ import annotations
@@ -102,8 +99,9 @@ def _sqlite_clock(element: clock_ms, compiler: Any, **kw: Any) -> str:
 _log = cast(Table, InvalidationRow.__table__)  # typed FromClause; a mapped class's table is a Table
 
 
-# Built once: a statement made per call (as `insert().values([...])` is) cost 0.5 ms more
-# per write than this one, whose compiled form is cached.
+# Built once, so that its compiled form is cached: a statement made per call (as
+# `insert().values([...])` is) is compiled again on every write (docs/CACHE.md,
+# "Invalidation log (PostgreSQL and MySQL)").
 _record = insert(_log).values(
     write_id=bindparam("write_id"),
     namespace=bindparam("namespace"),

@@ -2,14 +2,11 @@
 
 `StoredResponse` is what `ViewCacheMiddleware` keeps under a view's key: the generation
 tokens it was rendered under, its headers, and its body as bytes, gzipped once when it is
-worth it. A client that accepts gzip gets those bytes as they are; any other client gets
-them decompressed, once per process (the result is kept beside them).
-
-`RecentResponses` keeps the last ones served in this process, bounded by bytes, so that a
-hit moves only the generation tokens over the network: the middleware reads the tokens from
-memcached on every request and serves a kept response only while they are the ones it was
-built under. It is therefore exactly as fresh as the entry in memcached, in every process:
-a write anywhere changes the tokens, which makes both a miss at once.
+worth it; a client that does not take gzip gets them decompressed, once per process.
+`RecentResponses` keeps the last ones served in this process, bounded by bytes. The
+middleware serves a kept response only while the tokens it reads from memcached for the
+request are the ones it was built under, so it is exactly as fresh as the entry in
+memcached, in every process (docs/CACHE.md, "Whole-view caching").
 """
 
 from __future__ import annotations
@@ -22,8 +19,8 @@ from typing import Any
 Headers = list[tuple[bytes, bytes]]
 
 GZIP_MIN_BYTES = 1024  # smaller bodies gain too little from compression to pay for it
-# zlib's level 3: a 100-row page (75 KB) took 156 us and came to 5.9 KB; level 6, the
-# default, took 498 us for 5.5 KB. Every miss pays it, and a miss follows every write.
+# zlib's level 3: far cheaper than the default level 6 for nearly the same size, and every
+# miss (so every write) pays it (docs/PERFORMANCE.md, "Task list over HTTP").
 GZIP_LEVEL = 3
 
 

@@ -1,27 +1,14 @@
 """Server-side sessions in the cache, so that the cookie carries no data: `CacheSessionInterface`.
 
-The cookie holds only a random session id (32 bytes, base64url) signed with itsdangerous
-under the app's ``SECRET_KEY`` (``SECRET_KEY_FALLBACKS`` still verify) and timed out after
-``PERMANENT_SESSION_LIFETIME``. The data lives in the cache, in the ``session`` namespace,
-under a hash of the id (someone who can list the cache's keys learns no usable id), as
-Flask's tagged JSON (flash tuples, `Markup`, datetimes survive) with
-``PERMANENT_SESSION_LIFETIME`` as TTL. Cookie flags come from Quart's config:
-``SESSION_COOKIE_NAME``, ``_HTTPONLY``, ``_SAMESITE``, ``_SECURE``, ``_DOMAIN``, ``_PATH``,
-``_PARTITIONED``.
-
-Lifecycle:
-- A request that does not write to the session gets none: nothing is written to the cache
-  and no cookie is set (only a session that exists is read).
-- The first write mints a new id, stores the data and sets the cookie. Ids are minted only
-  here: a cookie whose id has no stored data is never adopted.
-- A session that ends the request empty (say a flash was shown) is deleted from the cache
-  and its cookie deleted; so is a cookie naming no stored data (forged, garbled, expired,
-  or unreadable because the cache was down): an empty session, never an error.
-- Fail open: without a client (`get_client` returns ``None``) or when the cache fails, the
-  session is empty and a write that cannot be stored sets no cookie; at worst a flash is
-  lost, the request never fails.
-
-`has_session_cookie` lets a shared (view) cache bypass requests that carry a session.
+The cookie holds only a random id, signed with ``SECRET_KEY`` (``SECRET_KEY_FALLBACKS`` still
+verify), timed out after ``PERMANENT_SESSION_LIFETIME`` and flagged by Quart's
+``SESSION_COOKIE_*``; the data (Flask's tagged JSON) lives in the ``session`` namespace under
+a hash of the id, with that lifetime as TTL. A request that does not write to the session
+gets none (no cache write, no cookie). Only a first write mints an id: a cookie whose id has
+no stored data is never adopted, and is deleted, as is a session that ends a request empty.
+Fail open: with no client or a failing cache the session is empty, a write that cannot be
+stored sets no cookie, and the request never fails. `has_session_cookie` lets a shared (view)
+cache bypass requests that carry a session (docs/CACHE.md, "Sessions").
 """
 
 from __future__ import annotations

@@ -1,21 +1,13 @@
 """The ASCII authentication handshake: a ``set`` sent as the first command of a connection.
 
-Two forms exist, and on a server that does not authenticate both are ordinary ``set``s:
-
-- ``memcached`` (>= 1.5.15 with ``-Y authfile``): any key, value ``"<username> <password>"``;
-  key, flags and exptime are ignored. We send ``set _ascii_auth 0 -1 <n>``: exptime -1
-  stores the item already expired on an open server, so nothing is left to read (it only
-  removes an item under ``_ascii_auth``).
-- ``memcachier``: ``set <username> 0 0 <n>`` with the password as the value, exactly as
-  MemCachier documents it. An open server stores the password, readable under the username.
-  So after it is accepted we read ``get <username>`` on the same connection; a server that
-  echoes the password back, and also answers a ``get`` on a fresh unauthenticated connection,
-  does not authenticate: the pool deletes the item and never sends it that form again.
-
-``auto`` tries ``memcached`` first (harmless everywhere), then ``memcachier`` on a fresh
-connection only when the first was refused, i.e. by a server that authenticates (or an open
-one that failed the ``set``, which the check above catches): MemCachier sees one failed
-login for the user ``_ascii_auth``. Credentials never appear in a repr, log or exception.
+- ``memcached`` (>= 1.5.15 with ``-Y authfile``): ``set _ascii_auth 0 -1 <n>`` with value
+  ``"<username> <password>"``; an open server stores it already expired.
+- ``memcachier``: ``set <username> 0 0 <n>`` with the password as the value. An open server
+  would store it, so an accepted handshake is checked with ``get <username>``; a server that
+  does not authenticate gets the item deleted and is never sent this form again.
+- ``auto``: ``memcached`` first, then ``memcachier`` on a fresh connection only when the first
+  was refused.
+Credentials never appear in a repr, log or exception (docs/CACHE.md, "Authentication").
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Many deadlines, one timer.
 
-Every cache operation has a deadline, and so does every wait for a pooled connection. An
-`asyncio.timeout` per operation schedules and cancels a timer handle each time (about 5 µs,
-more than the rest of a cache hit's own work); here the items sit in a dict with their
-deadlines and one `loop.call_at`, armed for the earliest, expires the overdue ones. Adding
-and removing an item is a dict insert and delete.
+Every cache operation has a deadline, and so does every wait for a pooled connection. The
+items sit in a dict with their deadlines and one `loop.call_at`, armed for the earliest,
+expires the overdue ones: adding and removing an item is a dict insert and delete, where an
+`asyncio.timeout` per operation would schedule and cancel a timer handle each time
+(docs/PERFORMANCE.md, "Cache client").
 """
 
 from __future__ import annotations

@@ -21,10 +21,9 @@ from .protocol import Codec
 from .server import Server
 
 # Keys memoised (validated bytes, ring lookups) per process. Many keys are used once: a
-# memoized result's key holds its generation tokens, so every write makes new ones (the
-# chaos load makes about one new key per request). At 65,536 the two memos, full, held
-# ~27 MiB with their keys and were still filling through the chaos suite's soak; at 8,192
-# they hold ~3.3 MiB and hit as often (78% against 79%; docs/RELIABILITY.md, finding 4).
+# memoized result's key holds its generation tokens, so every write makes new ones. A larger
+# bound only holds more dead keys; this one hits as often (docs/RELIABILITY.md, "Findings",
+# the one on worker RSS).
 MEMO_SIZE = 8_192
 
 

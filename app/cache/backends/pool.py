@@ -1,20 +1,13 @@
 """A bounded connection pool for one memcached server.
 
-At most `size` connections exist; callers wait for one first come, first served and for at
-most the given deadline. A released slot is handed straight to the oldest waiter, and one
-timer per pool expires the overdue waiters (`deadlines.py`: a timer per wait, as
-`asyncio.timeout` around a semaphore gives, cost more than the rest of a cache hit). Once a
-wait has timed out without any connection coming back while it waited (the holders are
-stuck: a frozen server), the pool is saturated: a new caller fails at once (a cache miss)
-until a connection comes back, instead of waiting out its own deadline (a request makes a
-dozen cache calls, and would wait a deadline for each); only an urgent one (an
-invalidation) still waits. A wait that times out while connections do come back is only
-a busy pool (a burst on a loaded machine) and saturates nothing: failing fast there would
-turn the burst's shared loads into one database query each.
-Connections open lazily, within
-`connect_timeout` including the authentication handshake (see `auth.py`). A connection
-comes back to the pool only if its holder says it is clean: after a timeout, cancellation,
-EOF or unexpected reply it is closed.
+At most `size` connections exist, opened lazily within `connect_timeout` (authentication
+included, `auth.py`). Callers wait first come, first served, for at most their deadline.
+Once a wait has timed out with no connection coming back while it waited (stuck holders),
+the pool is saturated: new callers fail at once (a miss) until a connection comes back;
+only an urgent caller (an invalidation) still waits. A timeout in a busy pool whose
+connections do come back saturates nothing. A connection returns to the pool only if its
+holder says it is clean; otherwise it is closed
+(docs/CACHE.md, "Servers, deadlines and failover").
 """
 
 from __future__ import annotations

@@ -1,22 +1,15 @@
-"""One memcached server's failover state, with the tutorial's semantics (pylibmc's
-``retry_timeout``, ``dead_timeout``, ``server_failure_limit``), minus its key remapping.
+"""One memcached server's failover state: pylibmc's ``retry_timeout``, ``dead_timeout`` and
+``server_failure_limit``, without its key remapping.
 
-- ``up``: operations run.
-- A failure (connect error or timeout, operation timeout, EOF, unexpected reply, rejected
-  credentials) makes it ``retrying``: every operation is skipped (a miss, writes dropped,
-  no connection attempt) for `retry_timeout`; then one caller probes it.
-- `failure_limit` consecutive failures make it ``dead``: skipped for `dead_timeout` between
-  probes.
-- A server that was dead, or that dropped or failed a write while it was not ``up``, is
-  flushed by the probe before it serves again, so entries from before the outage (which
-  may have missed invalidations) are never read.
-
-The caller's own cancellation is not the server's fault: it closes the connection only.
-
-Deadlines: an operation that outlives `op_timeout` has its connection aborted, which ends
-whatever it awaits on that connection (every `Codec` operation awaits nothing else) and
-surfaces as `TimeoutError`; one timer per server watches them all (`deadlines.py`). The
-caller's cancellation is never involved and propagates untouched.
+- ``up``: operations run. A failure (connect error or timeout, operation timeout, EOF,
+  unexpected reply, rejected credentials) makes it ``retrying``: every operation is skipped
+  (a miss, writes dropped, no connection attempt) for `retry_timeout`, then one caller probes
+  it. `failure_limit` consecutive failures make it ``dead``: probed every `dead_timeout`.
+- A server that was dead, or that dropped or failed a write while not ``up``, is flushed by
+  the probe before it serves again.
+- An operation past `op_timeout` has its connection aborted and raises `TimeoutError`. The
+  caller's own cancellation propagates untouched and only closes the connection: it is no
+  failure (docs/CACHE.md, "Servers, deadlines and failover").
 """
 
 from __future__ import annotations

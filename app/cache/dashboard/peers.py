@@ -1,23 +1,14 @@
 """The app's processes seen from any one of them: each process publishes its own data (the
-dashboard's counters) to the cache every few seconds under a short TTL, and a reader gets
-the live ones.
+dashboard's counters) to the cache every `interval` seconds under a `ttl`, and a reader
+gets the live ones.
 
-memcached cannot list keys and the client has no ``cas``, so the directory is a fixed row
-of `SLOTS` keys (``<prefix>:1:peers:slot:<n>``), spread over the servers like any key:
-
-- A process claims a free slot with ``add``, which is atomic: two processes starting at
-  once never share one.
-- Every `interval` seconds it rewrites its slot (``set``) after reading that the slot still
-  holds its own entry; on a clean shutdown it deletes it.
-- A process that dies stops rewriting, and its entry expires `ttl` seconds later, by
-  memcached's own clock: no two machines' clocks are ever compared.
-- A process whose slot is gone or not its own (it stalled past its TTL and another took the
-  slot; the slot's server went down or lost its data) claims another on its next publish.
-- Readers keep one entry per process id (its highest `seq`), so a process briefly in two
-  slots counts once.
-
-With the in-process cache every process sees only itself (there is no shared cache); with
-the cache switched off, or down, a reader sees itself from its own counters.
+The directory is a fixed row of `SLOTS` keys (``<prefix>:1:peers:slot:<n>``). A process
+claims a free slot with ``add`` (atomic: never shared), rewrites it only after reading that it
+still holds its own entry, deletes it on a clean shutdown, and claims another on its next
+publish when its slot is gone or not its own. A dead process's entry expires `ttl` seconds
+later by memcached's clock. Readers keep one entry per process id (its highest `seq`). With
+the in-process cache, or the cache off or down, a reader sees only itself
+(docs/CACHE.md, "One dashboard for every process").
 """
 
 from __future__ import annotations
