@@ -193,7 +193,7 @@ async def test_a_form_in_another_encoding_is_415_and_changes_nothing(client: Cli
 
 # --- bodies over the size limit --------------------------------------------------------------
 
-LIMIT = 64 * 1024  # Settings.max_body_bytes
+LIMIT = Settings().max_body_bytes
 TOO_LARGE = "The request body is larger than 65,536 bytes"
 ROUTES = [
     ("POST", "/", FORM),
