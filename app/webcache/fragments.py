@@ -11,7 +11,7 @@ parts as they are; any other value is used as its ``str()``.
 
 Collection caching (Rails' ``render collection:, cached: true``)::
 
-    {{ cached_rows("tasks/_task.html", tasks, as_="task", version="updated_at") }}
+    {{ cached_rows("row.html", tasks, as_="task", version="updated_at") }}
 
 renders one row template per item with ONE `CacheClient.get_many` for all rows, renders
 only the missing ones (each with the caller's context plus the item under `as_`), stores
@@ -123,6 +123,30 @@ class FragmentCache:
             for key, (html, version) in rows.items()
         ))
 
+    async def render_many(
+        self,
+        keys: Sequence[str],
+        versions: Sequence[str | None],
+        template_digest: str,
+        render: Callable[[int], Awaitable[str]],
+        ttl: int,
+    ) -> list[str]:
+        """The html of each key, in order: what the cache holds for its version and the
+        digest (one `get_many` for all), else `render(index)`, once per distinct key; the
+        rendered ones are stored concurrently."""
+        found = await self.fetch(keys, template_digest, versions)
+        rendered: dict[str, tuple[str, str | None]] = {}
+        html = []
+        for index, (key, version) in enumerate(zip(keys, versions, strict=True)):
+            if key in found:
+                html.append(found[key])
+                continue
+            if key not in rendered:
+                rendered[key] = (await render(index), version)
+            html.append(rendered[key][0])
+        await self.store(rendered, template_digest, ttl)
+        return html
+
     async def delete(self, key: str) -> None:
         await self.client.delete(key)
 
@@ -196,7 +220,7 @@ class CacheExtension(Extension):
         reads_user_state: bool,
         caller: Callable[[], Awaitable[str]],
     ) -> str:
-        fragments: FragmentCache | None = getattr(self.environment, "fragment_cache", None)
+        fragments = fragment_cache_of(self.environment)
         if reads_user_state:
             self._refuse_user_state(name)
             fragments = None
@@ -238,7 +262,7 @@ async def cached_rows(
     name: str | None = None,
     as_: str = "item",
     key: ItemField = "id",
-    version: ItemField | None = "cache_version",
+    version: ItemField | None = "version",
     vary: Sequence[Any] = (),
     timeout: int | float | None = None,  # noqa: ASYNC109 (a cache TTL, as in the tag)
 ) -> Markup:
@@ -253,29 +277,21 @@ async def cached_rows(
     template = env.get_template(template_name, parent=context.name)
     rows = list(items)
     outer = context.get_all()
-    fragments: FragmentCache | None = getattr(env, "fragment_cache", None)
+    fragments = fragment_cache_of(env)
     if fragments is None or not rows:
         return Markup("".join([await template.render_async({**outer, as_: item}) for item in rows]))
 
-    ttl = _ttl(timeout)
+    async def render(index: int) -> str:
+        return await template.render_async({**outer, as_: rows[index]})
+
     prefix = template_name if name is None else name
     keys = [
         fragments.make_template_fragment_key(prefix, (*vary, *_key_parts(env, item, key)))
         for item in rows
     ]
     versions = [None if version is None else _version(env, item, version) for item in rows]
-    template_digest = _extension(env).template_digest(template_name)
-    found = await fragments.fetch(keys, template_digest, versions)
-    rendered: dict[str, tuple[str, str | None]] = {}
-    html = []
-    for item, row_key, row_version in zip(rows, keys, versions, strict=True):
-        if row_key in found:
-            html.append(found[row_key])
-            continue
-        if row_key not in rendered:
-            rendered[row_key] = (await template.render_async({**outer, as_: item}), row_version)
-        html.append(rendered[row_key][0])
-    await fragments.store(rendered, template_digest, ttl)
+    template_digest = template_digest_of(env, template_name)
+    html = await fragments.render_many(keys, versions, template_digest, render, _ttl(timeout))
     return Markup("".join(html))
 
 
@@ -303,11 +319,19 @@ def init_fragment_cache(env: Environment, fragments: FragmentCache | None) -> No
     env.fragment_cache = fragments  # type: ignore[attr-defined]  # declared by the extension
 
 
-def _extension(env: Environment) -> CacheExtension:
+def fragment_cache_of(env: Environment) -> FragmentCache | None:
+    """The `FragmentCache` `init_fragment_cache` gave `env`, or ``None`` (uncached)."""
+    fragments: FragmentCache | None = getattr(env, "fragment_cache", None)
+    return fragments
+
+
+def template_digest_of(env: Environment, template_name: str) -> str:
+    """The digest fragments of `template_name` are stored with (its source, as `env`'s loader
+    gives it); needs `init_fragment_cache(env, ...)` first."""
     extension = env.extensions.get(CacheExtension.identifier)
     if not isinstance(extension, CacheExtension):
-        raise RuntimeError("cached_rows needs init_fragment_cache(env, ...) first")
-    return extension
+        raise RuntimeError("fragments need init_fragment_cache(env, ...) first")
+    return extension.template_digest(template_name)
 
 
 def _field(env: Environment, item: Any, field: ItemField, what: str) -> Any:
