@@ -18,7 +18,7 @@ from app.db import Database, open_database
 from app.invalidation.courier import Courier
 from app.settings import Settings
 from app.tasks.service import TaskService
-from app.webcache.fragments import FragmentCache, init_fragment_cache
+from app.webcache.fragments import FragmentCache, fragment_cache_of, init_fragment_cache
 
 EXTENSION_KEY = "tasklist"
 log = logging.getLogger("tasklist.state")
@@ -48,6 +48,9 @@ def init_app(app: Quart, settings: Settings, *, release: str) -> None:
 
     @app.after_serving
     async def close_resources() -> None:
+        fragments = fragment_cache_of(app.jinja_env)
+        if fragments is not None:
+            await fragments.stored()
         state: AppState | None = app.extensions.pop(EXTENSION_KEY, None)
         init_fragment_cache(app.jinja_env, None)
         if state is not None:

@@ -61,10 +61,10 @@ async def render_fragments(
     template: str, items: Sequence[Any], *, as_: str, key: str = "id", version: str = "version"
 ) -> list[Markup]:
     """`template` rendered once per item (the item as `as_`), in order. Each is a cached
-    fragment (`app.webcache.fragments`) named by the template and the item's `key`, valid
-    for the item's `version` and the template's source in this release: one `get_many` for
-    all, only the others rendered (and stored). Rendered uncached when the fragment cache is
-    off."""
+    fragment (`app.webcache.fragments`) named by the template and the item's `key` (an int),
+    valid for the item's `version` and the template's source in this release: one
+    `get_many` for all, only the others rendered, and stored after the answer (off its
+    critical path). Rendered uncached when the fragment cache is off."""
     env: Environment = current_app.extensions[EXTENSION_KEY]
     compiled = env.get_template(template)
 
@@ -74,9 +74,10 @@ async def render_fragments(
     fragments = fragment_cache_of(current_app.jinja_env)
     if fragments is None or not items:
         return [Markup(await render_one(index)) for index in range(len(items))]
-    keys = [fragments.make_template_fragment_key(template, (env.getitem(item, key),))
-            for item in items]
+    keys = fragments.keys_by_id(template, [int(env.getitem(item, key)) for item in items])
     versions = [str(env.getitem(item, version)) for item in items]
     digest = template_digest_of(current_app.jinja_env, template)
-    html = await fragments.render_many(keys, versions, digest, render_one, DEFAULT_TIMEOUT)
+    html = await fragments.render_many(
+        keys, versions, digest, render_one, DEFAULT_TIMEOUT, store_later=True
+    )
     return [Markup(fragment) for fragment in html]

@@ -20,8 +20,9 @@ those concurrently and returns the rows joined, in order, as `Markup`.
 Keys and digests (Rails' recyclable keys): a key is built by the client's `KeyBuilder` in
 the ``fragment`` namespace from the name and the vary values (for a row: the row's `key`
 after `vary`), never from the template digest, so `FragmentCache.make_template_fragment_key`
-names the exact key of a fragment for a delete. The entry holds
-``{"template": digest, "release": release, "version": row version or None, "html": html}``; a stored
+names the exact key of a fragment for a delete. The entry's value is
+``{"template": digest, "release": release, "version": row version or None}`` and its
+payload the html (UTF-8, stored as it is: no JSON string to escape and parse); a stored
 digest, release or version that differs from the current one is a miss (counted as one on
 the dashboard), and the fresh rendering overwrites the same key. Editing a template
 therefore retires its fragments without leaving copies behind, and changing one item
@@ -81,10 +82,15 @@ class FragmentCache:
     def __init__(self, client: CacheClient, *, release: str = "") -> None:
         self.client = client
         self.release = release
+        self._storing: set[asyncio.Task[None]] = set()
 
     def make_template_fragment_key(self, name: str, vary_on: Iterable[Any] = ()) -> str:
         """The key the tag (or a row: `vary` then the row's key parts) uses for `name`/`vary_on`."""
         return self.client.keys.key(Namespaces.FRAGMENT, name, *map(_key_part, vary_on))
+
+    def keys_by_id(self, name: str, ids: Iterable[int]) -> list[str]:
+        """``make_template_fragment_key(name, [id])`` for each id, built faster."""
+        return self.client.keys.keys(Namespaces.FRAGMENT, (name,), ids)
 
     async def fetch(
         self, keys: Sequence[str], template_digest: str, versions: Sequence[str | None]
@@ -96,17 +102,14 @@ class FragmentCache:
             entry = entries.get(key)
             if entry is None:
                 continue
-            value = entry.value
-            if (
-                isinstance(value, dict)
-                and value.get("template") == template_digest
-                and value.get("release") == self.release
-                and value.get("version") == version
-                and isinstance(value.get("html"), str)
-            ):
-                found[key] = value["html"]
-            else:
-                self._recount_as_miss(key)
+            if entry.value == {"template": template_digest, "release": self.release,
+                               "version": version} and entry.payload is not None:
+                try:
+                    found[key] = entry.payload.decode()
+                    continue
+                except UnicodeDecodeError:
+                    pass
+            self._recount_as_miss(key)
         return found
 
     async def store(
@@ -116,9 +119,9 @@ class FragmentCache:
         await asyncio.gather(*(
             self.client.set(
                 key,
-                {"template": template_digest, "release": self.release, "version": version,
-                 "html": html},
+                {"template": template_digest, "release": self.release, "version": version},
                 ttl,
+                payload=html.encode(),
             )
             for key, (html, version) in rows.items()
         ))
@@ -130,10 +133,13 @@ class FragmentCache:
         template_digest: str,
         render: Callable[[int], Awaitable[str]],
         ttl: int,
+        *,
+        store_later: bool = False,
     ) -> list[str]:
         """The html of each key, in order: what the cache holds for its version and the
         digest (one `get_many` for all), else `render(index)`, once per distinct key; the
-        rendered ones are stored concurrently."""
+        rendered ones are stored concurrently, before returning or, with `store_later`, in
+        the background (`stored()` waits for those)."""
         found = await self.fetch(keys, template_digest, versions)
         rendered: dict[str, tuple[str, str | None]] = {}
         html = []
@@ -144,8 +150,22 @@ class FragmentCache:
             if key not in rendered:
                 rendered[key] = (await render(index), version)
             html.append(rendered[key][0])
-        await self.store(rendered, template_digest, ttl)
+        if not rendered:
+            return html
+        if store_later:
+            task = asyncio.create_task(self.store(rendered, template_digest, ttl))
+            self._storing.add(task)
+            task.add_done_callback(self._storing.discard)
+        else:
+            await self.store(rendered, template_digest, ttl)
         return html
+
+    async def stored(self) -> None:
+        """Wait until the fragments being stored in the background are."""
+        while self._storing:
+            storing = list(self._storing)
+            await asyncio.gather(*storing)
+            self._storing.difference_update(storing)
 
     async def delete(self, key: str) -> None:
         await self.client.delete(key)

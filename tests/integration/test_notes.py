@@ -18,6 +18,7 @@ from app.cache import CacheClient
 from app.settings import Settings
 from app.state import find_state
 from app.tasks.notes import ALLOWED_TAGS, LINK_REL
+from app.webcache.fragments import fragment_cache_of
 from tests.support.memcached import MemcachedProcess
 from tests.support.xss import VECTORS, Vector
 from tests.unit.test_notes import Elements
@@ -202,6 +203,7 @@ class FragmentReads:
     def __init__(self, app: Quart, monkeypatch: pytest.MonkeyPatch) -> None:
         state = find_state(app)
         assert state is not None
+        self.app = app
         self.client: CacheClient = state.cache
         self.round_trips = 0
         real = self.client.get_many
@@ -222,6 +224,12 @@ class FragmentReads:
         self.round_trips = 0
         self.base = self.counts()
 
+    async def stored(self) -> None:
+        """Wait for the fragments the last answers store in the background."""
+        fragments = fragment_cache_of(self.app.jinja_env)
+        assert fragments is not None
+        await fragments.stored()
+
     def since(self) -> tuple[int, int, int]:
         """(round trips, hits, misses) since the last reset."""
         hits, misses = self.counts()
@@ -241,6 +249,7 @@ async def test_a_page_miss_after_a_write_renders_only_the_changed_notes(
     first = await client.get("/")
     assert first.headers["X-Cache"] == "miss"
     assert reads.since() == (1, 0, 20)  # one get_many; 20 rendered (the empty one is not)
+    await reads.stored()
 
     changed = tasks[7]
     patch = await client.patch(f"/api/tasks/{changed['id']}", json={"notes": "**changed**"})
@@ -265,6 +274,7 @@ async def test_htmx_answers_store_the_fragment_the_next_page_miss_reads(
     tasks = [await create(client, f"task {n}", NOTES.format(n=n)) for n in range(5)]
     await page(client)
     reads = FragmentReads(cached_app, monkeypatch)
+    await reads.stored()
     answer = await client.post(f"/{tasks[2]['id']}/notes", form={"notes": "_edited_"},
                                headers=HX)
     assert "<p><em>edited</em></p>" in await answer.get_data(as_text=True)
@@ -272,6 +282,7 @@ async def test_htmx_answers_store_the_fragment_the_next_page_miss_reads(
     renamed = await client.post(f"/{tasks[3]['id']}/rename", form={"name": "renamed"},
                                 headers=HX)
     assert "Step 3" in await renamed.get_data(as_text=True)  # a rename is a new version too
+    await reads.stored()
     reads.reset()
     html = await page(client)
     assert reads.since() == (1, 5, 0)
@@ -286,6 +297,9 @@ async def test_a_deleted_tasks_fragment_is_never_served_for_the_id_sqlite_reuses
     await create(client, "first")
     doomed = await create(client, "doomed", "old secret notes")
     assert "old secret notes" in await page(client)
+    fragments = fragment_cache_of(cached_app.jinja_env)
+    assert fragments is not None
+    await fragments.stored()
     assert (await client.delete(f"/api/tasks/{doomed['id']}")).status_code == 204
     reborn = await create(client, "reborn", "new notes")
     assert reborn["id"] == doomed["id"]  # SQLite hands the id out again
@@ -301,6 +315,7 @@ async def test_a_new_release_never_serves_the_old_releases_fragments(
     for n in range(3):
         await create(client, f"task {n}", NOTES.format(n=n))
     await page(client)
+    await FragmentReads(cached_app, monkeypatch).stored()
     monkeypatch.setattr(app_package, "release_digest", lambda: "next-release")
     new = create_app(_settings(database_url, memcached_server))
     async with new.test_app():
