@@ -120,21 +120,14 @@ def test_hostile_notes_from_the_form_htmx_and_the_api_never_run(
     tasks: list[tuple[int, str]] = []
     for vector in VECTORS:
         tasks.append((api_create(base_url, f"api {vector.id}", vector.notes), vector.marker))
-    nojs_page.goto("/")
-    for vector in VECTORS:
-        task_id = api_create(base_url, f"form {vector.id}")
-        nojs_page.goto("/")
-        edit_notes(nojs_page, task_id, vector.notes)
-        expect(nojs_page.locator("#flashes")).to_have_text("Notes saved.")
-        tasks.append((task_id, vector.marker))
-    page.goto("/")
-    for vector in VECTORS:
-        task_id = api_create(base_url, f"htmx {vector.id}")
-        page.goto("/")
-        edit_notes(page, task_id, vector.notes)
-        expect(page.locator("#flashes")).to_have_text("Notes saved.")
-        assert page.evaluate(DANGER) == [], vector.id
-        tasks.append((task_id, vector.marker))
+    for browser_page, how in ((nojs_page, "form"), (page, "htmx")):
+        for vector in VECTORS:
+            task_id = api_create(base_url, f"{how} {vector.id}")
+            browser_page.goto("/")
+            edit_notes(browser_page, task_id, vector.notes)
+            expect(browser_page.locator("#flashes")).to_have_text("Notes saved.")
+            assert browser_page.evaluate(DANGER) == [], f"{how} {vector.id}"
+            tasks.append((task_id, vector.marker))
 
     page.goto("/")
     page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")

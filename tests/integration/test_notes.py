@@ -5,7 +5,6 @@ view-cached page (Russian doll), on a real memcached."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,11 +14,10 @@ from quart.typing import TestClientProtocol as Client
 import app as app_package
 from app import create_app
 from app.cache import CacheClient
-from app.settings import Settings
 from app.state import find_state
 from app.tasks.notes import ALLOWED_TAGS, LINK_REL
 from app.webcache.fragments import fragment_cache_of
-from tests.support.memcached import MemcachedProcess
+from tests.support.memcached import MemcachedProcess, settings_with
 from tests.support.xss import VECTORS, Vector
 from tests.unit.test_notes import Elements
 
@@ -177,26 +175,6 @@ async def test_hostile_notes_through_form_htmx_and_api_render_safely(
 # --- fragments: Russian doll on a real memcached ----------------------------------------------
 
 
-@pytest.fixture
-async def cached_app(
-    database_url: str, memcached_server: MemcachedProcess
-) -> AsyncIterator[Quart]:
-    app = create_app(_settings(database_url, memcached_server))
-    async with app.test_app():
-        yield app
-
-
-def _settings(database_url: str, memcached_server: MemcachedProcess) -> Settings:
-    return Settings(
-        env="development",
-        database_url=database_url,
-        memcache_servers=(memcached_server.address,),
-        cache_op_timeout=0.3,
-        cache_connect_timeout=0.5,
-        cache_retry_timeout=0.2,
-    )
-
-
 class FragmentReads:
     """The fragment `get_many` calls and hits/misses of an app's real cache client."""
 
@@ -240,12 +218,12 @@ NOTES = "## Step {n}\n\n- *read* the [docs](https://example.com/{n})\n- `run` it
 
 
 async def test_a_page_miss_after_a_write_renders_only_the_changed_notes(
-    cached_app: Quart, monkeypatch: pytest.MonkeyPatch
+    memcached_app: Quart, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = cached_app.test_client()
+    client = memcached_app.test_client()
     tasks = [await create(client, f"task {n}", NOTES.format(n=n)) for n in range(20)]
     await create(client, "no notes")
-    reads = FragmentReads(cached_app, monkeypatch)
+    reads = FragmentReads(memcached_app, monkeypatch)
     first = await client.get("/")
     assert first.headers["X-Cache"] == "miss"
     assert reads.since() == (1, 0, 20)  # one get_many; 20 rendered (the empty one is not)
@@ -268,12 +246,12 @@ async def test_a_page_miss_after_a_write_renders_only_the_changed_notes(
 
 
 async def test_htmx_answers_store_the_fragment_the_next_page_miss_reads(
-    cached_app: Quart, monkeypatch: pytest.MonkeyPatch
+    memcached_app: Quart, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = cached_app.test_client()
+    client = memcached_app.test_client()
     tasks = [await create(client, f"task {n}", NOTES.format(n=n)) for n in range(5)]
     await page(client)
-    reads = FragmentReads(cached_app, monkeypatch)
+    reads = FragmentReads(memcached_app, monkeypatch)
     await reads.stored()
     answer = await client.post(f"/{tasks[2]['id']}/notes", form={"notes": "_edited_"},
                                headers=HX)
@@ -291,13 +269,13 @@ async def test_htmx_answers_store_the_fragment_the_next_page_miss_reads(
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_deleted_tasks_fragment_is_never_served_for_the_id_sqlite_reuses(
-    cached_app: Quart,
+    memcached_app: Quart,
 ) -> None:
-    client = cached_app.test_client()
+    client = memcached_app.test_client()
     await create(client, "first")
     doomed = await create(client, "doomed", "old secret notes")
     assert "old secret notes" in await page(client)
-    fragments = fragment_cache_of(cached_app.jinja_env)
+    fragments = fragment_cache_of(memcached_app.jinja_env)
     assert fragments is not None
     await fragments.stored()
     assert (await client.delete(f"/api/tasks/{doomed['id']}")).status_code == 204
@@ -308,16 +286,16 @@ async def test_a_deleted_tasks_fragment_is_never_served_for_the_id_sqlite_reuses
 
 
 async def test_a_new_release_never_serves_the_old_releases_fragments(
-    cached_app: Quart, database_url: str, memcached_server: MemcachedProcess,
+    memcached_app: Quart, database_url: str, memcached_server: MemcachedProcess,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    client = cached_app.test_client()
+    client = memcached_app.test_client()
     for n in range(3):
         await create(client, f"task {n}", NOTES.format(n=n))
     await page(client)
-    await FragmentReads(cached_app, monkeypatch).stored()
+    await FragmentReads(memcached_app, monkeypatch).stored()
     monkeypatch.setattr(app_package, "release_digest", lambda: "next-release")
-    new = create_app(_settings(database_url, memcached_server))
+    new = create_app(settings_with(database_url, memcached_server))
     async with new.test_app():
         reads = FragmentReads(new, monkeypatch)
         assert "Step 2" in await page(new.test_client())
@@ -325,9 +303,9 @@ async def test_a_new_release_never_serves_the_old_releases_fragments(
 
 
 async def test_with_memcached_dead_notes_still_render(
-    cached_app: Quart, memcached_server: MemcachedProcess
+    memcached_app: Quart, memcached_server: MemcachedProcess
 ) -> None:
-    client = cached_app.test_client()
+    client = memcached_app.test_client()
     task = await create(client, "plan", "*before*")
     await page(client)
     memcached_server.kill()
