@@ -86,6 +86,7 @@ PEER ?= ../shared/peers/tutorial
 bench: $(BIN)/.installed $(ASSETS)
 	@$(MAKE) --no-print-directory system-packages SYSTEM_PACKAGES="$(BENCH_SYSTEM_PACKAGES)"
 	$(BIN)/python bench/cache_client.py
+	$(BIN)/python bench/notes_fragments.py
 	@if [ -d "$(PEER)" ]; then \
 		printed=$$("$(PEER)/setup.sh") || exit 1; venv=$$(tail -n 1 <<< "$$printed"); \
 		echo "$(BIN)/python bench/http_benchmark.py --peer $(PEER) --peer-venv $$venv"; \

@@ -49,7 +49,8 @@ class Settings:
     db_connect_timeout: float = 5.0
     db_statement_timeout: float = 5.0
     invalidation_log: bool | None = None  # see `logs_invalidations`
-    max_body_bytes: int = 64 * 1024
+    # 10,000 characters of notes percent- or \u-escaped at 12 bytes each, plus a name.
+    max_body_bytes: int = 128 * 1024
 
     memcache_servers: tuple[str, ...] = ()
     memcache_username: str | None = field(default=None, repr=False)

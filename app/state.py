@@ -22,7 +22,7 @@ from app.invalidation.courier import Courier
 from app.request_metrics import RequestMetrics
 from app.settings import Settings
 from app.tasks.service import TaskService
-from app.webcache.fragments import FragmentCache, init_fragment_cache
+from app.webcache.fragments import FragmentCache, fragment_cache_of, init_fragment_cache
 
 EXTENSION_KEY = "tasklist"
 log = logging.getLogger("tasklist.state")
@@ -56,6 +56,9 @@ def init_app(
 
     @app.after_serving
     async def close_resources() -> None:
+        fragments = fragment_cache_of(app.jinja_env)
+        if fragments is not None:
+            await fragments.stored()
         state: AppState | None = app.extensions.pop(EXTENSION_KEY, None)
         init_fragment_cache(app.jinja_env, None)
         if state is not None:

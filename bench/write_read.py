@@ -100,6 +100,7 @@ class Target:
     host: str
     port: int
     form: bool  # the tutorial's write
+    notes: str = ""  # this app's: the new task's notes
 
     @property
     def expected(self) -> int:
@@ -109,7 +110,8 @@ class Target:
         if self.form:
             return await connection.request("POST", "/", urlencode({"name": name}).encode(),
                                             "application/x-www-form-urlencoded")
-        return await connection.request("POST", "/api/tasks", json.dumps({"name": name}).encode(),
+        task = {"name": name, "notes": self.notes} if self.notes else {"name": name}
+        return await connection.request("POST", "/api/tasks", json.dumps(task).encode(),
                                         "application/json")
 
 

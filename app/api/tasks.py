@@ -56,7 +56,7 @@ async def list_tasks(query_args: PageQuery) -> tuple[TaskList, int, dict[str, st
 @problems(503)
 async def create_task(data: TaskCreate) -> tuple[Task, int, dict[str, str]]:
     """Create a task."""
-    task = await get_tasks().create(data.name)
+    task = await get_tasks().create(data.name, data.notes)
     return task, 201, {"Location": url_for("api.get_task", task_id=task.id)}
 
 
@@ -74,7 +74,7 @@ async def get_task(task_id: int) -> Task:
 @validate_response(Task)
 @problems(404, 503)
 async def update_task(task_id: int, data: TaskUpdate) -> Task:
-    """Rename a task and/or mark it done or not done."""
+    """Rename a task, mark it done or not done, and/or change its notes."""
     task = await get_tasks().update(task_id, **data.model_dump())
     return _found(task, task_id)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 MAX_KEY_BYTES = 250
@@ -78,6 +79,18 @@ class KeyBuilder:
         if len(key) > MAX_KEY_BYTES:
             key = f"{head}:*{digest(tail)}"
         return key
+
+    def keys(self, namespace: str, parts: Sequence[object], last: Iterable[int]) -> list[str]:
+        """``key(namespace, *parts, n)`` for each int `n` of `last`, the shared head built
+        once (a page's hundred fragment keys cost one hash, not a hundred)."""
+        head = self.key(namespace, *parts)
+        keys = []
+        for n in last:
+            key = f"{head}:{n}"
+            if isinstance(n, bool) or not isinstance(n, int) or len(key) > MAX_KEY_BYTES:
+                key = self.key(namespace, *parts, n)  # as built (or refused) one by one
+            keys.append(key)
+        return keys
 
     def __repr__(self) -> str:
         return f"KeyBuilder(prefix={self.prefix!r}, schema_version={self.schema_version})"

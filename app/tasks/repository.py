@@ -7,6 +7,7 @@ transaction (writes) or an autocommit `AsyncConnection` (reads, one round trip e
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any, TypedDict, cast
 
@@ -28,13 +29,16 @@ from app.tasks.models import TaskRow
 from app.tasks.schemas import Task, is_task_id
 
 TASK = cast(Table, TaskRow.__table__)  # typed FromClause; a mapped class's table is a Table
-COLUMNS = (TASK.c.id, TASK.c.name, TASK.c.done, TASK.c.created_at, TASK.c.updated_at)
+COLUMNS = (
+    TASK.c.id, TASK.c.name, TASK.c.done, TASK.c.notes, TASK.c.created_at, TASK.c.updated_at,
+    TASK.c.version,
+)
 # Computed once per statement by the database (an uncorrelated subquery), not once per row.
 TOTAL = select(func.count()).select_from(TASK).scalar_subquery().label("total")
 # The list's statements, built once: a page load then costs one execute. No total: a
 # count reads every row, so a page would cost more the longer the list.
 NEWEST = (
-    select(TASK.c.id, TASK.c.name, TASK.c.done)
+    select(TASK.c.id, TASK.c.name, TASK.c.done, TASK.c.notes, TASK.c.version)
     .order_by(TASK.c.id.desc())
     .limit(bindparam("limit"))
 )
@@ -55,11 +59,14 @@ REMOVE = delete(TASK).where(TASK.c.id == bindparam("task_id"))
 
 
 class ListedTask(TypedDict):
-    """What a row of the task list shows: JSON-able, so a page of them caches as it is."""
+    """What a row of the task list shows: JSON-able, so a page of them caches as it is.
+    `version` as in `Task`."""
 
     id: int
     name: str
     done: bool
+    notes: str
+    version: str
 
 
 class TaskRepository:
@@ -82,7 +89,11 @@ class TaskRepository:
             result = await self.db.execute(NEWEST, {"limit": limit})
         else:
             result = await self.db.execute(NEWEST_BEFORE, {"limit": limit, "before": before})
-        return [{"id": row.id, "name": row.name, "done": row.done} for row in result]
+        return [
+            {"id": row.id, "name": row.name, "done": row.done, "notes": row.notes,
+             "version": row.version}
+            for row in result
+        ]
 
     async def list(self, *, limit: int | None = None, offset: int = 0) -> tuple[list[Task], int]:
         """A page of tasks in creation order, and how many there are in all (one statement
@@ -108,9 +119,10 @@ class TaskRepository:
         row = (await self.db.execute(ONE, {"task_id": task_id})).first()
         return None if row is None else _to_task(row)
 
-    async def add(self, name: str) -> Task:
+    async def add(self, name: str, notes: str = "") -> Task:
         now = datetime.now(UTC)
-        values = {"name": name, "done": False, "created_at": now, "updated_at": now}
+        values = {"name": name, "done": False, "notes": notes, "created_at": now,
+                  "updated_at": now, "version": new_version()}
         if self._returning:
             return _to_task((await self.db.execute(ADD_RETURNING, values)).one())
         key = _cursor(await self.db.execute(ADD, values)).inserted_primary_key
@@ -118,15 +130,21 @@ class TaskRepository:
         return await self._written(key[0])
 
     async def update(
-        self, task_id: int, *, name: str | None = None, done: bool | None = None
+        self, task_id: int, *, name: str | None = None, done: bool | None = None,
+        notes: str | None = None,
     ) -> Task | None:
+        """Change what is given, and give the task a new version."""
         if not is_task_id(task_id):
             return None
-        values: dict[str, Any] = {"task_id": task_id, "updated_at": datetime.now(UTC)}
+        values: dict[str, Any] = {
+            "task_id": task_id, "updated_at": datetime.now(UTC), "version": new_version()
+        }
         if name is not None:
             values["name"] = name
         if done is not None:
             values["done"] = done
+        if notes is not None:
+            values["notes"] = notes
         if not self._returning:
             written = _cursor(await self.db.execute(CHANGE, values)).rowcount
             return await self._written(task_id) if written else None
@@ -144,6 +162,12 @@ class TaskRepository:
         return _cursor(result).rowcount > 0
 
 
+def new_version() -> str:
+    """A task's version on insert and on every update: random, so never one it had before,
+    nor one a deleted task with the same id had."""
+    return secrets.token_urlsafe(16)
+
+
 def _cursor(result: Result[*tuple[Any, ...]]) -> CursorResult[*tuple[Any, ...]]:
     """A DML statement's result: a session types it as a plain `Result`, but it is the
     connection's `CursorResult`, which has `rowcount` and `inserted_primary_key`."""
@@ -155,8 +179,10 @@ def _to_task(row: Row[*tuple[Any, ...]]) -> Task:
         id=row.id,
         name=row.name,
         done=row.done,
+        notes=row.notes,
         created_at=_utc(row.created_at),
         updated_at=_utc(row.updated_at),
+        version=row.version,
     )
 
 

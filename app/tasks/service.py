@@ -22,7 +22,7 @@ from app.db import Database, DatabaseUnavailable, read, transaction
 from app.invalidation.courier import Courier
 from app.invalidation.log import Invalidation
 from app.tasks.repository import ListedTask, TaskRepository
-from app.tasks.schemas import Task, clean_name
+from app.tasks.schemas import Task, clean_name, clean_notes
 
 # Generation namespaces, for `@cached(depends_on=...)` views and memoized reads.
 ALL_TASKS = "tasks"
@@ -119,19 +119,25 @@ class TaskService:
         data = await self._task(task_id=task_id)
         return None if data is None else Task.model_validate(data)
 
-    async def create(self, name: str) -> Task:
-        """Store a new task; raises `InvalidTaskName` for a blank or too long name."""
-        name = clean_name(name)
-        return await self._write(lambda tasks: tasks.add(name))
+    async def create(self, name: str, notes: str = "") -> Task:
+        """Store a new task; raises `InvalidTaskName` for a blank or too long name,
+        `InvalidNotes` for notes that are too long or not text."""
+        name, notes = clean_name(name), clean_notes(notes)
+        return await self._write(lambda tasks: tasks.add(name, notes))
 
     async def update(
-        self, task_id: int, *, name: str | None = None, done: bool | None = None
+        self, task_id: int, *, name: str | None = None, done: bool | None = None,
+        notes: str | None = None,
     ) -> Task | None:
-        """Rename and/or (un)complete a task; `None` when there is no such task."""
+        """Rename, (un)complete and/or change the notes of a task (each change gives it a
+        new version); `None` when there is no such task. Raises as `create` does."""
         if name is not None:
             name = clean_name(name)
+        if notes is not None:
+            notes = clean_notes(notes)
         return await self._write(
-            lambda tasks: tasks.update(task_id, name=name, done=done), task_id=task_id
+            lambda tasks: tasks.update(task_id, name=name, done=done, notes=notes),
+            task_id=task_id,
         )
 
     async def delete(self, task_id: int) -> bool:

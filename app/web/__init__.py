@@ -7,8 +7,10 @@ import os
 from functools import cache
 from pathlib import Path
 
+from markupsafe import Markup
 from quart import Blueprint, current_app, request, url_for
 
+from app.tasks.notes import render_notes
 from app.tasks.service import PAGE_SIZE
 
 bp = Blueprint("web", __name__)
@@ -38,6 +40,12 @@ def static_url(filename: str) -> str:
 def _static_url(filename: str, version: str | None, root_path: str) -> str:
     # Once per file, version and mount point: a page links three.
     return url_for("static", filename=filename, v=version)
+
+
+@bp.app_template_filter("markdown")
+def markdown(source: str) -> Markup:
+    """Task notes as sanitised HTML (`app.tasks.notes.render_notes`)."""
+    return Markup(render_notes(source))
 
 
 @bp.app_template_global()

@@ -7,9 +7,11 @@ message out of band (never through the session, so a cached list page never hold
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 from urllib.parse import parse_qsl
 
+from markupsafe import Markup
 from quart import Response, flash, redirect, request, url_for
 from quart_schema import hide
 from werkzeug.datastructures import MultiDict
@@ -18,15 +20,17 @@ from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 from app.db import DatabaseUnavailable
 from app.htmx import VARY_HEADERS, add_vary, wants_partial
 from app.state import get_tasks
-from app.tasks.schemas import MAX_TASK_ID, InvalidTaskName, is_task_id
+from app.tasks.repository import ListedTask
+from app.tasks.schemas import MAX_TASK_ID, InvalidNotes, InvalidTaskName, Task, is_task_id
 from app.tasks.service import ALL_TASKS, LIST_TIMEOUT
-from app.templating import render
+from app.templating import render, render_fragments
 from app.web import bp, page_url
 from app.webcache.views import cached
 
 TASK_GONE = "That task no longer exists."
 FORM_TYPE = "application/x-www-form-urlencoded"
 NAME_NOT_UTF8 = "Task name is not valid UTF-8 text."
+NOTES_NOT_UTF8 = "Task notes are not valid UTF-8 text."
 
 
 class FormNotUTF8(BadRequest):
@@ -45,7 +49,8 @@ async def index() -> Response:
         template = "tasks/index.html"
     else:
         template = "tasks/_list.html" if before is None else "tasks/_page.html"
-    body = render(template, page=page, root=page_url("web.index"))
+    rendered = await _rendered_notes(page.tasks)
+    body = render(template, page=page, root=page_url("web.index"), rendered=rendered)
     return add_vary(Response(body))
 
 
@@ -87,6 +92,25 @@ async def rename_task(task_id: int) -> Response:
     if task is None:
         return await _gone()
     return await _reply(f"Renamed to “{task.name}”.", "success", "tasks/_changed.html", task=task)
+
+
+@bp.post("/<int:task_id>/notes")
+@hide
+async def edit_notes(task_id: int) -> Response:
+    notes = None
+    try:
+        notes = await _notes()
+        task = await get_tasks().update(task_id, notes=notes)
+    except InvalidNotes as error:
+        task = await get_tasks().get(task_id)
+        if task is not None:
+            return await _reply(
+                str(error), "error", "tasks/_changed.html", 422, task=task, notes_error=error,
+                draft=notes, opened=True,
+            )
+    if task is None:
+        return await _gone()
+    return await _reply("Notes saved.", "success", "tasks/_changed.html", task=task, opened=True)
 
 
 @bp.post("/<int:task_id>/complete")
@@ -132,6 +156,29 @@ async def _name() -> str:
         raise InvalidTaskName(NAME_NOT_UTF8) from None
 
 
+async def _notes() -> str:
+    """The form's notes, with the line breaks a browser sends (CRLF) as stored (LF); a form
+    that is not UTF-8 text is refused as notes are."""
+    try:
+        notes = (await _form()).get("notes", "")
+    except FormNotUTF8:
+        raise InvalidNotes(NOTES_NOT_UTF8) from None
+    return notes.replace("\r\n", "\n").replace("\r", "\n")
+
+
+async def _rendered_notes(tasks: Sequence[ListedTask | Task]) -> dict[int, Markup]:
+    """The HTML of the notes of each task that has some, by task id: cached fragments, one
+    round trip for all (`render_fragments`)."""
+    with_notes = [task for task in tasks if _id_and_notes(task)[1]]
+    html = await render_fragments("tasks/_notes.html", with_notes, as_="task")
+    ids = [_id_and_notes(task)[0] for task in with_notes]
+    return dict(zip(ids, html, strict=True))
+
+
+def _id_and_notes(task: ListedTask | Task) -> tuple[int, str]:
+    return (task["id"], task["notes"]) if isinstance(task, dict) else (task.id, task.notes)
+
+
 async def _gone() -> Response:
     """410, not 404: a row removes itself on this answer (`hx-status:410`), and a 404 from the
     error helper (unknown route) must not match that rule once retargeted at #flashes."""
@@ -153,6 +200,9 @@ async def _reply(
     if wants_partial(request.headers):
         if summary:
             context.update(await _summary())
+        task = context.get("task")
+        if isinstance(task, Task):
+            context["rendered"] = await _rendered_notes([task])
         flashes = [(category, message)] if message else []
         body = render(fragment, flashes=flashes, **context)
         return add_vary(Response(body, status=status))

@@ -11,7 +11,7 @@ parts as they are; any other value is used as its ``str()``.
 
 Collection caching (Rails' ``render collection:, cached: true``)::
 
-    {{ cached_rows("tasks/_task.html", tasks, as_="task", version="updated_at") }}
+    {{ cached_rows("row.html", tasks, as_="task", version="updated_at") }}
 
 renders one row template per item with ONE `CacheClient.get_many` for all rows, renders
 only the missing ones (each with the caller's context plus the item under `as_`), stores
@@ -20,8 +20,9 @@ those concurrently and returns the rows joined, in order, as `Markup`.
 Keys and digests (Rails' recyclable keys): a key is built by the client's `KeyBuilder` in
 the ``fragment`` namespace from the name and the vary values (for a row: the row's `key`
 after `vary`), never from the template digest, so `FragmentCache.make_template_fragment_key`
-names the exact key of a fragment for a delete. The entry holds
-``{"template": digest, "release": release, "version": row version or None, "html": html}``; a stored
+names the exact key of a fragment for a delete. The entry's value is
+``{"template": digest, "release": release, "version": row version or None}`` and its
+payload the html (UTF-8, stored as it is: no JSON string to escape and parse); a stored
 digest, release or version that differs from the current one is a miss (counted as one on
 the dashboard), and the fresh rendering overwrites the same key. Editing a template
 therefore retires its fragments without leaving copies behind, and changing one item
@@ -81,10 +82,15 @@ class FragmentCache:
     def __init__(self, client: CacheClient, *, release: str = "") -> None:
         self.client = client
         self.release = release
+        self._storing: set[asyncio.Task[None]] = set()
 
     def make_template_fragment_key(self, name: str, vary_on: Iterable[Any] = ()) -> str:
         """The key the tag (or a row: `vary` then the row's key parts) uses for `name`/`vary_on`."""
         return self.client.keys.key(Namespaces.FRAGMENT, name, *map(_key_part, vary_on))
+
+    def keys_by_id(self, name: str, ids: Iterable[int]) -> list[str]:
+        """``make_template_fragment_key(name, [id])`` for each id, built faster."""
+        return self.client.keys.keys(Namespaces.FRAGMENT, (name,), ids)
 
     async def fetch(
         self, keys: Sequence[str], template_digest: str, versions: Sequence[str | None]
@@ -96,17 +102,14 @@ class FragmentCache:
             entry = entries.get(key)
             if entry is None:
                 continue
-            value = entry.value
-            if (
-                isinstance(value, dict)
-                and value.get("template") == template_digest
-                and value.get("release") == self.release
-                and value.get("version") == version
-                and isinstance(value.get("html"), str)
-            ):
-                found[key] = value["html"]
-            else:
-                self._recount_as_miss(key)
+            if entry.value == {"template": template_digest, "release": self.release,
+                               "version": version} and entry.payload is not None:
+                try:
+                    found[key] = entry.payload.decode()
+                    continue
+                except UnicodeDecodeError:
+                    pass
+            self._recount_as_miss(key)
         return found
 
     async def store(
@@ -116,12 +119,53 @@ class FragmentCache:
         await asyncio.gather(*(
             self.client.set(
                 key,
-                {"template": template_digest, "release": self.release, "version": version,
-                 "html": html},
+                {"template": template_digest, "release": self.release, "version": version},
                 ttl,
+                payload=html.encode(),
             )
             for key, (html, version) in rows.items()
         ))
+
+    async def render_many(
+        self,
+        keys: Sequence[str],
+        versions: Sequence[str | None],
+        template_digest: str,
+        render: Callable[[int], Awaitable[str]],
+        ttl: int,
+        *,
+        store_later: bool = False,
+    ) -> list[str]:
+        """The html of each key, in order: what the cache holds for its version and the
+        digest (one `get_many` for all), else `render(index)`, once per distinct key; the
+        rendered ones are stored concurrently, before returning or, with `store_later`, in
+        the background (`stored()` waits for those)."""
+        found = await self.fetch(keys, template_digest, versions)
+        rendered: dict[str, tuple[str, str | None]] = {}
+        html = []
+        for index, (key, version) in enumerate(zip(keys, versions, strict=True)):
+            if key in found:
+                html.append(found[key])
+                continue
+            if key not in rendered:
+                rendered[key] = (await render(index), version)
+            html.append(rendered[key][0])
+        if not rendered:
+            return html
+        if store_later:
+            task = asyncio.create_task(self.store(rendered, template_digest, ttl))
+            self._storing.add(task)
+            task.add_done_callback(self._storing.discard)
+        else:
+            await self.store(rendered, template_digest, ttl)
+        return html
+
+    async def stored(self) -> None:
+        """Wait until the fragments being stored in the background are."""
+        while self._storing:
+            storing = list(self._storing)
+            await asyncio.gather(*storing)
+            self._storing.difference_update(storing)
 
     async def delete(self, key: str) -> None:
         await self.client.delete(key)
@@ -196,7 +240,7 @@ class CacheExtension(Extension):
         reads_user_state: bool,
         caller: Callable[[], Awaitable[str]],
     ) -> str:
-        fragments: FragmentCache | None = getattr(self.environment, "fragment_cache", None)
+        fragments = fragment_cache_of(self.environment)
         if reads_user_state:
             self._refuse_user_state(name)
             fragments = None
@@ -238,7 +282,7 @@ async def cached_rows(
     name: str | None = None,
     as_: str = "item",
     key: ItemField = "id",
-    version: ItemField | None = "cache_version",
+    version: ItemField | None = "version",
     vary: Sequence[Any] = (),
     timeout: int | float | None = None,  # noqa: ASYNC109 (a cache TTL, as in the tag)
 ) -> Markup:
@@ -253,29 +297,21 @@ async def cached_rows(
     template = env.get_template(template_name, parent=context.name)
     rows = list(items)
     outer = context.get_all()
-    fragments: FragmentCache | None = getattr(env, "fragment_cache", None)
+    fragments = fragment_cache_of(env)
     if fragments is None or not rows:
         return Markup("".join([await template.render_async({**outer, as_: item}) for item in rows]))
 
-    ttl = _ttl(timeout)
+    async def render(index: int) -> str:
+        return await template.render_async({**outer, as_: rows[index]})
+
     prefix = template_name if name is None else name
     keys = [
         fragments.make_template_fragment_key(prefix, (*vary, *_key_parts(env, item, key)))
         for item in rows
     ]
     versions = [None if version is None else _version(env, item, version) for item in rows]
-    template_digest = _extension(env).template_digest(template_name)
-    found = await fragments.fetch(keys, template_digest, versions)
-    rendered: dict[str, tuple[str, str | None]] = {}
-    html = []
-    for item, row_key, row_version in zip(rows, keys, versions, strict=True):
-        if row_key in found:
-            html.append(found[row_key])
-            continue
-        if row_key not in rendered:
-            rendered[row_key] = (await template.render_async({**outer, as_: item}), row_version)
-        html.append(rendered[row_key][0])
-    await fragments.store(rendered, template_digest, ttl)
+    template_digest = template_digest_of(env, template_name)
+    html = await fragments.render_many(keys, versions, template_digest, render, _ttl(timeout))
     return Markup("".join(html))
 
 
@@ -303,11 +339,19 @@ def init_fragment_cache(env: Environment, fragments: FragmentCache | None) -> No
     env.fragment_cache = fragments  # type: ignore[attr-defined]  # declared by the extension
 
 
-def _extension(env: Environment) -> CacheExtension:
+def fragment_cache_of(env: Environment) -> FragmentCache | None:
+    """The `FragmentCache` `init_fragment_cache` gave `env`, or ``None`` (uncached)."""
+    fragments: FragmentCache | None = getattr(env, "fragment_cache", None)
+    return fragments
+
+
+def template_digest_of(env: Environment, template_name: str) -> str:
+    """The digest fragments of `template_name` are stored with (its source, as `env`'s loader
+    gives it); needs `init_fragment_cache(env, ...)` first."""
     extension = env.extensions.get(CacheExtension.identifier)
     if not isinstance(extension, CacheExtension):
-        raise RuntimeError("cached_rows needs init_fragment_cache(env, ...) first")
-    return extension
+        raise RuntimeError("fragments need init_fragment_cache(env, ...) first")
+    return extension.template_digest(template_name)
 
 
 def _field(env: Environment, item: Any, field: ItemField, what: str) -> Any:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from quart import Response
 from quart.typing import TestClientProtocol as Client
 
+from app.settings import Settings
 from tests.support.databases import EVERY_BACKEND
 
 pytestmark = pytest.mark.parametrize("database_url", EVERY_BACKEND, indirect=True)
@@ -17,6 +19,7 @@ JSON = {"Content-Type": "application/json"}
 ONE_LINE = "Task name must be one line, without tabs or other control characters."
 INVALID_TEXT = "Task name contains invalid Unicode (a lone surrogate)."
 NOT_UTF8 = "The body is not valid UTF-8."
+NOTES_NOT_TEXT = "Task notes must be text: no control characters other than tabs and line breaks."
 TOO_DEEP = "The body is nested too deeply."
 MAX_BIGINT = 2**63 - 1
 
@@ -44,7 +47,8 @@ async def test_create_returns_201_with_location(client: Client) -> None:
     assert response.headers["Location"] == f"/api/tasks/{task['id']}"
     assert task["name"] == "Buy milk"
     assert task["done"] is False
-    assert set(task) == {"id", "name", "done", "created_at", "updated_at"}
+    assert set(task) == {"id", "name", "done", "notes", "created_at", "updated_at"}
+    assert task["notes"] == ""
     fetched = await client.get(response.headers["Location"])
     assert await fetched.get_json() == task
 
@@ -105,7 +109,51 @@ async def test_patch_renames_and_completes(client: Client) -> None:
     assert (body["name"], body["done"]) == ("final", False)
 
 
-@pytest.mark.parametrize("payload", [{}, {"name": None}, {"done": None}])
+async def test_notes_are_created_patched_and_returned_as_markdown_source(
+    client: Client,
+) -> None:
+    notes = "# Plan\n\n- *one* <script>alert(1)</script>\n- [two](javascript:alert(2))\n"
+    response = await client.post("/api/tasks", json={"name": "draft", "notes": notes})
+    assert response.status_code == 201
+    task = await response.get_json()
+    assert task["notes"] == notes
+    patch = await client.patch(f"/api/tasks/{task['id']}", json={"notes": "🚀" * 10_000})
+    assert patch.status_code == 200
+    body = await patch.get_json()
+    assert (body["name"], body["notes"]) == ("draft", "🚀" * 10_000)
+    assert await (await client.get(f"/api/tasks/{task['id']}")).get_json() == body
+    listing = await (await client.get("/api/tasks")).get_json()
+    assert listing["items"] == [body]
+    cleared = await client.patch(f"/api/tasks/{task['id']}", json={"notes": " \n\t "})
+    assert (await cleared.get_json())["notes"] == ""
+
+
+@pytest.mark.parametrize(
+    ("notes", "message"),
+    [
+        ("x" * 10_001, "Task notes must be at most 10,000 characters."),
+        ("a\u0000b", NOTES_NOT_TEXT),
+        ("\u001b[31m", NOTES_NOT_TEXT),
+        ("\ud800", "Task notes contain invalid Unicode (a lone surrogate)."),
+    ],
+    ids=["too-long", "nul", "escape", "surrogate"],
+)
+async def test_bad_notes_are_422_on_create_and_patch_and_store_nothing(
+    client: Client, notes: str, message: str
+) -> None:
+    body = json.dumps({"name": "x", "notes": notes}).encode()
+    problem = await assert_problem(await client.post("/api/tasks", data=body, headers=JSON), 422)
+    assert problem["errors"] == [{"loc": ["notes"], "msg": message, "type": "task_notes"}]
+    task = await create(client, "kept")
+    patch_body = json.dumps({"notes": notes}).encode()
+    patch = await client.patch(f"/api/tasks/{task['id']}", data=patch_body, headers=JSON)
+    assert (await assert_problem(patch, 422))["detail"] == message
+    assert await (await client.get(f"/api/tasks/{task['id']}")).get_json() == task
+    listing = await (await client.get("/api/tasks")).get_json()
+    assert [t["name"] for t in listing["items"]] == ["kept"]
+
+
+@pytest.mark.parametrize("payload", [{}, {"name": None}, {"done": None}, {"notes": None}])
 async def test_patch_with_nothing_to_change_or_null_is_422(
     client: Client, payload: dict[str, Any]
 ) -> None:
@@ -266,7 +314,7 @@ async def test_bad_bodies_are_problems_and_store_nothing(
 async def test_undecodable_bodies_are_400_saying_why(
     client: Client, body: bytes, detail: str
 ) -> None:
-    assert len(body) < 64 * 1024, "under the body limit, so the decoder has to cope"
+    assert len(body) < Settings().max_body_bytes, "under the body limit, so the decoder has to cope"
     problem = await assert_problem(await client.post("/api/tasks", data=body, headers=JSON), 400)
     assert problem["detail"] == detail
 
@@ -288,7 +336,7 @@ async def test_moderately_nested_bodies_are_validated_not_refused(client: Client
 
 
 async def test_body_over_the_limit_is_413(client: Client) -> None:
-    body = b'{"name": "' + b"a" * 100_000 + b'"}'
+    body = b'{"name": "' + b"a" * Settings().max_body_bytes + b'"}'
     headers = {"Content-Type": "application/json"}
     await assert_problem(await client.post("/api/tasks", data=body, headers=headers), 413)
 

@@ -193,12 +193,13 @@ async def test_a_form_in_another_encoding_is_415_and_changes_nothing(client: Cli
 
 # --- bodies over the size limit --------------------------------------------------------------
 
-LIMIT = 64 * 1024  # Settings.max_body_bytes
-TOO_LARGE = "The request body is larger than 65,536 bytes"
+LIMIT = Settings().max_body_bytes
+TOO_LARGE = f"The request body is larger than {LIMIT:,} bytes"
 ROUTES = [
     ("POST", "/", FORM),
     ("POST", "/{id}/rename", FORM),
     ("POST", "/{id}/complete", FORM),
+    ("POST", "/{id}/notes", FORM),
     ("POST", "/{id}/delete", FORM),
     ("POST", "/api/tasks", (b"content-type", b"application/json")),
     ("PATCH", "/api/tasks/{id}", (b"content-type", b"application/json")),

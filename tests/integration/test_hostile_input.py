@@ -25,11 +25,12 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from app.settings import Settings
 from tests.support.servers import LiveServer, served_on_postgres
 
 pytestmark = pytest.mark.postgres
 
-LIMIT = 64 * 1024  # Settings.max_body_bytes
+LIMIT = Settings().max_body_bytes
 OVERSIZE = b"x" * (4 * LIMIT)
 ANSWER_TIMEOUT = 10.0  # seconds; longer is a hang
 PROBLEM = "application/problem+json"

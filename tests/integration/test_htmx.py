@@ -166,9 +166,11 @@ async def test_row_controls_have_ids_so_focus_survives_the_swap(client: Client) 
     """htmx 4 puts focus back on the element with the focused element's id after a swap."""
     task_id = await create(client, "focus")
     html = await htmx_post(client, f"/{task_id}/rename", name="focus")
-    for control in re.findall(r"<(?:input|button)\b[^>]*>", html):
+    controls = re.findall(r"<(?:input|button|textarea)\b[^>]*>", html)
+    assert any("<textarea" in control for control in controls)
+    for control in controls:
         if 'type="hidden"' not in control and "Delete:" not in control:  # delete: see _summary
-            assert re.search(rf'\bid="task-{task_id}-\w+"', control), control
+            assert re.search(rf'\bid="task-{task_id}-[\w-]+"', control), control
 
 
 async def test_rename_to_blank_is_422_with_the_row_and_its_message(client: Client) -> None:

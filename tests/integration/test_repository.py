@@ -53,7 +53,8 @@ async def test_newest_pages_back_by_id(session: AsyncSession) -> None:
     added = [await tasks.add(f"task {n}") for n in range(5)]
     newest = await tasks.newest(limit=2)
     assert [t["id"] for t in newest] == [added[4].id, added[3].id]
-    assert newest[0] == {"id": added[4].id, "name": "task 4", "done": False}
+    assert newest[0] == {"id": added[4].id, "name": "task 4", "done": False, "notes": "",
+                         "version": added[4].version}
     older = await tasks.newest(limit=10, before=added[3].id)
     assert [t["id"] for t in older] == [added[2].id, added[1].id, added[0].id]
     assert await tasks.newest(limit=10, before=added[0].id) == []
@@ -71,6 +72,31 @@ async def test_update_changes_only_the_given_fields(session: AsyncSession) -> No
     assert task.updated_at < renamed.updated_at < done.updated_at
     assert renamed.created_at == done.created_at == task.created_at
     assert await tasks.get(task.id) == done
+
+
+async def test_every_update_gives_a_new_version_and_notes_are_kept_exactly(
+    session: AsyncSession,
+) -> None:
+    tasks = TaskRepository(session)
+    notes = "# Plan\n\n- 🚀 *one*\n\t- [two](https://example.com)\r\n" + "é" * 9_950
+    task = await tasks.add("draft", notes)
+    renamed = await tasks.update(task.id, name="final")
+    done = await tasks.update(task.id, done=True)
+    cleared = await tasks.update(task.id, notes="")
+    assert renamed is not None and done is not None and cleared is not None
+    assert task.notes == renamed.notes == done.notes == notes and cleared.notes == ""
+    versions = {task.version, renamed.version, done.version, cleared.version}
+    assert len(versions) == 4 and all(len(v) == 22 for v in versions)
+    assert await tasks.get(task.id) == cleared
+
+
+async def test_a_reused_id_gets_a_new_version(session: AsyncSession) -> None:
+    """SQLite hands out the id of the last row again once it is deleted."""
+    tasks = TaskRepository(session)
+    first = await tasks.add("first", "notes")
+    assert await tasks.delete(first.id)
+    second = await tasks.add("second", "notes")
+    assert second.version != first.version
 
 
 async def test_update_and_delete_of_a_missing_task(session: AsyncSession) -> None:

@@ -12,8 +12,9 @@ Freshness is checked against what the test knows for certain when it sends a rea
 - every task whose `POST` has answered is listed (`GET /` and the API page that holds it),
   and the API's `total` lies between the creates answered before the read and the creates
   sent before its answer (other writers run concurrently);
-- the task this pair renamed carries exactly the new name and `done` flag, on `GET /`, in
-  the API list and on `GET /api/tasks/<id>`.
+- the task this pair renamed carries exactly the new name, `done` flag and notes, on `GET /`
+  (its notes rendered from their Markdown, a cached fragment), in the API list and on
+  `GET /api/tasks/<id>`.
 """
 
 from __future__ import annotations
@@ -62,6 +63,18 @@ DEAD_TIMEOUT = "3"
 
 ROW = re.compile(r'<li id="task-(\d+)" class="task( done)?">')
 ROW_NAME = re.compile(r'id="task-(\d+)-name" name="name" value="([^"]*)"')
+ROW_NOTES = re.compile(r'<div class="notes-text"><p><strong>([^<]*)</strong></p>')
+
+
+def page_notes(html: str) -> dict[int, str | None]:
+    """Each row's rendered notes (the `**...**` a pair writes), None for a row without."""
+    notes: dict[int, str | None] = {}
+    for chunk in html.split('<li id="task-')[1:]:
+        task_id, _, rest = chunk.partition('"')
+        if task_id.isdigit():
+            found = ROW_NOTES.search(rest.split("</details>", 1)[0])
+            notes[int(task_id)] = found.group(1) if found else None
+    return notes
 
 
 @dataclass
@@ -198,10 +211,12 @@ class Pair:
         return task["id"], name
 
     async def rename(self, writer: str, round_: int) -> None:
+        """Rename, (un)complete and change the notes of this pair's task: its notes are
+        the new name in bold, so a stale notes fragment shows an older name."""
         name, done = unique_name(self.index, round_), not self.own_done
         response = await request(self.client, self.ledger, "PATCH",
                                  f"{writer}/api/tasks/{self.own_id}",
-                                 json={"name": name, "done": done})
+                                 json={"name": name, "done": done, "notes": f"**{name}**"})
         assert response.status_code == 200, describe(response)
         self.own_name, self.own_done = name, done
 
@@ -223,7 +238,9 @@ class Pair:
         ledger = self.ledger
         known = set(ledger.created)
         answered = ledger.existing + ledger.creates_answered
-        expected = {"name": name} if done is None else {"name": name, "done": done}
+        expected: dict[str, Any] = {"name": name}
+        if done is not None:
+            expected.update(done=done, notes=f"**{name}**")
 
         if single:
             response = await request(self.client, ledger, "GET", f"{reader}/api/tasks/{task_id}")
@@ -243,7 +260,8 @@ class Pair:
         oldest = min(page_names, default=0) if 'rel="next"' in response.text else 0
         ceiling = task_id if single else max(known, default=0)
         missing = {i for i in known if oldest <= i <= ceiling} - page_names.keys()
-        got = {"name": page_names.get(task_id), "done": page_done.get(task_id)}
+        got = {"name": page_names.get(task_id), "done": page_done.get(task_id),
+               "notes": f"**{page_notes(response.text).get(task_id)}**"}
         got = {k: got[k] for k in expected}
         if response.status_code != 200 or missing or got != expected:
             ledger.stale.append(

@@ -4,7 +4,7 @@ databases and both cache backends (a real memcached process and the in-process c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +12,6 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 from sqlalchemy import event
 
-from app import create_app
 from app.settings import Settings
 from app.state import find_state
 from tests.support.memcached import MemcachedProcess
@@ -243,24 +242,6 @@ async def test_concurrent_cold_requests_query_the_database_once(
     # too. The page: one render, whose SELECT reads the newest rows.
     assert queries.count - before == 1
 
-
-
-@pytest.fixture
-async def memcached_app(
-    database_url: str, memcached_server: MemcachedProcess
-) -> AsyncIterator[Quart]:
-    settings = Settings(
-        write_rate_limit=0,
-        env="development",
-        database_url=database_url,
-        memcache_servers=(memcached_server.address,),
-        cache_op_timeout=0.3,
-        cache_connect_timeout=0.5,
-        cache_retry_timeout=0.2,
-    )
-    app = create_app(settings)
-    async with app.test_app():
-        yield app
 
 
 async def test_readyz_reports_the_cache(

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from app.settings import Settings
+
 MEMCACHED = "/usr/bin/memcached"
 NOT_INSTALLED = (
     "memcached is not installed: run `make test` (it apt-installs it) "
@@ -24,6 +26,20 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]  # an AF_INET address: (host, port)
         return port
+
+
+def settings_with(database_url: str, server: MemcachedProcess) -> Settings:
+    """The app's development settings on `database_url` and `server`, with short cache
+    deadlines, so that a test that kills the server waits little."""
+    return Settings(
+        write_rate_limit=0,
+        env="development",
+        database_url=database_url,
+        memcache_servers=(server.address,),
+        cache_op_timeout=0.3,
+        cache_connect_timeout=0.5,
+        cache_retry_timeout=0.2,
+    )
 
 
 class MemcachedProcess:

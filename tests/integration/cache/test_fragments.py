@@ -23,7 +23,7 @@ from tests.support.memcached import MemcachedProcess
 class Item:
     id: int
     name: str
-    cache_version: int = 1
+    version: int = 1
 
 
 class Spy:
@@ -187,7 +187,7 @@ async def test_changed_item_rerenders_only_its_row(cache_client: CacheClient, sp
     await site.render("list.html", items=rows)
     spy.reset()
 
-    rows[2] = replace(rows[2], name="renamed", cache_version=2)
+    rows[2] = replace(rows[2], name="renamed", version=2)
     rows[0] = replace(rows[0], name="same version")  # a cached row is not re-rendered
     html = await site.render("list.html", items=rows)
 
@@ -240,7 +240,7 @@ async def test_outer_block_rebuild_reuses_inner_rows(cache_client: CacheClient, 
     assert (spy.count("get_many"), spy.count("set")) == (1, 0)  # only the outer block read
 
     spy.reset()
-    rows[4] = replace(rows[4], name="changed", cache_version=2)
+    rows[4] = replace(rows[4], name="changed", version=2)
     html = await site.render("page.html", items=rows, generation=2)
     assert "<li>changed</li>" in html
     assert spy.count("get_many") == 2  # outer block, then all rows at once

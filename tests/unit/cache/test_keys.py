@@ -71,3 +71,13 @@ def test_validate_key_rejects_what_memcached_cannot_carry(bad: str) -> None:
 
 def test_validate_key_accepts_250_bytes() -> None:
     assert validate_key("x" * 250) == b"x" * 250
+
+
+def test_keys_are_the_keys_key_builds_one_by_one() -> None:
+    ids = [1, 42, 2**63 - 1, -5, 0]
+    for parts in (("tasks/_notes.html",), ("page", 3), ("x" * 240,), ()):
+        assert keys.keys("fragment", parts, ids) == [
+            keys.key("fragment", *parts, n) for n in ids
+        ]
+    with pytest.raises(TypeError):
+        keys.keys("fragment", ("a",), [True])
