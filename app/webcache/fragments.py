@@ -52,6 +52,7 @@ import asyncio
 import logging
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -65,6 +66,7 @@ from app.cache.client import CacheClient
 from app.cache.keys import Namespaces, digest
 
 DEFAULT_TIMEOUT = 86_400
+LOCAL_BYTES = 4 * 1024 * 1024  # of rendered html kept in each process (`LocalFragments`)
 
 logger = logging.getLogger("app.webcache.fragments")
 
@@ -76,12 +78,50 @@ class FragmentCacheMisuse(TemplateRuntimeError):
     """A cached block reads per-visitor state (session, flashed messages)."""
 
 
-class FragmentCache:
-    """Reads and writes rendered fragments through a `CacheClient` (see the module docstring)."""
+class LocalFragments:
+    """The versioned fragments this process read or rendered lately, up to `limit` bytes of
+    html, least recently used first out. A versioned fragment's key, template digest and
+    version name its content exactly (the version changes with its item, the release is the
+    process's own), so a copy kept here is as fresh as memcached's."""
 
-    def __init__(self, client: CacheClient, *, release: str = "") -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self._items: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+
+    def get(self, key: str, template_digest: str, version: str) -> str | None:
+        item = self._items.get(key)
+        if item is None or item[0] != template_digest or item[1] != version:
+            return None
+        self._items.move_to_end(key)
+        return item[2]
+
+    def discard(self, key: str) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.size -= len(old[2])
+
+    def put(self, key: str, template_digest: str, version: str, html: str) -> None:
+        self.discard(key)
+        if len(html) > self.limit:
+            return
+        self._items[key] = (template_digest, version, html)
+        self.size += len(html)
+        while self.size > self.limit:
+            _, (_, _, dropped) = self._items.popitem(last=False)
+            self.size -= len(dropped)
+
+
+class FragmentCache:
+    """Reads and writes rendered fragments through a `CacheClient` (see the module docstring),
+    keeping the versioned ones this process used lately in memory (`LocalFragments`)."""
+
+    def __init__(
+        self, client: CacheClient, *, release: str = "", local_bytes: int = LOCAL_BYTES
+    ) -> None:
         self.client = client
         self.release = release
+        self.local = LocalFragments(local_bytes)
         self._storing: set[asyncio.Task[None]] = set()
 
     def make_template_fragment_key(self, name: str, vary_on: Iterable[Any] = ()) -> str:
@@ -95,20 +135,32 @@ class FragmentCache:
     async def fetch(
         self, keys: Sequence[str], template_digest: str, versions: Sequence[str | None]
     ) -> dict[str, str]:
-        """The html of each key whose entry matches the digest and its version (one get_many)."""
-        entries = await self.client.get_many(keys)
+        """The html of each key whose entry matches the digest and its version: from this
+        process's memory if it is there (a versioned one), else from one get_many."""
         found = {}
+        remote: dict[str, str | None] = {}
         for key, version in zip(keys, versions, strict=True):
+            html = None if version is None else self.local.get(key, template_digest, version)
+            if html is None:
+                remote[key] = version
+            else:
+                found[key] = html
+                self._count_local_hit(key)
+        entries = await self.client.get_many(list(remote)) if remote else {}
+        for key, version in remote.items():
             entry = entries.get(key)
             if entry is None:
                 continue
             if entry.value == {"template": template_digest, "release": self.release,
                                "version": version} and entry.payload is not None:
                 try:
-                    found[key] = entry.payload.decode()
-                    continue
+                    found[key] = html = entry.payload.decode()
                 except UnicodeDecodeError:
                     pass
+                else:
+                    if version is not None:
+                        self.local.put(key, template_digest, version, html)
+                    continue
             self._recount_as_miss(key)
         return found
 
@@ -116,6 +168,9 @@ class FragmentCache:
         self, rows: Mapping[str, tuple[str, str | None]], template_digest: str, ttl: int
     ) -> None:
         """Store ``{key: (html, version)}`` concurrently; failures are left to the client."""
+        for key, (html, version) in rows.items():
+            if version is not None:
+                self.local.put(key, template_digest, version, html)
         await asyncio.gather(*(
             self.client.set(
                 key,
@@ -168,7 +223,11 @@ class FragmentCache:
             self._storing.difference_update(storing)
 
     async def delete(self, key: str) -> None:
+        self.local.discard(key)
         await self.client.delete(key)
+
+    def _count_local_hit(self, key: str) -> None:
+        self.client.counters.add("hits", Namespaces.FRAGMENT, self.client.backend.server_for(key))
 
     def _recount_as_miss(self, key: str) -> None:
         # The client saw a hit; for the dashboard an outdated fragment is a miss. No await
