@@ -117,9 +117,9 @@ class ViewCacheMiddleware(HTTPMiddleware):
         # and is not already here (a revalidation, or a page this process keeps).
         fetch_entry = not if_none_match and recent is None
         found = await service.client.get_many([*gen_keys, key] if fetch_entry else gen_keys)
-        if all(gen_key in found for gen_key in gen_keys):
+        try:
             tokens = [found[gen_key].value for gen_key in gen_keys]
-        else:
+        except KeyError:  # a token not there (expired, evicted, flushed): made anew
             current = await service.generations.current(namespaces)
             tokens = [current[ns] for ns in namespaces]
         etag = make_etag(key, tokens, gzip_ok)
@@ -129,7 +129,8 @@ class ViewCacheMiddleware(HTTPMiddleware):
         exchange = Exchange(service, spec, key, tokens, etag, gzip_ok, scope, receive, send)
         usable = await self._usable(exchange, recent, found if fetch_entry else None)
         if usable is not None:
-            return await self._send(exchange, *usable)
+            stored, state = usable
+            return await self._send(exchange, stored, state)
         if scope["method"] != "GET":
             return await self.app(scope, receive, self._recording(exchange, send, False))
         rendered = await self._render_once(exchange)
