@@ -26,8 +26,8 @@ from app.release import release_digest
 from app.request_metrics import RequestMetrics
 from app.settings import PROJECT_ROOT, Settings
 from app.webcache.fragments import init_fragment_cache
+from app.webcache.middleware import ViewCacheMiddleware
 from app.webcache.sessions import CacheSessionInterface, has_session_cookie
-from app.webcache.views import ViewCacheMiddleware
 
 
 def create_app(settings: Settings | None = None) -> Quart:
@@ -99,7 +99,7 @@ def _register_blueprints(app: Quart) -> None:
 
 
 def install_view_cache(app: Quart, release: str, recent_bytes: int) -> None:
-    """Serve `@cached` views from the cache in front of Quart (see `app.webcache.views`),
+    """Serve `@cached` views from the cache in front of Quart (see `app.webcache.middleware`),
     keeping up to `recent_bytes` of the responses served lately in this process."""
 
     def get_service() -> CacheService | None:

@@ -28,7 +28,7 @@ from quart import Quart
 
 from app import create_app as create_real_app
 from app.state import find_state
-from app.webcache.views import ViewCacheMiddleware
+from app.webcache.middleware import ViewCacheMiddleware
 
 MALLINFO2 = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
              "uordblks", "fordblks", "keepcost")

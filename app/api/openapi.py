@@ -23,7 +23,7 @@ from quart_schema import OpenAPIProvider
 from werkzeug.routing import Rule
 
 from app.errors import PROBLEM_JSON
-from app.webcache.views import VIEW_CACHE_ATTRIBUTE
+from app.webcache.declaration import VIEW_CACHE_ATTRIBUTE
 
 type View = Callable[..., Any]
 

@@ -13,7 +13,7 @@ from app.api.openapi import empty_response, headers, problems
 from app.state import get_tasks
 from app.tasks.schemas import MAX_BIGINT, Task, TaskCreate, TaskUpdate
 from app.tasks.service import ALL_TASKS, LIST_TIMEOUT, ONE_TASK
-from app.webcache.views import cached
+from app.webcache.declaration import cached
 
 MAX_OFFSET = MAX_BIGINT  # the databases overflow beyond it
 

@@ -25,7 +25,7 @@ from app.tasks.schemas import MAX_TASK_ID, InvalidNotes, InvalidTaskName, Task, 
 from app.tasks.service import ALL_TASKS, LIST_TIMEOUT
 from app.templating import render, render_fragments
 from app.web import bp, page_url
-from app.webcache.views import cached
+from app.webcache.declaration import cached
 
 TASK_GONE = "That task no longer exists."
 FORM_TYPE = "application/x-www-form-urlencoded"

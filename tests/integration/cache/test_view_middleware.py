@@ -13,8 +13,9 @@ from quart import Quart, Response
 from app.asgi import ASGIApp, wrap_asgi
 from app.cache import CacheClient, KeyBuilder, MemcachedBackend
 from app.cache.service import CacheService, Leases
+from app.webcache.declaration import cached
+from app.webcache.middleware import ViewCacheMiddleware
 from app.webcache.recent import RecentResponses, StoredResponse
-from app.webcache.views import ViewCacheMiddleware, cached
 from tests.support.asgi import asgi_request
 from tests.support.clock import Clock
 from tests.support.memcached import MemcachedProcess
