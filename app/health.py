@@ -49,7 +49,7 @@ async def readyz() -> Response:
     `"cache": "degraded"` with a 200; the write limit, which the cache counts, then lets
     every write through (`"write_limit": "failing open"`)."""
     state = get_state()
-    reachable = await cache_reachable(state.cache)
+    reachable = await cache_reachable(state.cache_client)
     body = {
         "status": "ok",
         "database": "ok",

@@ -32,7 +32,7 @@ log = logging.getLogger("tasklist.state")
 class AppState:
     settings: Settings
     database: Database
-    cache: CacheClient
+    cache_client: CacheClient
     cache_service: CacheService
     cache_history: HitRatioHistory
     peers: Peers
@@ -52,7 +52,7 @@ def init_app(
     async def open_resources() -> None:
         state = app.extensions[EXTENSION_KEY] = open_state(settings, requests)
         if state.cache_service.enabled:
-            init_fragment_cache(app.jinja_env, FragmentCache(state.cache, release=release))
+            init_fragment_cache(app.jinja_env, FragmentCache(state.cache_client, release=release))
 
     @app.after_serving
     async def close_resources() -> None:
@@ -91,7 +91,7 @@ def open_state(settings: Settings, requests: RequestMetrics) -> AppState:
     return AppState(
         settings=settings,
         database=database,
-        cache=cache,
+        cache_client=cache,
         cache_service=cache_service,
         cache_history=history,
         peers=peers,
@@ -161,4 +161,4 @@ def get_tasks() -> TaskService:
 
 def find_cache(app: Quart) -> CacheClient | None:
     found = find_state(app)
-    return found.cache if found is not None else None
+    return found.cache_client if found is not None else None

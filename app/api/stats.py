@@ -96,4 +96,4 @@ async def stats() -> dict[str, Any]:
     Counters per kind summed over the app's processes, each process's own, each server's
     state, the hit-ratio history."""
     state = get_state()
-    return await cache_report(state.cache, state.peers, state.cache_history)
+    return await cache_report(state.cache_client, state.peers, state.cache_history)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .backends import CacheBackend, MemcachedBackend, MemoryBackend, ServerStatus
 from .client import CacheClient
 from .entry import Entry
-from .keys import KeyBuilder, namespace_of
+from .keys import KeyBuilder, kind_of
 from .stats import CacheCounters
 
 __all__ = [
@@ -17,5 +17,5 @@ __all__ = [
     "MemcachedBackend",
     "MemoryBackend",
     "ServerStatus",
-    "namespace_of",
+    "kind_of",
 ]

@@ -29,14 +29,14 @@ from .backends.base import (
     ValueTooLarge,
 )
 from .entry import DEFAULT_COMPRESS_THRESHOLD, Entry, decode, decode_many, encode
-from .keys import KeyBuilder, namespace_of
+from .keys import KeyBuilder, kind_of
 from .stats import ERRORS, HITS, INDEX, MISSES, CacheCounters, Snapshot
 
 logger = logging.getLogger("app.cache")
-# Keys whose (namespace, server) and counters row are memoised. Many keys are used once
+# Keys whose (kind, server) and counters row are memoized. Many keys are used once
 # (see MEMO_SIZE in backends/memcached.py): a larger memo holds more dead keys, not more hits.
 _ROWS_MAX = 8_192
-# One warning per kind of failure and namespace in this many seconds: a frozen server under
+# One warning per kind of failure and kind in this many seconds: a frozen server under
 # load fails every request, and the dashboard counts them all anyway.
 WARN_EVERY = 10.0
 
@@ -57,12 +57,12 @@ class CacheClient:
         self.max_item_size = max_item_size
         self.compress_threshold = compress_threshold
         self._clock = clock
-        self._warnings = ThrottledLog(logger, WARN_EVERY, clock)  # per (metric, namespace)
-        self._where = _memoised_where(backend.server_for)
+        self._warnings = ThrottledLog(logger, WARN_EVERY, clock)  # per (metric, kind)
+        self._where = _memoized_where(backend.server_for)
         self._rows: dict[str, list[int]] = {}  # key -> its live counters row (see `_counts`)
 
     def _counts(self, key: str) -> list[int]:
-        """A key's live counters row (the same list for the client's lifetime), memoised."""
+        """A key's live counters row (the same list for the client's lifetime), memoized."""
         counts = self._rows.get(key)
         if counts is None:
             if len(self._rows) >= _ROWS_MAX:  # bounded like an LRU, without the LRU's cost per hit
@@ -239,8 +239,8 @@ class CacheClient:
             logger.exception("closing the cache backend failed")
 
     def _count(self, metric: str, key: str, server: str | None = None) -> None:
-        namespace, owner = self._where(key)
-        self.counters.row((namespace, owner if server is None else server))[INDEX[metric]] += 1
+        kind, owner = self._where(key)
+        self.counters.row((kind, owner if server is None else server))[INDEX[metric]] += 1
 
     def _failed(self, key: str, exc: BaseException, *, read: bool) -> None:
         """Count a failed operation (re-raising the caller's own mistakes: see the module)."""
@@ -252,11 +252,11 @@ class CacheClient:
         if read:
             self._count("misses", key, server)
         if metric in ("errors", "timeouts"):
-            namespace = namespace_of(key)
+            kind = kind_of(key)
             self._warnings.warning(
-                (metric, namespace),
-                "cache %s on key namespace %s: %s (more in the next %.0f s are counted on "
-                "/stats, not logged)", metric, namespace, type(exc).__name__, WARN_EVERY,
+                (metric, kind),
+                "cache %s on key kind %s: %s (more in the next %.0f s are counted on "
+                "/stats, not logged)", metric, kind, type(exc).__name__, WARN_EVERY,
             )
 
 
@@ -291,13 +291,13 @@ def _server_row(status: ServerStatus) -> ServerRow:
     return {"address": status.address, "state": status.state, "stats": status.stats}
 
 
-def _memoised_where(server_for: Callable[[str], str]) -> Callable[[str], tuple[str, str]]:
-    """`where(key)`: the counters' ``(namespace, server)`` of a key (a foreign key's
-    namespace: -), memoised."""
+def _memoized_where(server_for: Callable[[str], str]) -> Callable[[str], tuple[str, str]]:
+    """`where(key)`: the counters' ``(kind, server)`` of a key (a foreign key's
+    kind: -), memoized."""
 
     @functools.lru_cache(maxsize=_ROWS_MAX)
     def where(key: str) -> tuple[str, str]:
-        return (namespace_of(key), server_for(key)) if key else ("-", "-")
+        return (kind_of(key), server_for(key)) if key else ("-", "-")
 
     return where
 

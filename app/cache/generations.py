@@ -1,6 +1,6 @@
-"""Generation tokens: key-based invalidation for namespaces of cached data.
+"""Generation tokens: key-based invalidation for topics of cached data.
 
-Readers fetch the tokens of the namespaces they depend on *before* they query the
+Readers fetch the tokens of the topics they depend on *before* they query the
 database and put them in their data keys; writers replace the tokens *after* commit. A
 reader that raced a writer therefore stores under a token nobody reads any more. Tokens
 are random, never counters: a token lost to eviction, flush or restart is re-created with
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from .backends.base import MAX_TTL
 from .client import CacheClient
-from .keys import Namespaces
+from .keys import KeyKinds
 
 # Tokens outlive every data entry (all data TTLs are shorter): a token that expired with the
 # first entry stored under it would make the entries stored later unreachable before their
@@ -31,32 +31,32 @@ class Generations:
     def __init__(self, client: CacheClient) -> None:
         self.client = client
 
-    def key(self, namespace: str) -> str:
-        return self.client.keys.key(Namespaces.GENERATION, namespace)
+    def key(self, topic: str) -> str:
+        return self.client.keys.key(KeyKinds.GENERATION, topic)
 
-    async def current(self, namespaces: Iterable[str]) -> dict[str, str]:
-        """The token of each namespace, in one `get_many`; missing ones are created.
+    async def current(self, topics: Iterable[str]) -> dict[str, str]:
+        """The token of each topic, in one `get_many`; missing ones are created.
 
         With the cache unreachable every token is a fresh random one, so nothing that
         depends on it can hit: a failing cache means misses, never stale data.
         """
-        keys = {namespace: self.key(namespace) for namespace in namespaces}
+        keys = {topic: self.key(topic) for topic in topics}
         found = await self.client.get_many(list(keys.values()))
         tokens: dict[str, str] = {}
         missing: list[str] = []
-        for namespace, key in keys.items():
+        for topic, key in keys.items():
             entry = found.get(key)
             if entry is not None and isinstance(entry.value, str):
-                tokens[namespace] = entry.value
+                tokens[topic] = entry.value
             else:
-                missing.append(namespace)
+                missing.append(topic)
         if missing:
             created = await asyncio.gather(*(self._create(keys[ns]) for ns in missing))
             tokens.update(zip(missing, created, strict=True))
         return tokens
 
-    async def bump(self, *namespaces: str) -> bool:
-        """Replace the tokens of `namespaces`: everything cached under the old ones is dead.
+    async def bump(self, *topics: str) -> bool:
+        """Replace the tokens of `topics`: everything cached under the old ones is dead.
         False if any token could not be written (its server did not answer).
 
         Call it after the transaction commits, never inside it: a reader could otherwise
@@ -67,7 +67,7 @@ class Generations:
         written = await asyncio.gather(
             *(
                 self.client.set(self.key(ns), new_token(), TOKEN_TTL, urgent=True)
-                for ns in namespaces
+                for ns in topics
             )
         )
         return all(written)

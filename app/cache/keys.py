@@ -1,6 +1,6 @@
 """The one cache key builder.
 
-A key is ``<prefix>:<schema>:<namespace>:<part>:<part>...``. A part made only of
+A key is ``<prefix>:<schema>:<kind>:<part>:<part>...``. A part made only of
 ``[A-Za-z0-9._-]`` (at most 64 characters) stays readable; any other part is hashed and
 rendered as ``~`` plus 22 base64url characters. Readable parts never contain ``~``, ``*`` or
 ``:``, so the rendering is injective: ``"a b"`` and ``"a_b"`` are different keys. A key that
@@ -17,13 +17,13 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 MAX_KEY_BYTES = 250
-# A readable part, and what a prefix and a namespace must be.
+# A readable part, and what a prefix and a kind must be.
 _READABLE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FORBIDDEN = bytes(range(0, 33)) + b"\x7f"  # whitespace and control characters
 
 
-class Namespaces:
-    """Every key's namespace, its first part after the header: what kind of entry it is.
+class KeyKinds:
+    """Every key's kind, its first part after the header: what kind of entry it is.
     The dashboard counts hits and misses by it."""
 
     MEMOIZE: Final = "memoize"  # memoized results
@@ -68,10 +68,10 @@ class KeyBuilder:
         self.schema_version = schema_version
         self._head = f"{prefix}:{schema_version}:"
 
-    def key(self, namespace: str, *parts: object) -> str:
-        if not _READABLE.fullmatch(namespace):
-            raise ValueError(f"cache namespace must match {_READABLE.pattern}: {namespace!r}")
-        head = self._head + namespace
+    def key(self, kind: str, *parts: object) -> str:
+        if not _READABLE.fullmatch(kind):
+            raise ValueError(f"cache kind must match {_READABLE.pattern}: {kind!r}")
+        head = self._head + kind
         if not parts:
             return head
         tail = ":".join(_render(part) for part in parts)
@@ -80,15 +80,15 @@ class KeyBuilder:
             key = f"{head}:*{digest(tail)}"
         return key
 
-    def keys(self, namespace: str, parts: Sequence[object], last: Iterable[int]) -> list[str]:
-        """``key(namespace, *parts, n)`` for each int `n` of `last`, the shared head built
+    def keys(self, kind: str, parts: Sequence[object], last: Iterable[int]) -> list[str]:
+        """``key(kind, *parts, n)`` for each int `n` of `last`, the shared head built
         once (a page's hundred fragment keys cost one hash, not a hundred)."""
-        head = self.key(namespace, *parts)
+        head = self.key(kind, *parts)
         keys = []
         for n in last:
             key = f"{head}:{n}"
             if isinstance(n, bool) or not isinstance(n, int) or len(key) > MAX_KEY_BYTES:
-                key = self.key(namespace, *parts, n)  # as built (or refused) one by one
+                key = self.key(kind, *parts, n)  # as built (or refused) one by one
             keys.append(key)
         return keys
 
@@ -96,8 +96,8 @@ class KeyBuilder:
         return f"KeyBuilder(prefix={self.prefix!r}, schema_version={self.schema_version})"
 
 
-def namespace_of(key: str) -> str:
-    """The namespace segment of a key built by `KeyBuilder`, or ``"-"`` for a foreign key."""
+def kind_of(key: str) -> str:
+    """The kind segment of a key built by `KeyBuilder`, or ``"-"`` for a foreign key."""
     segments = key.split(":", 3)
     return segments[2] if len(segments) >= 3 else "-"
 

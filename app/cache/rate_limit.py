@@ -13,14 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .client import CacheClient
-from .keys import Namespaces
+from .keys import KeyKinds
 
 
 @dataclass
 class RateLimit:
-    """`limit` events named `name` per key per `window` seconds, counted in `cache`."""
+    """`limit` events named `name` per key per `window` seconds, counted in `client`."""
 
-    cache: CacheClient
+    client: CacheClient
     name: str
     limit: int
     window: int = 60
@@ -31,8 +31,8 @@ class RateLimit:
         window ends and `key` may act again."""
         now = self.clock()
         window = int(now // self.window)
-        counter = self.cache.keys.key(Namespaces.LIMIT, self.name, key, window)
-        count = await self.cache.count(counter, self.window + 1)
+        counter = self.client.keys.key(KeyKinds.LIMIT, self.name, key, window)
+        count = await self.client.count(counter, self.window + 1)
         if count is None or count <= self.limit:
             return None
         return (window + 1) * self.window - now

@@ -1,7 +1,7 @@
 """The cache-aside service: generations, stampede-safe reads and `memoize`.
 
-It knows nothing of tasks or HTTP. Callers name the namespaces their data depends on;
-whoever changes that data bumps those namespaces after committing.
+It knows nothing of tasks or HTTP. Callers name the topics their data depends on;
+whoever changes that data bumps those topics after committing.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from .client import CacheClient
 from .entry import Entry
 from .generations import Generations
-from .keys import Namespaces
+from .keys import KeyKinds
 from .singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,10 @@ class CacheService:
         self._flights = SingleFlight()
         self._refreshes: set[asyncio.Task[None]] = set()
 
-    async def bump(self, *namespaces: str) -> bool:
-        """Invalidate everything that depends on `namespaces` (call after commit); False if
+    async def bump(self, *topics: str) -> bool:
+        """Invalidate everything that depends on `topics` (call after commit); False if
         the cache could not be told (see `Generations.bump`)."""
-        return await self.generations.bump(*namespaces) if self.enabled else True
+        return await self.generations.bump(*topics) if self.enabled else True
 
     async def fetch(
         self, key: str, load: Loader, *, ttl: int, soft_ttl: float | None = None
@@ -175,26 +175,26 @@ class CacheService:
         """A load (on a miss) and a refresh (of a stale value) lease apart: a load's lease is
         left to expire once its value is stored, and must not hold up the first refresh."""
         parts = (key, *version) if purpose == "load" else (purpose, key, *version)
-        return self.keys.key(Namespaces.LEASE, *parts)
+        return self.keys.key(KeyKinds.LEASE, *parts)
 
     def memoize(
         self,
         timeout: int = 300,
         *,
         soft_timeout: float | None = None,
-        namespaces: Sequence[str] = (),
+        topics: Sequence[str] = (),
     ) -> Callable[[Callable[..., Awaitable[Any]]], Memoized]:
         """Cache an async function's results, keyed by its normalised arguments.
 
         Arguments are bound to the signature with defaults applied, so `f(1, b=2)` and
-        `f(a=1, b=2)` share an entry; `self` and `cls` are left out. `namespaces` are
-        generation namespaces the result depends on, and may name arguments
+        `f(a=1, b=2)` share an entry; `self` and `cls` are left out. `topics` are
+        generation topics the result depends on, and may name arguments
         (`"task-{task_id}"`). A result of `None` is cached like any other. A hit costs two
         round trips: one `get_many` of the generations, one `get` of the value.
         """
 
         def decorator(function: Callable[..., Awaitable[Any]]) -> Memoized:
-            return Memoized(self, function, timeout, soft_timeout, tuple(namespaces))
+            return Memoized(self, function, timeout, soft_timeout, tuple(topics))
 
         return decorator
 
@@ -218,7 +218,7 @@ class Memoized:
         function: Callable[..., Awaitable[Any]],
         timeout: int,
         soft_timeout: float | None,
-        namespaces: tuple[str, ...],
+        topics: tuple[str, ...],
     ) -> None:
         wraps(function)(self)
         self.service = service
@@ -226,7 +226,7 @@ class Memoized:
         self.name = f"{function.__module__}.{function.__qualname__}"
         self.cache_timeout = timeout
         self.soft_timeout = soft_timeout
-        self.namespaces = namespaces
+        self.topics = topics
         self.generation = f"memoize.{self.name}"
         self._signature = inspect.signature(function)
 
@@ -246,9 +246,9 @@ class Memoized:
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = {k: v for k, v in bound.arguments.items() if k not in _UNKEYED}
-        namespaces = [self.generation, *(ns.format(**bound.arguments) for ns in self.namespaces)]
-        tokens = await self.service.generations.current(namespaces)
+        topics = [self.generation, *(ns.format(**bound.arguments) for ns in self.topics)]
+        tokens = await self.service.generations.current(topics)
         normalised = json.dumps(arguments, sort_keys=True, default=repr, separators=(",", ":"))
         return self.service.keys.key(
-            Namespaces.MEMOIZE, self.name, *(tokens[ns] for ns in namespaces), normalised
+            KeyKinds.MEMOIZE, self.name, *(tokens[ns] for ns in topics), normalised
         )

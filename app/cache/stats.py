@@ -1,4 +1,4 @@
-"""Cache counters: what happened, per namespace and per server, for the stats page."""
+"""Cache counters: what happened, per kind and per server, for the stats page."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ HITS, MISSES, SETS, DELETES, ERRORS, TIMEOUTS, TOO_LARGE, UNAVAILABLE = range(le
 
 
 class Snapshot(TypedDict):
-    """The counts summed: in all, per namespace, per server (each a metric -> count dict)."""
+    """The counts summed: in all, per kind, per server (each a metric -> count dict)."""
 
     total: dict[str, int]
-    namespaces: dict[str, dict[str, int]]
+    kinds: dict[str, dict[str, int]]
     servers: dict[str, dict[str, int]]
 
 
@@ -24,8 +24,8 @@ class CacheCounters:
     skipped because their server was retrying or dead; ``too_large`` counts values not
     stored because of the item size limit. A failed or skipped read also counts a miss.
 
-    Stored as one list of counts (indexed like `METRICS`) per ``(namespace, server)``: the
-    hot path increments a list item, and the per-namespace and per-server tables are summed
+    Stored as one list of counts (indexed like `METRICS`) per ``(kind, server)``: the
+    hot path increments a list item, and the per-kind and per-server tables are summed
     when asked for.
     """
 
@@ -33,31 +33,31 @@ class CacheCounters:
         self._rows: dict[tuple[str, str], list[int]] = {}
 
     def row(self, where: tuple[str, str]) -> list[int]:
-        """The live counts of ``(namespace, server)``, indexed like `METRICS`.
+        """The live counts of ``(kind, server)``, indexed like `METRICS`.
 
-        The same list for the counters' lifetime, so callers may memoise it.
+        The same list for the counters' lifetime, so callers may memoize it.
         """
         row = self._rows.get(where)
         if row is None:
             row = self._rows[where] = [0] * len(METRICS)
         return row
 
-    def add(self, metric: str, namespace: str, server: str, n: int = 1) -> None:
-        self.row((namespace, server))[INDEX[metric]] += n
+    def add(self, metric: str, kind: str, server: str, n: int = 1) -> None:
+        self.row((kind, server))[INDEX[metric]] += n
 
     def snapshot(self) -> Snapshot:
-        """``{"total": {...}, "namespaces": {ns: {...}}, "servers": {address: {...}}}``."""
-        namespaces: dict[str, list[int]] = {}
+        """``{"total": {...}, "kinds": {ns: {...}}, "servers": {address: {...}}}``."""
+        kinds: dict[str, list[int]] = {}
         servers: dict[str, list[int]] = {}
         total = [0] * len(METRICS)
-        for (namespace, server), row in self._rows.items():
-            for sums in (namespaces.setdefault(namespace, [0] * len(METRICS)),
+        for (kind, server), row in self._rows.items():
+            for sums in (kinds.setdefault(kind, [0] * len(METRICS)),
                          servers.setdefault(server, [0] * len(METRICS)), total):
                 for i, n in enumerate(row):
                     sums[i] += n
         return {
             "total": dict(zip(METRICS, total, strict=True)),
-            "namespaces": _table(namespaces),
+            "kinds": _table(kinds),
             "servers": _table(servers),
         }
 

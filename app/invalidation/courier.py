@@ -38,7 +38,7 @@ logger = logging.getLogger("tasklist.invalidation")
 
 
 class Courier:
-    """One per process. `bump(*namespaces)` replaces the namespaces' tokens and says
+    """One per process. `bump(*topics)` replaces the topics' tokens and says
     whether every one was written."""
 
     def __init__(
@@ -79,36 +79,36 @@ class Courier:
         await log.record(session, invalidation, lease_ms=self._lease_ms)
 
     async def deliver(self, invalidation: Invalidation, *, committed: bool = True) -> None:
-        """Bump the namespaces of a write that committed (the fast path); then, in the
+        """Bump the topics of a write that committed (the fast path); then, in the
         background, forget its rows if that worked, else release them to the other
         processes at once (so that a write's answer never waits for either).
         `committed=False`: the commit's outcome is unknown, so its rows (if any) stay, to
         fall due a lease from the write."""
-        delivered = await self.bump(*invalidation.namespaces)
+        delivered = await self.bump(*invalidation.topics)
         if committed:
             (self._forgettable if delivered else self._releasable).append(invalidation.id)
             self._settle_now.set()
 
     async def deliver_due(self) -> int:
-        """Claim the due rows, bump their namespaces (once each), delete what was delivered
+        """Claim the due rows, bump their topics (once each), delete what was delivered
         and release the rest; how many rows were delivered.
 
-        Of a namespace it could not bump, only the newest row is kept: any bump after the
+        Of a topic it could not bump, only the newest row is kept: any bump after the
         commits of all of them delivers them all. So the log holds at most a row per
-        namespace however long a memcached server stays out of reach."""
+        topic however long a memcached server stays out of reach."""
         async with transaction(self.sessions) as session:
             claimed = await log.claim_due(session, lease_ms=self._lease_ms, limit=CLAIM_LIMIT)
         if not claimed:
             return 0
         rows: dict[str, list[Claimed]] = {}
         for row in claimed:
-            rows.setdefault(row.namespace, []).append(row)
-        written = await asyncio.gather(*(self.bump(namespace) for namespace in rows))
+            rows.setdefault(row.topic, []).append(row)
+        written = await asyncio.gather(*(self.bump(topic) for topic in rows))
         delivered: list[int] = []
-        covered: list[int] = []  # by the newest row of their namespace, which stays
+        covered: list[int] = []  # by the newest row of their topic, which stays
         released: list[int] = []
-        for of_namespace, ok in zip(rows.values(), written, strict=True):
-            ids = sorted(row.id for row in of_namespace)
+        for of_topic, ok in zip(rows.values(), written, strict=True):
+            ids = sorted(row.id for row in of_topic)
             if ok:
                 delivered += ids
             else:

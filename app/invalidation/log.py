@@ -1,12 +1,13 @@
-"""The invalidation log: the cache namespaces each write made stale, stored by the write's
+"""The invalidation log: the generation topics each write made stale, stored by the write's
 own transaction, so that an acknowledged write has a durable invalidation.
 
-A row means "what is cached under `namespace` is dead since this row's transaction
-committed". Any replacement of the namespace's generation token by a fresh random one after
-that commit delivers it: rows need no order, and one bump delivers all the rows of a
-namespace. Rows are leased by the database's clock: a new row is `due` a lease after its
-write (its writer's time to deliver it); a writer that could not deliver makes its rows due
-at once; a due row is claimed by one process, which extends the lease while it delivers
+A row means "what is cached under `topic` is dead since this row's transaction committed".
+Any replacement of the topic's generation token by a fresh random one after that commit
+delivers it: rows need no order, and one bump delivers all the rows of a topic (its
+column is named `namespace`, the schema's word before topics had their own). Rows are
+leased by the database's clock: a new row is `due` a lease after its write (its writer's
+time to deliver it); a writer that could not deliver makes its rows due at once; a due row
+is claimed by one process, which extends the lease while it delivers
 (docs/CACHE.md, "Invalidation log (PostgreSQL and MySQL)").
 """
 
@@ -39,7 +40,7 @@ from app.db import Base
 
 # On PostgreSQL, rows made due at once are announced on this channel (`release`).
 CHANNEL = "cache_invalidation"
-NAMESPACE_MAX_LENGTH = 200
+TOPIC_MAX_LENGTH = 200
 
 
 class InvalidationRow(Base):
@@ -49,7 +50,7 @@ class InvalidationRow(Base):
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True
     )
     write_id: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
-    namespace: Mapped[str] = mapped_column(String(NAMESPACE_MAX_LENGTH), nullable=False)
+    topic: Mapped[str] = mapped_column("namespace", String(TOPIC_MAX_LENGTH), nullable=False)
     # when a process may claim the row, in milliseconds since the epoch by the database
     due_ms: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
 
@@ -59,18 +60,18 @@ class Invalidation:
     """What one write invalidates; `id` ties its rows together for the writer to forget."""
 
     id: str
-    namespaces: tuple[str, ...]
+    topics: tuple[str, ...]
 
     @classmethod
-    def of(cls, namespaces: Iterable[str]) -> Invalidation:
+    def of(cls, topics: Iterable[str]) -> Invalidation:
         # hex: MySQL compares the column without regard to case in its default collation
-        return cls(secrets.token_hex(12), tuple(namespaces))
+        return cls(secrets.token_hex(12), tuple(topics))
 
 
 @dataclass(frozen=True)
 class Claimed:
     id: int
-    namespace: str
+    topic: str
 
 
 class clock_ms(FunctionElement[int]):  # noqa: N801 (a SQL function, named like one)
@@ -122,8 +123,8 @@ async def record(session: AsyncSession, invalidation: Invalidation, *, lease_ms:
     await session.execute(
         _record,
         [
-            {"write_id": invalidation.id, "namespace": namespace, "lease_ms": lease_ms}
-            for namespace in invalidation.namespaces
+            {"write_id": invalidation.id, "namespace": topic, "lease_ms": lease_ms}
+            for topic in invalidation.topics
         ],
     )
 

@@ -1,10 +1,10 @@
 """The task list's use cases. Views call these; they never touch SQL or cache keys.
 
 The service owns invalidation: every write commits first, then bumps the generation
-namespaces the cached data depends on (`ALL_TASKS` for lists, `task_namespace(id)` for
+topics the cached data depends on (`ALL_TASKS` for lists, `task_topic(id)` for
 one task), so that a reader which raced the write can only have cached under a dead
 generation. With a courier (the invalidation log, on PostgreSQL and MySQL) the write also
-records those namespaces in its own transaction, so that another process delivers them
+records those topics in its own transaction, so that another process delivers them
 if this one cannot reach the cache.
 """
 
@@ -24,7 +24,7 @@ from app.invalidation.log import Invalidation
 from app.tasks.repository import ListedTask, TaskRepository
 from app.tasks.schemas import Task, clean_name, clean_notes
 
-# Generation namespaces, for `@cached(depends_on=...)` views and memoized reads.
+# Generation topics, for `@cached(depends_on=...)` views and memoized reads.
 ALL_TASKS = "tasks"
 ONE_TASK = "task-{task_id}"
 LIST_TIMEOUT = 600
@@ -36,13 +36,13 @@ PAGE_SIZE = 100
 _tasks = TypeAdapter(list[Task])
 
 
-def task_namespace(task_id: int) -> str:
+def task_topic(task_id: int) -> str:
     return ONE_TASK.format(task_id=task_id)
 
 
-def _namespaces(task_id: int | None) -> tuple[str, ...]:
+def _topics(task_id: int | None) -> tuple[str, ...]:
     """What a write to `task_id` (unknown: `None`) invalidates."""
-    return (ALL_TASKS,) if task_id is None else (ALL_TASKS, task_namespace(task_id))
+    return (ALL_TASKS,) if task_id is None else (ALL_TASKS, task_topic(task_id))
 
 
 @dataclass(frozen=True)
@@ -69,18 +69,18 @@ class ListPage:
 
 class TaskService:
     def __init__(
-        self, database: Database, cache: CacheService, courier: Courier | None = None
+        self, database: Database, cache_service: CacheService, courier: Courier | None = None
     ) -> None:
         self.sessions = database.sessions
         self.reader = database.reader
-        self.cache = cache
+        self.cache_service = cache_service
         self.courier = courier
-        memoize = cache.memoize
+        memoize = cache_service.memoize
         self._page = memoize(
-            LIST_TIMEOUT, soft_timeout=LIST_SOFT_TIMEOUT, namespaces=[ALL_TASKS]
+            LIST_TIMEOUT, soft_timeout=LIST_SOFT_TIMEOUT, topics=[ALL_TASKS]
         )(self._load_page)
-        self._count = memoize(LIST_TIMEOUT, namespaces=[ALL_TASKS])(self._load_count)
-        self._task = memoize(LIST_TIMEOUT, namespaces=[ONE_TASK])(self._load_task)
+        self._count = memoize(LIST_TIMEOUT, topics=[ALL_TASKS])(self._load_count)
+        self._task = memoize(LIST_TIMEOUT, topics=[ONE_TASK])(self._load_task)
 
     async def invalidation_backlog(self) -> int | None:
         """Rows in the invalidation log not yet delivered; None without the log, or while
@@ -180,7 +180,7 @@ class TaskService:
                 # A new task's id too: SQLite may hand out a deleted id again, whose
                 # entries must die.
                 written = result.id if isinstance(result, Task) else task_id
-                invalidation = Invalidation.of(_namespaces(written))
+                invalidation = Invalidation.of(_topics(written))
                 if self.courier is not None:
                     await self.courier.record(session, invalidation)
                 committing = True
@@ -194,7 +194,7 @@ class TaskService:
 
     async def _deliver(self, invalidation: Invalidation, *, committed: bool) -> None:
         if self.courier is None:
-            await self.cache.bump(*invalidation.namespaces)
+            await self.cache_service.bump(*invalidation.topics)
         else:
             await self.courier.deliver(invalidation, committed=committed)
 

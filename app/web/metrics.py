@@ -19,6 +19,6 @@ from app.web import bp
 async def metrics() -> Response:
     state = get_state()
     census, stats, backlog = await asyncio.gather(
-        state.peers.census(), state.cache.stats(), state.tasks.invalidation_backlog()
+        state.peers.census(), state.cache_client.stats(), state.tasks.invalidation_backlog()
     )
     return Response(exposition(census, stats["servers"], backlog), content_type=CONTENT_TYPE)

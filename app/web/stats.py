@@ -25,7 +25,7 @@ POLL_SECONDS = 2
 @operator_only
 async def stats() -> Response:
     state = get_state()
-    report = await cache_report(state.cache, state.peers, state.cache_history)
+    report = await cache_report(state.cache_client, state.peers, state.cache_history)
     partial = wants_partial(request.headers)
     template = "stats/_panel.html" if partial else "stats/index.html"
     body = render(

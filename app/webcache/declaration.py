@@ -18,7 +18,7 @@ VIEW_CACHE_ATTRIBUTE = "view_cache"
 @dataclass(frozen=True)
 class ViewCacheSpec:
     timeout: int
-    namespaces: tuple[str, ...]
+    topics: tuple[str, ...]
     vary: tuple[str, ...]
 
 
@@ -27,7 +27,7 @@ def cached(
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Mark a GET view as cacheable for `timeout` seconds.
 
-    `depends_on` names generation namespaces and may use the view's arguments
+    `depends_on` names generation topics and may use the view's arguments
     (`"task-{task_id}"`). `vary` names the request headers that select a variant of the
     response (they also go into the response's `Vary`).
     """

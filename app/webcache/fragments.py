@@ -18,7 +18,7 @@ only the missing ones (each with the caller's context plus the item under `as_`)
 those concurrently and returns the rows joined, in order, as `Markup`.
 
 Keys and digests (Rails' recyclable keys): a key is built by the client's `KeyBuilder` in
-the ``fragment`` namespace from the name and the vary values (for a row: the row's `key`
+the ``fragment`` key kind from the name and the vary values (for a row: the row's `key`
 after `vary`), never from the template digest, so `FragmentCache.make_template_fragment_key`
 names the exact key of a fragment for a delete. The entry's value is
 ``{"template": digest, "release": release, "version": row version or None}`` and its
@@ -63,7 +63,7 @@ from jinja2.runtime import Context
 from markupsafe import Markup
 
 from app.cache.client import CacheClient
-from app.cache.keys import Namespaces, digest
+from app.cache.keys import KeyKinds, digest
 
 DEFAULT_TIMEOUT = 86_400
 LOCAL_BYTES = 4 * 1024 * 1024  # of rendered html kept in each process (`LocalFragments`)
@@ -126,11 +126,11 @@ class FragmentCache:
 
     def make_template_fragment_key(self, name: str, vary_on: Iterable[Any] = ()) -> str:
         """The key the tag (or a row: `vary` then the row's key parts) uses for `name`/`vary_on`."""
-        return self.client.keys.key(Namespaces.FRAGMENT, name, *map(_key_part, vary_on))
+        return self.client.keys.key(KeyKinds.FRAGMENT, name, *map(_key_part, vary_on))
 
     def keys_by_id(self, name: str, ids: Iterable[int]) -> list[str]:
         """``make_template_fragment_key(name, [id])`` for each id, built faster."""
-        return self.client.keys.keys(Namespaces.FRAGMENT, (name,), ids)
+        return self.client.keys.keys(KeyKinds.FRAGMENT, (name,), ids)
 
     async def fetch(
         self, keys: Sequence[str], template_digest: str, versions: Sequence[str | None]
@@ -227,14 +227,14 @@ class FragmentCache:
         await self.client.delete(key)
 
     def _count_local_hit(self, key: str) -> None:
-        self.client.counters.add("hits", Namespaces.FRAGMENT, self.client.backend.server_for(key))
+        self.client.counters.add("hits", KeyKinds.FRAGMENT, self.client.backend.server_for(key))
 
     def _recount_as_miss(self, key: str) -> None:
         # The client saw a hit; for the dashboard an outdated fragment is a miss. No await
         # separates the two counts, so no snapshot sees the hit.
         server = self.client.backend.server_for(key)
-        self.client.counters.add("hits", Namespaces.FRAGMENT, server, -1)
-        self.client.counters.add("misses", Namespaces.FRAGMENT, server)
+        self.client.counters.add("hits", KeyKinds.FRAGMENT, server, -1)
+        self.client.counters.add("misses", KeyKinds.FRAGMENT, server)
 
 
 class CacheExtension(Extension):

@@ -33,7 +33,7 @@ from app.asgi import (
     with_response_headers,
 )
 from app.cache.entry import Entry
-from app.cache.keys import Namespaces
+from app.cache.keys import KeyKinds
 from app.cache.service import CacheService
 
 from .declaration import VIEW_CACHE_ATTRIBUTE, ViewCacheSpec
@@ -53,7 +53,7 @@ ViewMatch = tuple[ViewCacheSpec, dict[str, Any]]
 
 # Never replayed from the cache: per-connection or per-user, or recomputed on the way out.
 UNSTORED_HEADERS = {b"set-cookie", b"date", b"server", b"etag", b"x-cache", b"content-length"}
-MEMO_SIZE = 4096  # paths and keys memoised before the memo starts over (paths are user input)
+MEMO_SIZE = 4096  # paths and keys memoized before the memo starts over (paths are user input)
 
 
 @dataclass(slots=True)
@@ -109,7 +109,7 @@ class ViewCacheMiddleware(HTTPMiddleware):
             bypass = partial(merge_headers, extra=cache_headers(spec.vary, "bypass"))
             return await self.app(scope, receive, with_response_headers(send, bypass))
 
-        key, namespaces, gen_keys = self._key_of(service, spec, view_args, scope, headers)
+        key, topics, gen_keys = self._key_of(service, spec, view_args, scope, headers)
         if_none_match = headers.get("if-none-match")
         gzip_ok = accepts_gzip(headers.get("accept-encoding"))
         recent = self.recent.get(key)
@@ -120,8 +120,8 @@ class ViewCacheMiddleware(HTTPMiddleware):
         try:
             tokens = [found[gen_key].value for gen_key in gen_keys]
         except KeyError:  # a token not there (expired, evicted, flushed): made anew
-            current = await service.generations.current(namespaces)
-            tokens = [current[ns] for ns in namespaces]
+            current = await service.generations.current(topics)
+            tokens = [current[ns] for ns in topics]
         etag = make_etag(key, tokens, gzip_ok)
         if etag_matches(if_none_match, etag):
             return await send_not_modified(send, spec.vary, etag)
@@ -272,25 +272,25 @@ class ViewCacheMiddleware(HTTPMiddleware):
         self, service: CacheService, spec: ViewCacheSpec, view_args: dict[str, Any],
         scope: Message, headers: Mapping[str, str],
     ) -> tuple[str, list[str], list[str]]:
-        """The entry's key, its namespaces and their generation keys (memoised per URL and
+        """The entry's key, its topics and their generation keys (memoized per URL and
         variant: building them costs more than the rest of a hit)."""
         variant = self.variant(headers) if spec.vary else "-"
         memo = (scope["path"], scope.get("query_string", b""), variant)
         found = self._keys.get(memo)
         if found is None:
             key = service.keys.key(
-                Namespaces.VIEW, self.release, scope["path"], _sorted_query(scope), variant
+                KeyKinds.VIEW, self.release, scope["path"], _sorted_query(scope), variant
             )
-            namespaces = [ns.format(**view_args) for ns in spec.namespaces]
-            gen_keys = [service.generations.key(ns) for ns in namespaces]
-            found = (key, namespaces, gen_keys)
+            topics = [ns.format(**view_args) for ns in spec.topics]
+            gen_keys = [service.generations.key(ns) for ns in topics]
+            found = (key, topics, gen_keys)
             if len(self._keys) >= MEMO_SIZE:
                 self._keys.clear()
             self._keys[memo] = found
         return found
 
     def _match(self, path: str) -> ViewMatch | None:
-        """The cached route at `path` and its arguments (memoised: a path always matches
+        """The cached route at `path` and its arguments (memoized: a path always matches
         the same route)."""
         if path in self._matches:
             return self._matches[path]

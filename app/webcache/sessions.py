@@ -2,7 +2,7 @@
 
 The cookie holds only a random id, signed with ``SECRET_KEY`` (``SECRET_KEY_FALLBACKS`` still
 verify), timed out after ``PERMANENT_SESSION_LIFETIME`` and flagged by Quart's
-``SESSION_COOKIE_*``; the data (Flask's tagged JSON) lives in the ``session`` namespace under
+``SESSION_COOKIE_*``; the data (Flask's tagged JSON) lives in the ``session`` key kind under
 a hash of the id, with that lifetime as TTL. A request that does not write to the session
 gets none (no cache write, no cookie). Only a first write mints an id: a cookie whose id has
 no stored data is never adopted, and is deleted, as is a session that ends a request empty.
@@ -24,7 +24,7 @@ from quart.sessions import session_json_serializer as _serializer
 from werkzeug.sansio.http import parse_cookie
 
 from app.cache.client import CacheClient
-from app.cache.keys import Namespaces, digest
+from app.cache.keys import KeyKinds, digest
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -173,7 +173,7 @@ def has_session_cookie(cookie_header: str | None, cookie_name: str) -> bool:
 
 
 def _key(client: CacheClient, sid: str) -> str:
-    return client.keys.key(Namespaces.SESSION, digest(sid))
+    return client.keys.key(KeyKinds.SESSION, digest(sid))
 
 
 def _load(value: Any) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ from app.invalidation.courier import Courier
 from app.invalidation.log import Invalidation, InvalidationRow
 from app.settings import Settings
 from app.state import make_cache_client
-from app.tasks.service import ALL_TASKS, TaskService, task_namespace
+from app.tasks.service import ALL_TASKS, TaskService, task_topic
 from tests.support.databases import empty_tables
 from tests.support.fake_servers import CutProxy
 from tests.support.memcached import MemcachedProcess
@@ -110,15 +110,15 @@ async def running(courier: Courier) -> AsyncIterator[None]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def token(cache: CacheClient, namespace: str) -> str | None:
-    entry = await cache.get(Generations(cache).key(namespace))
+async def token(cache: CacheClient, topic: str) -> str | None:
+    entry = await cache.get(Generations(cache).key(topic))
     return None if entry is None else entry.value
 
 
 async def logged(process: Process) -> list[str]:
-    """The namespaces in the log, one per row."""
+    """The topics in the log, one per row."""
     async with process.sessions() as session:
-        rows = await session.execute(select(InvalidationRow.namespace).order_by("id"))
+        rows = await session.execute(select(InvalidationRow.topic).order_by("id"))
         return list(rows.scalars())
 
 
@@ -128,10 +128,10 @@ async def log_size(process: Process) -> int:
         return (await session.execute(count)).scalar_one()
 
 
-async def record_due_now(process: Process, *namespaces: str) -> None:
+async def record_due_now(process: Process, *topics: str) -> None:
     """A committed write's rows, due at once (as if its writer had died after commit)."""
     async with transaction(process.sessions) as session:
-        await log.record(session, Invalidation.of(namespaces), lease_ms=0)
+        await log.record(session, Invalidation.of(topics), lease_ms=0)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
@@ -155,7 +155,7 @@ async def test_a_write_records_what_it_invalidates_in_its_own_transaction(
     writer = await processes(proxy.address)
 
     task = await writer.tasks.create("buy milk")
-    assert await logged(writer) == [ALL_TASKS, task_namespace(task.id)]
+    assert await logged(writer) == [ALL_TASKS, task_topic(task.id)]
 
     assert await writer.tasks.update(task.id + 1, name="nothing there") is None
     assert not await writer.tasks.delete(task.id + 1)
@@ -190,9 +190,9 @@ async def test_delivered_by_two_processes_at_once_and_twice_by_one_the_token_cha
 
     bump = a.courier.bump
 
-    async def slow_bump(*namespaces: str) -> bool:  # others look while it is under way
+    async def slow_bump(*topics: str) -> bool:  # others look while it is under way
         await asyncio.sleep(0.3)
-        return await bump(*namespaces)
+        return await bump(*topics)
 
     async def later(delay: float, courier: Courier) -> int:
         await asyncio.sleep(delay)
@@ -211,16 +211,16 @@ async def test_delivered_by_two_processes_at_once_and_twice_by_one_the_token_cha
     assert await log_size(a) == 0
 
 
-async def test_rows_of_one_namespace_are_delivered_by_one_bump(
+async def test_rows_of_one_topic_are_delivered_by_one_bump(
     processes: Callable[..., Awaitable[Process]], memcached_server: MemcachedProcess
 ) -> None:
     process = await processes(memcached_server.address)
     for _ in range(3):
-        await record_due_now(process, ALL_TASKS, task_namespace(7))
+        await record_due_now(process, ALL_TASKS, task_topic(7))
     stored = sets(memcached_server)
 
     assert await process.courier.deliver_due() == 6
-    assert sets(memcached_server) - stored == 2  # one per namespace
+    assert sets(memcached_server) - stored == 2  # one per topic
     assert await log_size(process) == 0
 
 
@@ -242,7 +242,7 @@ async def test_a_row_the_claimer_cannot_deliver_is_released_to_another_process(
     assert await log_size(other) == 0
 
 
-async def test_undeliverable_rows_shrink_to_one_per_namespace(
+async def test_undeliverable_rows_shrink_to_one_per_topic(
     processes: Callable[..., Awaitable[Process]], proxy: CutProxy
 ) -> None:
     await proxy.cut()
@@ -255,7 +255,7 @@ async def test_undeliverable_rows_shrink_to_one_per_namespace(
 
     assert await writer.courier.deliver_due() == 0  # none delivered; 29 rows covered by 21
     assert sorted(await logged(writer)) == sorted(
-        [ALL_TASKS, *(task_namespace(task.id) for task in tasks)]
+        [ALL_TASKS, *(task_topic(task.id) for task in tasks)]
     )
 
 

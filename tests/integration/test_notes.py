@@ -182,7 +182,7 @@ class FragmentReads:
         state = find_state(app)
         assert state is not None
         self.app = app
-        self.client: CacheClient = state.cache
+        self.client: CacheClient = state.cache_client
         self.round_trips = 0
         real = self.client.get_many
 
@@ -195,7 +195,7 @@ class FragmentReads:
         self.reset()
 
     def counts(self) -> tuple[int, int]:
-        fragment = self.client.counters.snapshot()["namespaces"].get("fragment", {})
+        fragment = self.client.counters.snapshot()["kinds"].get("fragment", {})
         return fragment.get("hits", 0), fragment.get("misses", 0)
 
     def reset(self) -> None:

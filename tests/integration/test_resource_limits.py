@@ -199,7 +199,7 @@ async def test_with_every_memcached_connection_held_requests_miss_within_an_op_t
     assert state is not None
     client = cached_app.test_client()
     await client.post("/api/tasks", json={"name": "before"})
-    backend = state.cache.backend
+    backend = state.cache_client.backend
     assert isinstance(backend, MemcachedBackend)
     (server,) = backend.servers.values()
     held = [await server.pool.acquire(1) for _ in range(server.pool.size)]

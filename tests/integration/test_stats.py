@@ -23,12 +23,12 @@ from tests.support.memcached import MemcachedProcess
 HX = {"HX-Request": "true", "HX-Request-Type": "partial"}
 
 
-async def use_cache(app: Quart, namespace: str, *, hits: int, misses: int, sets: int) -> None:
+async def use_cache(app: Quart, kind: str, *, hits: int, misses: int, sets: int) -> None:
     async with app.app_context():
-        cache = get_state().cache
-        key = cache.keys.key(namespace, "probe")
+        cache = get_state().cache_client
+        key = cache.keys.key(kind, "probe")
         for n in range(misses):
-            assert await cache.get(cache.keys.key(namespace, "absent", n)) is None
+            assert await cache.get(cache.keys.key(kind, "absent", n)) is None
         for _ in range(sets):
             assert await cache.set(key, {"v": 1}, ttl=60)
         for _ in range(hits):

@@ -123,15 +123,15 @@ async def test_a_write_cancelled_after_its_commit_still_invalidates(
     assert await stored_name(tasks, task.id) == "old"
     assert await listed_names(tasks) == ["old"]
     bumping, release, bumped = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    bump = tasks.cache.bump
+    bump = tasks.cache_service.bump
 
-    async def paused_bump(*namespaces: str) -> None:
+    async def paused_bump(*topics: str) -> None:
         bumping.set()
         await release.wait()
-        await bump(*namespaces)
+        await bump(*topics)
         bumped.set()
 
-    monkeypatch.setattr(tasks.cache, "bump", paused_bump)
+    monkeypatch.setattr(tasks.cache_service, "bump", paused_bump)
     writer = asyncio.create_task(tasks.update(task.id, name="new"))
     await bumping.wait()
     writer.cancel()
@@ -163,7 +163,7 @@ async def test_a_commit_with_an_unknown_outcome_still_invalidates(
     lossy = async_sessionmaker(bind, expire_on_commit=False, sync_session_class=AckLost)
 
     with pytest.raises(DatabaseUnavailable):
-        await TaskService(replace(database, sessions=lossy), tasks.cache).update(
+        await TaskService(replace(database, sessions=lossy), tasks.cache_service).update(
             task.id, name="new"
         )
 

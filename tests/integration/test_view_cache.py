@@ -137,7 +137,7 @@ async def test_etag_after_a_cache_flush_is_never_the_old_one(
     state = find_state(app)
     assert state is not None
     if memcached_process is None:
-        await state.cache.backend.close()  # the in-process cache: emptied
+        await state.cache_client.backend.close()  # the in-process cache: emptied
     else:
         memcached_process.flush()
     again = await client.get("/", headers={"If-None-Match": etag})
@@ -206,11 +206,11 @@ async def test_no_cached_response_carries_set_cookie(app: Quart) -> None:
 
 
 async def test_a_reader_gets_no_session(app: Quart, client: Client) -> None:
-    cache = app.extensions["tasklist"].cache
+    cache = app.extensions["tasklist"].cache_client
     for path in ("/", "/", "/api/tasks", "/stats"):
         response = await client.get(path)
         assert "Set-Cookie" not in response.headers
-    sessions = cache.counters.snapshot()["namespaces"].get("session", {})
+    sessions = cache.counters.snapshot()["kinds"].get("session", {})
     assert sessions.get("sets", 0) == 0
 
 

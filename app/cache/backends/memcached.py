@@ -20,7 +20,7 @@ from .pool import ConnectionPool
 from .protocol import Codec
 from .server import Server
 
-# Keys memoised (validated bytes, ring lookups) per process. Many keys are used once: a
+# Keys memoized (validated bytes, ring lookups) per process. Many keys are used once: a
 # memoized result's key holds its generation tokens, so every write makes new ones. A larger
 # bound only holds more dead keys; this one hits as often (docs/RELIABILITY.md, "Findings",
 # the one on worker RSS).
@@ -66,7 +66,7 @@ class MemcachedBackend:
                 pool, self._codec, op_timeout=op_timeout, retry_timeout=retry_timeout,
                 dead_timeout=dead_timeout, failure_limit=failure_limit,
             )
-        # a key's bytes, validated once (raises `InvalidKey`; errors are not memoised)
+        # a key's bytes, validated once (raises `InvalidKey`; errors are not memoized)
         self._raw = functools.lru_cache(maxsize=MEMO_SIZE)(validate_key)
         addresses = list(self.servers)
         self._only = addresses[0] if len(addresses) == 1 else None
@@ -175,7 +175,7 @@ class MemcachedBackend:
 
 
 def _ring_lookup(addresses: list[str]) -> Callable[[str], str]:
-    """The server of a key on the ketama ring of `addresses`, memoised: the ring never
+    """The server of a key on the ketama ring of `addresses`, memoized: the ring never
     changes (dead servers are skipped, not removed)."""
     if len(addresses) == 1:
         return lambda key: addresses[0]

@@ -26,7 +26,7 @@ from typing import Any
 from ..backends.base import PartialResult
 from ..client import CacheClient
 from ..entry import decode_many
-from ..keys import Namespaces
+from ..keys import KeyKinds
 
 SLOTS = 64  # processes beyond this many publish nothing (each still sees itself)
 TTL_INTERVALS = 5  # an entry outlives this many publishes that did not happen
@@ -62,7 +62,7 @@ class Peers:
 
     def __init__(
         self,
-        cache: CacheClient,
+        client: CacheClient,
         data: Callable[[], dict[str, Any]],
         *,
         interval: float,
@@ -70,7 +70,7 @@ class Peers:
     ) -> None:
         if not 0 < interval < math.inf:
             raise ValueError(f"the publish interval must be positive and finite: {interval!r}")
-        self.cache = cache
+        self.client = client
         self.interval = interval
         self.ttl = max(MIN_TTL, math.ceil(interval * TTL_INTERVALS))
         self.host = socket.gethostname()
@@ -78,7 +78,7 @@ class Peers:
         self.id = f"{self.host}-{self.pid}-{secrets.token_hex(4)}"  # a restart is a new id
         self.started_at = time.time()
         self._data = data
-        self._keys = [cache.keys.key(Namespaces.PEERS, "slot", n) for n in range(slots)]
+        self._keys = [client.keys.key(KeyKinds.PEERS, "slot", n) for n in range(slots)]
         self._slot: int | None = None
         self._seq = 0
         self._lock = asyncio.Lock()
@@ -99,15 +99,15 @@ class Peers:
             return self._slot is not None
 
     async def _rewrite(self, key: str, value: dict[str, Any]) -> bool:
-        held = await self.cache.get(key)
+        held = await self.client.get(key)
         if held is None:  # expired, or its server lost it: still free unless taken meanwhile
-            return await self.cache.add(key, value, self.ttl)
-        return _owner(held.value) == self.id and await self.cache.set(key, value, self.ttl)
+            return await self.client.add(key, value, self.ttl)
+        return _owner(held.value) == self.id and await self.client.set(key, value, self.ttl)
 
     async def _claim(self, value: dict[str, Any]) -> int | None:
-        taken = await self.cache.get_many(self._keys)
+        taken = await self.client.get_many(self._keys)
         for n, key in enumerate(self._keys):  # a slot on a down server fails without I/O
-            if key not in taken and await self.cache.add(key, value, self.ttl):
+            if key not in taken and await self.client.add(key, value, self.ttl):
                 return n
         return None
 
@@ -123,9 +123,9 @@ class Peers:
             if self._slot is None:
                 return
             key, self._slot = self._keys[self._slot], None
-            held = await self.cache.get(key)
+            held = await self.client.get(key)
             if held is not None and _owner(held.value) == self.id:
-                await self.cache.delete(key)
+                await self.client.delete(key)
 
     async def census(self) -> Census:
         """The live processes, this one included.
@@ -139,7 +139,7 @@ class Peers:
         complete = True
         # The backend, not the client: the client would turn an unread server into misses.
         try:
-            found = await self.cache.backend.get_many(self._keys)
+            found = await self.client.backend.get_many(self._keys)
         except PartialResult as partial:
             found, complete = partial.found, False
         except Exception:

@@ -9,11 +9,11 @@ import time
 from typing import Any
 
 from ..client import CacheClient, ServerRow
-from ..keys import Namespaces
+from ..keys import KeyKinds
 from .history import HitRatioHistory, Point, summed
 from .peers import Peer, Peers
 
-KINDS = (Namespaces.MEMOIZE, Namespaces.VIEW, Namespaces.FRAGMENT, Namespaces.SESSION)
+KINDS = (KeyKinds.MEMOIZE, KeyKinds.VIEW, KeyKinds.FRAGMENT, KeyKinds.SESSION)
 COUNTS = ("hits", "misses", "sets", "deletes")
 SERVER_STATS = ("curr_items", "bytes", "evictions", "get_hits", "get_misses")
 
@@ -21,10 +21,10 @@ SERVER_STATS = ("curr_items", "bytes", "evictions", "get_hits", "get_misses")
 def published_counts(cache: CacheClient, history: HitRatioHistory) -> dict[str, Any]:
     """What a process publishes for the dashboard (`Peers`' data): its cumulative counts
     per kind, and its hit-ratio points."""
-    namespaces = cache.counters.snapshot()["namespaces"]
+    kinds = cache.counters.snapshot()["kinds"]
     return {
         "kinds": {
-            kind: {metric: namespaces.get(kind, {}).get(metric, 0) for metric in COUNTS}
+            kind: {metric: kinds.get(kind, {}).get(metric, 0) for metric in COUNTS}
             for kind in KINDS
         },
         "history": [vars(point) for point in history.points()],
@@ -69,8 +69,8 @@ async def sample_hit_ratio(cache: CacheClient, history: HitRatioHistory) -> None
     """Record the kinds' total hits and misses every `history.interval`, on the wall
     clock's multiples of it (as every process does), until cancelled."""
     while True:
-        namespaces = cache.counters.snapshot()["namespaces"]
-        counts = [namespaces.get(kind, {}) for kind in KINDS]
+        kinds = cache.counters.snapshot()["kinds"]
+        counts = [kinds.get(kind, {}) for kind in KINDS]
         history.record(
             sum(c.get("hits", 0) for c in counts), sum(c.get("misses", 0) for c in counts)
         )

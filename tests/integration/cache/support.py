@@ -27,5 +27,5 @@ async def value_of(cache_client: CacheClient, key: str) -> Any:
 
 
 def counted(cache_client: CacheClient, metric: str) -> int:
-    """How many times `metric` was counted, over every namespace and server."""
+    """How many times `metric` was counted, over every kind and server."""
     return cache_client.counters.snapshot()["total"][metric]

@@ -61,7 +61,7 @@ async def test_stats(cache_client: CacheClient) -> None:
     await cache_client.set(K + "s", 1, 60)
     await cache_client.get(K + "s")
     stats = await cache_client.stats()
-    assert stats["counters"]["namespaces"]["ns"]["hits"] == 1
+    assert stats["counters"]["kinds"]["ns"]["hits"] == 1
     [server] = stats["servers"]
     assert server["state"] == "up"
     for name in ("curr_items", "bytes", "evictions", "get_hits", "get_misses",

@@ -333,7 +333,7 @@ async def test_repeated_failures_warn_once_a_window_and_are_all_counted(
     caplog.set_level(logging.WARNING, logger="app.cache")
 
     def warnings() -> list[str]:
-        return [r.getMessage() for r in caplog.records if "on key namespace" in r.getMessage()]
+        return [r.getMessage() for r in caplog.records if "on key kind" in r.getMessage()]
 
     for _ in range(20):
         assert await cache_client.get("k") is None

@@ -67,7 +67,7 @@ class Site:
 
 
 def fragment_counts(cache_client: CacheClient) -> dict[str, int]:
-    return cache_client.counters.snapshot()["namespaces"].get("fragment", defaultdict(int))
+    return cache_client.counters.snapshot()["kinds"].get("fragment", defaultdict(int))
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ from collections.abc import Awaitable, Callable
 from app.cache import CacheBackend, CacheClient, KeyBuilder, MemoryBackend
 from app.cache.backends.null import NullBackend
 from app.cache.dashboard.peers import SLOTS, Peers
-from app.cache.keys import Namespaces
+from app.cache.keys import KeyKinds
 from tests.integration.cache.support import MakeBackend, value_of
 from tests.support.memcached import MemcachedProcess
 
 KEYS = KeyBuilder("test")
-SLOT_KEYS = [KEYS.key(Namespaces.PEERS, "slot", n) for n in range(SLOTS)]
+SLOT_KEYS = [KEYS.key(KeyKinds.PEERS, "slot", n) for n in range(SLOTS)]
 INTERVAL = 0.2  # the shortest TTL: 2 s
 
 

@@ -34,5 +34,5 @@ async def test_counting_fails_open(cache_client: CacheClient) -> None:
     await cache_client.backend.set(key, b"not a number", 60)
     limit = RateLimit(cache_client, "broken", 1, window=60, clock=lambda: WINDOW_START)
     assert [await limit.take("client") for _ in range(3)] == [None, None, None]
-    errors = cache_client.counters.snapshot()["namespaces"]["limit"]["errors"]
+    errors = cache_client.counters.snapshot()["kinds"]["limit"]["errors"]
     assert errors == 3

@@ -75,7 +75,7 @@ async def test_concurrent_first_reads_agree_on_one_token(service: CacheService) 
     assert len({result["fresh"] for result in results}) == 1
 
 
-async def test_bump_changes_only_the_named_namespaces(service: CacheService) -> None:
+async def test_bump_changes_only_the_named_topics(service: CacheService) -> None:
     before = await service.generations.current(["a", "b"])
     await service.bump("a")
     after = await service.generations.current(["a", "b"])
@@ -102,7 +102,7 @@ async def test_flush_then_read_is_a_miss_never_old_data(
         calls += 1
         return calls
 
-    memoized = service.memoize(60, namespaces=["tasks"])(load)
+    memoized = service.memoize(60, topics=["tasks"])(load)
     assert await memoized() == 1
     await empty_cache()
     assert await memoized() == 2
@@ -126,8 +126,8 @@ async def test_interleaved_reader_and_writer_never_leave_stale_data(
     async def load() -> str:
         return database["value"]
 
-    racing = service.memoize(60, namespaces=["tasks"])(named("list", slow_load))
-    normal = service.memoize(60, namespaces=["tasks"])(named("list", load))
+    racing = service.memoize(60, topics=["tasks"])(named("list", slow_load))
+    normal = service.memoize(60, topics=["tasks"])(named("list", load))
 
     reader = asyncio.create_task(racing())
     await reader_has_read.wait()
@@ -184,7 +184,7 @@ async def test_none_is_cached_and_a_hit_costs_two_round_trips(cache_client: Cach
         calls += 1
         return None
 
-    memoized = service.memoize(60, namespaces=["task-{task_id}"])(missing)
+    memoized = service.memoize(60, topics=["task-{task_id}"])(missing)
     assert await memoized(7) is None
     spy.calls.clear()
     assert await memoized(7) is None
@@ -192,14 +192,14 @@ async def test_none_is_cached_and_a_hit_costs_two_round_trips(cache_client: Cach
     assert spy.calls == ["get_many", "get"]
 
 
-async def test_namespaces_may_name_arguments(service: CacheService) -> None:
+async def test_topics_may_name_arguments(service: CacheService) -> None:
     calls: list[int] = []
 
     async def task(task_id: int) -> int:
         calls.append(task_id)
         return task_id
 
-    memoized = service.memoize(60, namespaces=["task-{task_id}"])(task)
+    memoized = service.memoize(60, topics=["task-{task_id}"])(task)
     await memoized(1)
     await memoized(2)
     await service.bump("task-1")

@@ -69,7 +69,7 @@ def set_cookies(response: Response) -> dict[str, str]:
 
 
 def session_counts(cache_client: CacheClient) -> dict[str, int]:
-    return cache_client.counters.snapshot()["namespaces"].get("session", defaultdict(int))
+    return cache_client.counters.snapshot()["kinds"].get("session", defaultdict(int))
 
 
 @pytest.fixture

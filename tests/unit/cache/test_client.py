@@ -71,9 +71,9 @@ async def test_every_failure_is_a_counted_miss_or_noop(exc: BaseException, metri
     stats = await client.stats()
     assert stats["servers"] == []
     snapshot = client.counters.snapshot()
-    assert snapshot["namespaces"]["tasks"][metric] == 6  # stats has no namespace
+    assert snapshot["kinds"]["tasks"][metric] == 6  # stats has no key kind
     assert snapshot["total"][metric] == 7
-    assert client.counters.snapshot()["namespaces"]["tasks"]["misses"] == 3
+    assert client.counters.snapshot()["kinds"]["tasks"]["misses"] == 3
 
 
 async def test_callers_cancellation_propagates() -> None:
@@ -194,7 +194,7 @@ async def test_get_reads_exactly_what_decode_reads_and_counts_it(data: bytes) ->
     expected = decode(data)
     entry = await client.get(key)
     assert repr(entry) == repr(expected) and type(entry) is type(expected)  # NaN != NaN
-    row = client.counters.snapshot()["namespaces"]["n"]
+    row = client.counters.snapshot()["kinds"]["n"]
     if expected is None:
         assert (row["hits"], row["misses"], row["errors"]) == (0, 1, 1)
     else:
@@ -214,9 +214,9 @@ async def test_counters_stay_right_when_the_per_key_memo_starts_over(
             assert await client.get(name) is None
     await client.set(names[0], "v", 60)
     assert await client.get(names[0]) == Entry("v", ANY)
-    before = client.counters.snapshot()["namespaces"]["n"]
+    before = client.counters.snapshot()["kinds"]["n"]
     assert await client.get(names[0]) == Entry("v", ANY)
     assert await client.get_many(names[:2]) == {names[0]: (await client.get(names[0]))}
-    after = client.counters.snapshot()["namespaces"]["n"]
+    after = client.counters.snapshot()["kinds"]["n"]
     assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (3, 1)
     assert len(client._rows) <= 3

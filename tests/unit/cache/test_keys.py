@@ -1,6 +1,6 @@
 import pytest
 
-from app.cache.keys import InvalidKey, KeyBuilder, namespace_of, validate_key
+from app.cache.keys import InvalidKey, KeyBuilder, kind_of, validate_key
 
 keys = KeyBuilder("tasklist", 3)
 
@@ -45,7 +45,7 @@ def test_schema_version_and_prefix_separate_keys() -> None:
 
 
 @pytest.mark.parametrize("bad", ["", "has space", "x" * 65, "col:on", "ünï"])
-def test_namespace_and_prefix_must_be_plain(bad: str) -> None:
+def test_kind_and_prefix_must_be_plain(bad: str) -> None:
     with pytest.raises(ValueError):
         keys.key(bad)
     with pytest.raises(ValueError):
@@ -58,9 +58,9 @@ def test_only_str_and_int_parts(part: object) -> None:
         keys.key("n", part)
 
 
-def test_namespace_of() -> None:
-    assert namespace_of(keys.key("tasks", "x y")) == "tasks"
-    assert namespace_of("foreign") == "-"
+def test_kind_of() -> None:
+    assert kind_of(keys.key("tasks", "x y")) == "tasks"
+    assert kind_of("foreign") == "-"
 
 
 @pytest.mark.parametrize("bad", ["", "a b", "a\nb", "a\x7f", "é", "x" * 251])

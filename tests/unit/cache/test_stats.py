@@ -3,7 +3,7 @@ import json
 from app.cache.stats import METRICS, CacheCounters
 
 
-def test_counts_per_namespace_and_server() -> None:
+def test_counts_per_kind_and_server() -> None:
     counters = CacheCounters()
     counters.add("hits", "tasks", "a:1")
     counters.add("hits", "tasks", "b:1", 2)
@@ -11,15 +11,15 @@ def test_counts_per_namespace_and_server() -> None:
     snap = counters.snapshot()
     assert json.loads(json.dumps(snap)) == snap
     assert snap["total"]["hits"] == 3 and snap["total"]["misses"] == 1
-    assert snap["namespaces"]["tasks"]["hits"] == 3
+    assert snap["kinds"]["tasks"]["hits"] == 3
     assert snap["servers"]["a:1"] == {**dict.fromkeys(METRICS, 0), "hits": 1, "misses": 1}
 
 
-def test_a_row_is_the_same_live_list_so_callers_may_memoise_it() -> None:
+def test_a_row_is_the_same_live_list_so_callers_may_memoize_it() -> None:
     counters = CacheCounters()
     row = counters.row(("tasks", "a:1"))
     row[METRICS.index("hits")] += 2
     assert counters.snapshot()["total"]["hits"] == 2
     row[METRICS.index("hits")] += 1
     assert counters.row(("tasks", "a:1")) is row
-    assert counters.snapshot()["namespaces"]["tasks"]["hits"] == 3
+    assert counters.snapshot()["kinds"]["tasks"]["hits"] == 3
