@@ -1,49 +1,14 @@
-"""Fragment caching for async Jinja: the ``{% cache %}`` tag and the `cached_rows` global.
+"""Fragment caching: the ``{% cache %}`` tag (Flask-Caching's syntax), `cached_rows`
+(Rails' collection caching) and `FragmentCache.render_many`, which the sync page renderer
+uses (`app.templating.render_fragments`).
 
-Tag (Flask-Caching's syntax)::
-
-    {% cache timeout[, name][, vary...] %} ... {% endcache %}
-
-`timeout` is seconds, ``None`` for `DEFAULT_TIMEOUT` (every data entry has a finite TTL),
-or ``'del'``: delete the entry and render the block fresh without storing it. `name`
-defaults to ``"<template name>:<line>"``. Vary values that are ``str`` or ``int`` are key
-parts as they are; any other value is used as its ``str()``.
-
-Collection caching (Rails' ``render collection:, cached: true``)::
-
-    {{ cached_rows("row.html", tasks, as_="task", version="updated_at") }}
-
-renders one row template per item with ONE `CacheClient.get_many` for all rows, renders
-only the missing ones (each with the caller's context plus the item under `as_`), stores
-those concurrently and returns the rows joined, in order, as `Markup`.
-
-Keys and digests (Rails' recyclable keys): a key is built by the client's `KeyBuilder` in
-the ``fragment`` key kind from the name and the vary values (for a row: the row's `key`
-after `vary`), never from the template digest, so `FragmentCache.make_template_fragment_key`
-names the exact key of a fragment for a delete. The entry's value is
-``{"template": digest, "release": release, "version": row version or None}`` and its
-payload the html (UTF-8, stored as it is: no JSON string to escape and parse); a stored
-digest, release or version that differs from the current one is a miss (counted as one on
-the dashboard), and the fresh rendering overwrites the same key. Editing a template
-therefore retires its fragments without leaving copies behind, and changing one item
-re-renders that row only.
-The digest covers the template's own source (the row template's, for rows), not what it
-includes or imports; the `release` a `FragmentCache` is given (the app passes the digest of
-its code, templates and static files) is stored beside it, so a deploy retires every
-fragment rendered by the code it replaced.
-
-Nesting works: a ``{% cache %}`` block around `cached_rows` re-reads the rows when the
-outer block is rebuilt, so unchanged rows are reused (Russian doll).
-
-Wiring: `init_fragment_cache` installs the tag and the global on an environment and
-attaches a `FragmentCache` (or ``None``: everything renders uncached). Fail open: the client
-never raises, so a cache failure renders uncached.
-
-Per-user state: a tag whose body names ``get_flashed_messages``, or ``session`` without
-``session`` in its vary values, would serve one visitor's data to another (and a flash
-would be consumed only on a miss). With the app's ``config["DEBUG"]`` true it raises
-`FragmentCacheMisuse`; otherwise the block renders uncached and a warning is logged once.
-Only the block's own source is checked, not the templates or rows it renders.
+A fragment's key names it (the ``fragment`` kind, a name, vary values or an item's key); its
+entry holds the html as payload beside the template's digest, the release and the item's
+version, and an entry whose three differ from the current ones is a miss. A versioned
+fragment is kept in process memory too (`LocalFragments`), as fresh as memcached's copy.
+Fail open: without a `FragmentCache`, or with the cache failing, everything renders uncached.
+A tag that reads per-visitor state renders uncached (raises when DEBUG is on).
+Details and reasons: docs/CACHE.md, "Fragments".
 """
 
 from __future__ import annotations
