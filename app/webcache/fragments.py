@@ -52,28 +52,30 @@ class LocalFragments:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.size = 0
-        self._items: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        # key -> (template digest, version, html, the key's server: for the hit counters)
+        self._items: OrderedDict[str, tuple[str, str, str, str]] = OrderedDict()
 
-    def get(self, key: str, template_digest: str, version: str) -> str | None:
+    def get(self, key: str, template_digest: str, version: str) -> tuple[str, str] | None:
+        """The html and its key's server, if this exact fragment is here."""
         item = self._items.get(key)
         if item is None or item[0] != template_digest or item[1] != version:
             return None
         self._items.move_to_end(key)
-        return item[2]
+        return item[2], item[3]
 
     def discard(self, key: str) -> None:
         old = self._items.pop(key, None)
         if old is not None:
             self.size -= len(old[2])
 
-    def put(self, key: str, template_digest: str, version: str, html: str) -> None:
+    def put(self, key: str, template_digest: str, version: str, html: str, server: str) -> None:
         self.discard(key)
         if len(html) > self.limit:
             return
-        self._items[key] = (template_digest, version, html)
+        self._items[key] = (template_digest, version, html, server)
         self.size += len(html)
         while self.size > self.limit:
-            _, (_, _, dropped) = self._items.popitem(last=False)
+            _, (_, _, dropped, _) = self._items.popitem(last=False)
             self.size -= len(dropped)
 
 
@@ -105,12 +107,12 @@ class FragmentCache:
         found = {}
         remote: dict[str, str | None] = {}
         for key, version in zip(keys, versions, strict=True):
-            html = None if version is None else self.local.get(key, template_digest, version)
-            if html is None:
+            kept = None if version is None else self.local.get(key, template_digest, version)
+            if kept is None:
                 remote[key] = version
             else:
-                found[key] = html
-                self._count_local_hit(key)
+                found[key], server = kept
+                self.client.counters.add("hits", KeyKinds.FRAGMENT, server)
         entries = await self.client.get_many(list(remote)) if remote else {}
         for key, version in remote.items():
             entry = entries.get(key)
@@ -124,7 +126,7 @@ class FragmentCache:
                     pass
                 else:
                     if version is not None:
-                        self.local.put(key, template_digest, version, html)
+                        self._keep(key, template_digest, version, html)
                     continue
             self._recount_as_miss(key)
         return found
@@ -135,7 +137,7 @@ class FragmentCache:
         """Store ``{key: (html, version)}`` concurrently; failures are left to the client."""
         for key, (html, version) in rows.items():
             if version is not None:
-                self.local.put(key, template_digest, version, html)
+                self._keep(key, template_digest, version, html)
         await asyncio.gather(*(
             self.client.set(
                 key,
@@ -191,8 +193,8 @@ class FragmentCache:
         self.local.discard(key)
         await self.client.delete(key)
 
-    def _count_local_hit(self, key: str) -> None:
-        self.client.counters.add("hits", KeyKinds.FRAGMENT, self.client.backend.server_for(key))
+    def _keep(self, key: str, template_digest: str, version: str, html: str) -> None:
+        self.local.put(key, template_digest, version, html, self.client.backend.server_for(key))
 
     def _recount_as_miss(self, key: str) -> None:
         # The client saw a hit; for the dashboard an outdated fragment is a miss. No await
