@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.databases import create_postgres_database, drop_postgres_database, run_alembic
+from tests.support.cluster import cluster
 from tests.support.deploy import image_command, image_environment
 from tests.support.memcached import MemcachedProcess
 from tests.support.servers import LiveServer
@@ -34,37 +34,20 @@ Replicas = tuple[tuple[LiveServer, LiveServer], tuple[MemcachedProcess, Memcache
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
-    url = create_postgres_database()
-    memcached = (MemcachedProcess(), MemcachedProcess())
-    servers: list[LiveServer] = []
+    command = image_command()
+    assert command[:2] == ["sh", "-c"]
+    env = {
+        **image_environment(),
+        "SECRET_KEY": "scale-out-secret",
+        "WEB_CONCURRENCY": str(WORKERS),
+        "CACHE_DEAD_TIMEOUT": "2",  # a restarted server is back in use within 2 s
+        "CACHE_STATS_PUBLISH_SECONDS": "0.5",
+        "OPERATOR_TOKEN": OPERATOR_TOKEN,  # production: the dashboard needs it
+    }
     logs = tmp_path_factory.mktemp("scale-out")
-    try:
-        run_alembic(url, ("upgrade", "head"))
-        for process in memcached:
-            process.start()
-        command = image_command()
-        assert command[:2] == ["sh", "-c"]
-        env = {
-            **image_environment(),
-            "SECRET_KEY": "scale-out-secret",
-            "DATABASE_URL": url,
-            "MEMCACHIER_SERVERS": ",".join(m.address for m in memcached),
-            "WEB_CONCURRENCY": str(WORKERS),
-            "CACHE_DEAD_TIMEOUT": "2",  # a restarted server is back in use within 2 s
-            "CACHE_STATS_PUBLISH_SECONDS": "0.5",
-            "OPERATOR_TOKEN": OPERATOR_TOKEN,  # production: the dashboard needs it
-        }
-        for name in ("a", "b"):
-            servers.append(
-                LiveServer(env, log=logs / f"{name}.log", command=command[2]).start()
-            )
-        yield (servers[0], servers[1]), memcached
-    finally:
-        for server in servers:
-            server.stop()
-        for process in memcached:
-            process.kill()
-        drop_postgres_database(url)
+    with cluster(logs, env, command=command[2]) as replicas:
+        (a, b), (first, second) = replicas.servers, replicas.memcached
+        yield (a, b), (first, second)
 
 
 def test_writes_through_one_replica_are_read_through_the_other_at_once(replicas: Replicas) -> None:

@@ -31,9 +31,15 @@ class Cluster:
 
 @contextmanager
 def cluster(
-    logs: Path, env: Mapping[str, str], *, processes: int = 2, memcached: int = 2
+    logs: Path,
+    env: Mapping[str, str],
+    *,
+    processes: int = 2,
+    memcached: int = 2,
+    command: str | None = None,
 ) -> Iterator[Cluster]:
-    """`processes` app processes with `env` on top of the shared database and servers."""
+    """`processes` app processes with `env` on top of the shared database and servers;
+    `command`: a deploy's serving command line instead of plain hypercorn (`LiveServer`)."""
     url = create_postgres_database()
     caches: list[MemcachedProcess] = []
     servers: list[LiveServer] = []
@@ -47,7 +53,8 @@ def cluster(
             **env,
         }
         for n in range(processes):
-            servers.append(LiveServer(shared, log=logs / f"server-{n}.log").start())
+            server = LiveServer(shared, log=logs / f"server-{n}.log", command=command)
+            servers.append(server.start())
         yield Cluster(shared, logs, tuple(caches), tuple(servers))
     finally:
         for server in servers:
